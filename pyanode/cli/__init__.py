@@ -1,0 +1,62 @@
+"""The ``pyanode`` command. Each sub-command lives in its own module and registers on ``app``.
+
+User mistakes (:class:`pyanode.errors.PyanodeError`) are printed as one line on stderr with exit code
+2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pyanode.errors import PyanodeError
+
+app = typer.Typer(
+    name="pyanode",
+    help="Neural ODEs and Augmented Neural ODEs: forecasting and the ANODE paper's experiments.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    """Neural ODEs and Augmented Neural ODEs: forecasting and the ANODE paper's experiments."""
+    if version:
+        from pyanode import __version__
+
+        typer.echo(f"pyanode {__version__}")
+        raise typer.Exit(0)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# Sub-commands register themselves on import.
+from pyanode.cli import solve_demo  # noqa: E402,F401
+
+for _name in ("forecast", "experiment"):
+    try:
+        __import__(f"pyanode.cli.{_name}")
+    except ModuleNotFoundError as _err:  # a sub-command not written yet
+        if _err.name != f"pyanode.cli.{_name}":
+            raise
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    try:
+        app()
+    except PyanodeError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,403 @@
+"""The ODE engine: the one place (with :mod:`pyanode.adjoint`) that calls diffrax.
+
+``solve`` integrates ``dy/dt = f(t, y, args)`` from ``t0`` to ``ts[-1]`` and returns the state at every
+time in ``ts``. Solvers are chosen by name, adaptive ones are driven by a PID step-size controller with
+``rtol``/``atol`` (SciML's ``reltol``/``abstol``), and gradients are computed by one of three sensitivity
+algorithms (``sensealg``, named after SciMLSensitivity's):
+
+* ``"interpolating"`` -- continuous adjoint reading the forward state from the forward solve's dense
+  interpolation (SciML's ``InterpolatingAdjoint``); see :mod:`pyanode.adjoint`.
+* ``"backsolve"`` -- continuous adjoint that re-solves the state backwards (``BacksolveAdjoint``).
+* ``"checkpoint"`` -- discretise-then-optimise: reverse-mode through the solver's steps with recursive
+  checkpointing (the exact gradient of the discrete solve).
+
+Every solve reports its statistics: accepted and rejected steps and forward NFE (number of vector-field
+evaluations). The backward NFE of a gradient is reported through ``nfe_probe``: pass a scalar zero and
+its gradient is the number of vector-field evaluations (VJPs) the backward pass made.
+
+Precision: JAX computes in float32 unless x64 is enabled; call :func:`enable_x64` once (before creating
+arrays) for float64 solves and gradients. Nothing is cast down silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+
+from pyanode.errors import PyanodeError
+
+__all__ = [
+    "SOLVERS",
+    "SENSEALGS",
+    "Solution",
+    "SolveError",
+    "Stats",
+    "enable_x64",
+    "solve",
+]
+
+
+class SolveError(PyanodeError):
+    """A problem with a solve that the user can act on; the message says what to change."""
+
+
+def enable_x64(enabled: bool = True) -> None:
+    """Switch JAX (and so every pyanode solve) to float64. Call before creating arrays."""
+    jax.config.update("jax_enable_x64", enabled)
+
+
+# ----------------------------------------------------------------------------------------------
+# Solvers
+
+_rk4_tableau = diffrax.ButcherTableau(
+    c=np.array([0.5, 0.5, 1.0]),
+    b_sol=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]),
+    b_error=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]) - np.array([0.0, 1.0, 0.0, 0.0]),
+    a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])),
+)
+
+
+class RK4(diffrax.AbstractERK):
+    """The classical 4th-order Runge--Kutta method (4 stages, fixed step)."""
+
+    tableau = _rk4_tableau
+    interpolation_cls = diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
+
+    def order(self, terms):  # noqa: D102
+        del terms
+        return 4
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverSpec:
+    """What pyanode needs to know about a solver: how to build it and how to count its NFE."""
+
+    make: Callable[[], diffrax.AbstractSolver]
+    adaptive: bool
+    stages: int  # vector-field evaluations per step (explicit methods)
+    fsal: bool  # first-same-as-last: the last stage of a step is the first of the next
+    implicit: bool = False
+    order: int = 0
+
+
+SOLVERS: dict[str, SolverSpec] = {
+    "tsit5": SolverSpec(diffrax.Tsit5, True, 7, True, order=5),
+    "dopri5": SolverSpec(diffrax.Dopri5, True, 7, True, order=5),
+    "dopri8": SolverSpec(diffrax.Dopri8, True, 14, True, order=8),
+    "bosh3": SolverSpec(diffrax.Bosh3, True, 4, True, order=3),
+    "euler": SolverSpec(diffrax.Euler, False, 1, False, order=1),
+    "midpoint": SolverSpec(diffrax.Midpoint, False, 2, False, order=2),
+    "heun": SolverSpec(diffrax.Heun, False, 2, False, order=2),
+    "rk4": SolverSpec(RK4, False, 4, False, order=4),
+    "kvaerno5": SolverSpec(diffrax.Kvaerno5, True, 7, False, implicit=True, order=5),
+    "kencarp4": SolverSpec(diffrax.KenCarp4, True, 7, False, implicit=True, order=4),
+}
+
+SENSEALGS = ("interpolating", "backsolve", "checkpoint")
+
+
+def get_solver(name: str) -> SolverSpec:
+    """Look a solver up by name, with an error that lists the valid names."""
+    try:
+        return SOLVERS[name.lower()]
+    except (KeyError, AttributeError):
+        raise SolveError(f"unknown solver {name!r}; choose one of: {', '.join(SOLVERS)}") from None
+
+
+def forward_nfe(spec: SolverSpec, num_steps: jax.Array) -> jax.Array:
+    """Vector-field evaluations of an explicit solve of ``num_steps`` steps (accepted + rejected).
+
+    An FSAL method evaluates ``f`` once at the start and ``stages - 1`` times per step (the first
+    stage of each step reuses the last stage of the previous one; a rejected step still costs its
+    stages). Other explicit methods cost ``stages`` per step. Implicit methods' counts depend on
+    their Newton iterations, so they are not given by a rule (reported as -1).
+    """
+    if spec.implicit:
+        return jnp.full_like(num_steps, -1)
+    if spec.fsal:
+        return 1 + (spec.stages - 1) * num_steps
+    return spec.stages * num_steps
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+
+class Stats(eqx.Module):
+    """Statistics of one solve (arrays, so they survive ``jax.jit``)."""
+
+    num_accepted_steps: jax.Array
+    num_rejected_steps: jax.Array
+    nfe_forward: jax.Array
+
+    @property
+    def num_steps(self) -> jax.Array:
+        return self.num_accepted_steps + self.num_rejected_steps
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "num_accepted_steps": int(self.num_accepted_steps),
+            "num_rejected_steps": int(self.num_rejected_steps),
+            "nfe_forward": int(self.nfe_forward),
+        }
+
+
+class Solution(eqx.Module):
+    """The result of :func:`solve`: states ``ys`` at times ``ts``, ``stats``, optional dense output."""
+
+    ts: jax.Array
+    ys: jax.Array
+    stats: Stats
+    interpolation: Any = None  # a diffrax dense interpolation when ``dense=True``
+
+    def evaluate(self, t: jax.Array) -> jax.Array:
+        """The continuous solution at time ``t`` (needs ``dense=True``)."""
+        if self.interpolation is None:
+            raise SolveError("this solution has no dense output; call solve(..., dense=True)")
+        return self.interpolation.evaluate(t)
+
+
+# ----------------------------------------------------------------------------------------------
+# Backward-NFE reporting: the gradient with respect to a zero "probe" is the backward NFE.
+
+
+@jax.custom_vjp
+def attach_backward_nfe(ys: jax.Array, probe: jax.Array, count: jax.Array) -> jax.Array:
+    """Identity on ``ys``; in reverse mode the probe's cotangent becomes ``count``."""
+    del probe, count
+    return ys
+
+
+def _attach_fwd(ys, probe, count):
+    return ys, (probe, count)
+
+
+def _attach_bwd(res, ct):
+    probe, count = res
+    return ct, jnp.asarray(count, probe.dtype), jnp.zeros_like(count)
+
+
+attach_backward_nfe.defvjp(_attach_fwd, _attach_bwd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Solve
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Everything a solve needs except the arrays; shared with :mod:`pyanode.adjoint`."""
+
+    spec: SolverSpec
+    controller: diffrax.AbstractStepSizeController
+    dt0: float | None
+    max_steps: int
+    rtol: float = 1e-6
+    atol: float = 1e-6
+
+    def make_solver(self) -> diffrax.AbstractSolver:
+        if self.spec.make is diffrax.KenCarp4:
+            # diffrax's default chord iteration stalls on oscillatory problems; full Newton does not.
+            return diffrax.KenCarp4(root_finder=optx.Newton(rtol=self.rtol, atol=self.atol))
+        return self.spec.make()
+
+    def make_term(self, f: Callable) -> diffrax.AbstractTerm:
+        term = diffrax.ODETerm(f)
+        if self.spec.make is diffrax.KenCarp4:
+            # KenCarp4 is an IMEX method; the whole vector field is treated implicitly.
+            zero = diffrax.ODETerm(lambda t, y, args: jax.tree_util.tree_map(jnp.zeros_like, y))
+            return diffrax.MultiTerm(zero, term)
+        return term
+
+
+def _is_concrete(*xs: Any) -> bool:
+    return not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(xs))
+
+
+def _check_inputs(f: Callable, y0: jax.Array, ts: jax.Array, t0: jax.Array, args: Any) -> None:
+    if ts.ndim != 1 or ts.shape[0] < 1:
+        raise SolveError(f"ts must be a 1-D array of save times, got shape {tuple(ts.shape)}")
+    if _is_concrete(ts, t0):
+        tsn = np.asarray(ts)
+        if not np.all(np.isfinite(tsn)):
+            raise SolveError("ts contains NaN or inf; give finite save times")
+        if tsn.shape[0] > 1 and not np.all(np.diff(tsn) > 0):
+            bad = int(np.argmax(np.diff(tsn) <= 0))
+            raise SolveError(
+                f"ts must be strictly increasing, but ts[{bad}]={tsn[bad]:g} >= "
+                f"ts[{bad + 1}]={tsn[bad + 1]:g}; sort the times and drop duplicates"
+            )
+        if float(t0) > float(tsn[0]):
+            raise SolveError(f"t0={float(t0):g} is after the first save time {tsn[0]:g}")
+    if _is_concrete(y0) and not bool(jnp.all(jnp.isfinite(y0))):
+        raise SolveError("y0 contains NaN or inf; give a finite initial state")
+    out = jax.eval_shape(f, t0, y0, args)
+    if out.shape != y0.shape:
+        raise SolveError(
+            f"the vector field returned shape {tuple(out.shape)} for a state of shape "
+            f"{tuple(y0.shape)}; f(t, y, args) must return an array shaped like y0"
+        )
+
+
+def make_problem(
+    solver: str,
+    rtol: float,
+    atol: float,
+    dt: float | None,
+    dt0: float | None,
+    max_steps: int,
+) -> Problem:
+    """Validate the solver options and build the step-size controller."""
+    spec = get_solver(solver)
+    if not (max_steps >= 1):
+        raise SolveError(f"max_steps must be a positive integer, got {max_steps}")
+    if spec.adaptive:
+        if not (rtol > 0 and atol > 0):
+            raise SolveError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
+        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        return Problem(spec, controller, dt0 if dt0 is not None else dt, max_steps, rtol, atol)
+    step = dt if dt is not None else dt0
+    if step is None or not step > 0:
+        raise SolveError(
+            f"solver {solver!r} takes fixed steps: give a positive dt (e.g. dt=0.01), "
+            "or use an adaptive solver such as 'tsit5'"
+        )
+    return Problem(spec, diffrax.ConstantStepSize(), float(step), max_steps)
+
+
+def _raise_if_failed(sol: diffrax.Solution, ts: jax.Array, ys: jax.Array, problem: Problem) -> None:
+    """Turn a failed solve into a SolveError that says where it stopped and what to try."""
+    if sol.result == diffrax.RESULTS.successful and bool(jnp.all(jnp.isfinite(ys))):
+        return
+    tsn = np.asarray(ts)
+    finite = np.asarray(jnp.all(jnp.isfinite(ys.reshape(ys.shape[0], -1)), axis=1))
+    reached = tsn[int(np.argmin(finite)) - 1] if not finite.all() and finite.any() else None
+    where = f" (last finite state saved at t={reached:g})" if reached is not None else ""
+    if sol.result == diffrax.RESULTS.max_steps_reached:
+        raise SolveError(
+            f"the solver took max_steps={problem.max_steps} steps before reaching "
+            f"t={tsn[-1]:g}{where}; the problem may be stiff: try solver='kvaerno5' or "
+            "'kencarp4', looser rtol/atol, or a larger max_steps"
+        )
+    if sol.result != diffrax.RESULTS.successful:
+        raise SolveError(f"the ODE solve failed{where}: {sol.result}")
+    first_bad = tsn[int(np.argmin(finite))]
+    raise SolveError(
+        f"the state became NaN or inf by t={first_bad:g}{where}; the solution may blow up: "
+        "check the vector field, shorten the time span, or tighten rtol/atol"
+    )
+
+
+def _diffeqsolve(
+    f: Callable,
+    y0: jax.Array,
+    args: Any,
+    t0: jax.Array,
+    ts: jax.Array,
+    problem: Problem,
+    adjoint: diffrax.AbstractAdjoint,
+    dense: bool,
+) -> diffrax.Solution:
+    """One forward diffrax solve (never raises inside; failures are in ``sol.result``)."""
+    return diffrax.diffeqsolve(
+        problem.make_term(f),
+        problem.make_solver(),
+        t0=t0,
+        t1=ts[-1],
+        dt0=problem.dt0,
+        y0=y0,
+        args=args,
+        saveat=diffrax.SaveAt(ts=ts, dense=dense),
+        stepsize_controller=problem.controller,
+        max_steps=problem.max_steps,
+        adjoint=adjoint,
+        throw=False,
+    )
+
+
+def solve(
+    f: Callable[[jax.Array, jax.Array, Any], jax.Array],
+    y0: jax.Array,
+    ts: jax.Array,
+    *,
+    args: Any = None,
+    solver: str = "tsit5",
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+    dt: float | None = None,
+    dt0: float | None = None,
+    t0: float | jax.Array | None = None,
+    sensealg: str = "interpolating",
+    checkpointing: bool = False,
+    max_steps: int = 4096,
+    dense: bool = False,
+    nfe_probe: jax.Array | None = None,
+) -> Solution:
+    """Solve ``dy/dt = f(t, y, args)`` and return the states at the times ``ts``.
+
+    Args:
+        f: vector field ``f(t, y, args) -> dy/dt`` (diffrax's convention); may be an equinox module
+            whose arrays receive gradients.
+        y0: initial state at ``t0``.
+        ts: strictly increasing save times; the solve runs from ``t0`` to ``ts[-1]``.
+        args: any pytree passed to ``f``; gradients flow to its arrays.
+        solver: ``tsit5`` (default), ``dopri5``, ``dopri8``, ``bosh3``; fixed-step ``euler``,
+            ``midpoint``, ``heun``, ``rk4`` (need ``dt``); stiff ``kvaerno5``, ``kencarp4``.
+        rtol, atol: relative and absolute tolerances of the PID step-size controller.
+        dt: step size of a fixed-step solver. dt0: first step of an adaptive one (default: chosen).
+        t0: start time (default ``ts[0]``).
+        sensealg: ``interpolating``, ``backsolve`` or ``checkpoint`` (see the module docstring).
+        checkpointing: for ``interpolating``, keep the forward state only at ``ts`` and re-solve
+            each segment with dense output in the backward pass (bounded memory).
+        max_steps: most steps before a :class:`SolveError` (or, under ``jit``, non-finite output).
+        dense: keep the dense interpolation (``Solution.evaluate``).
+        nfe_probe: a scalar zero; its gradient is the backward NFE of this solve.
+
+    Returns:
+        :class:`Solution` with ``ys`` of shape ``(len(ts), *y0.shape)`` and ``stats``.
+
+    Raises:
+        SolveError: a bad option or input, or (outside ``jit``) a failed solve, with a message that
+            says what to change.
+    """
+    y0 = jnp.asarray(y0)
+    if not jnp.issubdtype(y0.dtype, jnp.floating):
+        y0 = y0.astype(jnp.result_type(float))
+    ts = jnp.asarray(ts, dtype=y0.dtype)
+    t0 = ts[0] if t0 is None else jnp.asarray(t0, dtype=y0.dtype)
+    if sensealg not in SENSEALGS:
+        raise SolveError(f"unknown sensealg {sensealg!r}; choose one of: {', '.join(SENSEALGS)}")
+    problem = make_problem(solver, rtol, atol, dt, dt0, max_steps)
+    _check_inputs(f, y0, ts, t0, args)
+    if sensealg == "checkpoint":
+        sol = _diffeqsolve(
+            f, y0, args, t0, ts, problem, diffrax.RecursiveCheckpointAdjoint(), dense
+        )
+        stats = Stats(
+            sol.stats["num_accepted_steps"],
+            sol.stats["num_rejected_steps"],
+            forward_nfe(problem.spec, sol.stats["num_steps"]),
+        )
+        ys = sol.ys
+        if nfe_probe is not None:
+            # Reverse mode through the steps makes one VJP per forward evaluation.
+            ys = attach_backward_nfe(ys, nfe_probe, stats.nfe_forward)
+    else:
+        from pyanode import adjoint as _adjoint
+
+        sol, ys, stats = _adjoint.solve_continuous(
+            sensealg, f, y0, args, t0, ts, problem, dense, checkpointing, nfe_probe
+        )
+
+    if _is_concrete(ys):
+        _raise_if_failed(sol, ts, ys, problem)
+    interpolation = sol.interpolation if dense else None
+    return Solution(ts=ts, ys=ys, stats=stats, interpolation=interpolation)

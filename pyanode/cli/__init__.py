@@ -21,8 +21,9 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print the version and exit."),
 ) -> None:
     """Neural ODEs and Augmented Neural ODEs: forecasting and the ANODE paper's experiments."""
@@ -30,6 +31,9 @@ def _root(
         from pyanode import __version__
 
         typer.echo(f"pyanode {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
         raise typer.Exit(0)
 
 

@@ -203,19 +203,32 @@ class Problem:
     rtol: float = 1e-6
     atol: float = 1e-6
 
-    def make_solver(self) -> diffrax.AbstractSolver:
+    def first_step(self, dtype: Any, backwards: bool = False) -> jax.Array | None:
+        """``dt0`` for diffrax, as an array so that a new step size does not trigger a recompile."""
+        if self.dt0 is None or (backwards and self.spec.adaptive):
+            return None  # the controller picks the first step
+        return jnp.asarray(-self.dt0 if backwards else self.dt0, dtype=dtype)
+
+    def make_solver(
+        self, controller: diffrax.AbstractStepSizeController | None = None
+    ) -> diffrax.AbstractSolver:
         if self.spec.make is diffrax.KenCarp4:
             # diffrax's default chord iteration stalls on oscillatory problems; full Newton does not.
-            return diffrax.KenCarp4(root_finder=optx.Newton(rtol=self.rtol, atol=self.atol))
+            c = self.controller if controller is None else controller
+            return diffrax.KenCarp4(root_finder=optx.Newton(rtol=c.rtol, atol=c.atol))
         return self.spec.make()
 
     def make_term(self, f: Callable) -> diffrax.AbstractTerm:
         term = diffrax.ODETerm(f)
         if self.spec.make is diffrax.KenCarp4:
             # KenCarp4 is an IMEX method; the whole vector field is treated implicitly.
-            zero = diffrax.ODETerm(lambda t, y, args: jax.tree_util.tree_map(jnp.zeros_like, y))
+            zero = diffrax.ODETerm(_zero_field)
             return diffrax.MultiTerm(zero, term)
         return term
+
+
+def _zero_field(t: Any, y: Any, args: Any) -> Any:
+    return jax.tree_util.tree_map(jnp.zeros_like, y)
 
 
 def _is_concrete(*xs: Any) -> bool:
@@ -223,9 +236,10 @@ def _is_concrete(*xs: Any) -> bool:
 
 
 def _check_inputs(f: Callable, y0: jax.Array, ts: jax.Array, t0: jax.Array, args: Any) -> None:
+    # numpy, not jnp, on concrete inputs: under jit a jnp op on a concrete array is staged (a tracer).
     if ts.ndim != 1 or ts.shape[0] < 1:
         raise SolveError(f"ts must be a 1-D array of save times, got shape {tuple(ts.shape)}")
-    if _is_concrete(ts, t0):
+    if _is_concrete(ts):
         tsn = np.asarray(ts)
         if not np.all(np.isfinite(tsn)):
             raise SolveError("ts contains NaN or inf; give finite save times")
@@ -235,9 +249,12 @@ def _check_inputs(f: Callable, y0: jax.Array, ts: jax.Array, t0: jax.Array, args
                 f"ts must be strictly increasing, but ts[{bad}]={tsn[bad]:g} >= "
                 f"ts[{bad + 1}]={tsn[bad + 1]:g}; sort the times and drop duplicates"
             )
-        if float(t0) > float(tsn[0]):
-            raise SolveError(f"t0={float(t0):g} is after the first save time {tsn[0]:g}")
-    if _is_concrete(y0) and not bool(jnp.all(jnp.isfinite(y0))):
+        if _is_concrete(t0) and float(np.asarray(t0)) > float(tsn[0]):
+            raise SolveError(
+                f"t0={float(np.asarray(t0)):g} is after the first save time {tsn[0]:g}; "
+                "give t0 <= ts[0] (or leave t0 out to start at ts[0])"
+            )
+    if _is_concrete(y0) and not np.all(np.isfinite(np.asarray(y0))):
         raise SolveError("y0 contains NaN or inf; give a finite initial state")
     out = jax.eval_shape(f, t0, y0, args)
     if out.shape != y0.shape:
@@ -262,7 +279,8 @@ def make_problem(
     if spec.adaptive:
         if not (rtol > 0 and atol > 0):
             raise SolveError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+        # Arrays, not floats: a new tolerance is then no recompile of the (eager) solve.
+        controller = diffrax.PIDController(rtol=jnp.asarray(rtol), atol=jnp.asarray(atol))
         return Problem(spec, controller, dt0 if dt0 is not None else dt, max_steps, rtol, atol)
     step = dt if dt is not None else dt0
     if step is None or not step > 0:
@@ -273,23 +291,48 @@ def make_problem(
     return Problem(spec, diffrax.ConstantStepSize(), float(step), max_steps)
 
 
-def _raise_if_failed(sol: diffrax.Solution, ts: jax.Array, ys: jax.Array, problem: Problem) -> None:
+def _time_reached(
+    f: Callable, y0: jax.Array, args: Any, t0: jax.Array, ts: jax.Array, problem: Problem
+) -> float:
+    """Where a failed solve stopped: re-run it (error path only) saving just its final time."""
+    sol = diffrax.diffeqsolve(
+        problem.make_term(f),
+        problem.make_solver(),
+        t0=t0,
+        t1=ts[-1],
+        dt0=problem.first_step(t0.dtype),
+        y0=y0,
+        args=args,
+        saveat=diffrax.SaveAt(t1=True),
+        stepsize_controller=problem.controller,
+        max_steps=problem.max_steps,
+        throw=False,
+    )
+    return float(np.asarray(sol.ts)[-1])
+
+
+def _raise_if_failed(
+    sol: diffrax.Solution, ts: jax.Array, ys: jax.Array, problem: Problem, reached: Callable[[], float]
+) -> None:
     """Turn a failed solve into a SolveError that says where it stopped and what to try."""
-    if sol.result == diffrax.RESULTS.successful and bool(jnp.all(jnp.isfinite(ys))):
+    finite = np.all(np.isfinite(np.asarray(ys).reshape(ys.shape[0], -1)), axis=1)
+    if sol.result == diffrax.RESULTS.successful and finite.all():
         return
     tsn = np.asarray(ts)
-    finite = np.asarray(jnp.all(jnp.isfinite(ys.reshape(ys.shape[0], -1)), axis=1))
-    reached = tsn[int(np.argmin(finite)) - 1] if not finite.all() and finite.any() else None
-    where = f" (last finite state saved at t={reached:g})" if reached is not None else ""
     if sol.result == diffrax.RESULTS.max_steps_reached:
         raise SolveError(
-            f"the solver took max_steps={problem.max_steps} steps before reaching "
-            f"t={tsn[-1]:g}{where}; the problem may be stiff: try solver='kvaerno5' or "
+            f"the solver took max_steps={problem.max_steps} steps and stopped at t={reached():g} "
+            f"before reaching t={tsn[-1]:g}; the problem may be stiff: try solver='kvaerno5' or "
             "'kencarp4', looser rtol/atol, or a larger max_steps"
         )
+    last = int(np.argmin(finite)) - 1 if not finite.all() else tsn.shape[0] - 1
+    where = f" (last finite state saved at t={tsn[last]:g})" if last >= 0 else ""
     if sol.result != diffrax.RESULTS.successful:
-        raise SolveError(f"the ODE solve failed{where}: {sol.result}")
-    first_bad = tsn[int(np.argmin(finite))]
+        raise SolveError(
+            f"the ODE solve failed{where}: {sol.result}; check the vector field for NaN or inf, "
+            "or try a stiff solver such as 'kvaerno5' or tighter rtol/atol"
+        )
+    first_bad = tsn[last + 1]
     raise SolveError(
         f"the state became NaN or inf by t={first_bad:g}{where}; the solution may blow up: "
         "check the vector field, shorten the time span, or tighten rtol/atol"
@@ -312,7 +355,7 @@ def _diffeqsolve(
         problem.make_solver(),
         t0=t0,
         t1=ts[-1],
-        dt0=problem.dt0,
+        dt0=problem.first_step(t0.dtype),
         y0=y0,
         args=args,
         saveat=diffrax.SaveAt(ts=ts, dense=dense),
@@ -372,15 +415,20 @@ def solve(
     if not jnp.issubdtype(y0.dtype, jnp.floating):
         y0 = y0.astype(jnp.result_type(float))
     ts = jnp.asarray(ts, dtype=y0.dtype)
-    t0 = ts[0] if t0 is None else jnp.asarray(t0, dtype=y0.dtype)
+    if t0 is None:
+        # Indexing would be staged under jit; keep t0 concrete when ts is, so it can be checked.
+        if ts.ndim != 1 or ts.shape[0] < 1:
+            t0 = jnp.zeros((), y0.dtype)  # _check_inputs reports the bad ts
+        else:
+            t0 = jnp.asarray(np.asarray(ts)[0]) if _is_concrete(ts) else ts[0]
+    else:
+        t0 = jnp.asarray(t0, dtype=y0.dtype)
     if sensealg not in SENSEALGS:
         raise SolveError(f"unknown sensealg {sensealg!r}; choose one of: {', '.join(SENSEALGS)}")
     problem = make_problem(solver, rtol, atol, dt, dt0, max_steps)
     _check_inputs(f, y0, ts, t0, args)
     if sensealg == "checkpoint":
-        sol = _diffeqsolve(
-            f, y0, args, t0, ts, problem, diffrax.RecursiveCheckpointAdjoint(), dense
-        )
+        sol = _diffeqsolve(f, y0, args, t0, ts, problem, diffrax.RecursiveCheckpointAdjoint(), dense)
         stats = Stats(
             sol.stats["num_accepted_steps"],
             sol.stats["num_rejected_steps"],
@@ -398,6 +446,6 @@ def solve(
         )
 
     if _is_concrete(ys):
-        _raise_if_failed(sol, ts, ys, problem)
+        _raise_if_failed(sol, ts, ys, problem, lambda: _time_reached(f, y0, args, t0, ts, problem))
     interpolation = sol.interpolation if dense else None
     return Solution(ts=ts, ys=ys, stats=stats, interpolation=interpolation)

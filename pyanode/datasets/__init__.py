@@ -1,1 +1,5 @@
-"""(being written)"""
+"""Data sets: the paper's toys (:mod:`pyanode.datasets.toy`)."""
+
+from pyanode.datasets.toy import ToyData, g1d, identity, sines, spheres
+
+__all__ = ["ToyData", "g1d", "identity", "sines", "spheres"]

@@ -1,0 +1,424 @@
+"""Time-series data handling for forecasting: read, find dates, clean, mask outliers, scale, baselines.
+
+Data flows one way: a CSV path or a DataFrame goes through :func:`load_frame` (dates found, rows
+sorted, duplicate dates refused or merged, non-numeric columns reported and dropped), then
+:func:`clean` (infinite values refused, outliers masked), and the result is modelled by
+:mod:`pyanode.forecaster`. Missing values stay missing (NaN); they are masked in the loss, never
+invented.
+
+Outliers are found with the robust z-score of Iglewicz & Hoaglin, ``z = 0.6745 (x - median) / MAD``
+(the MAD of a normal sample is 0.6745 sigma, so ``z`` is on the scale of a standard score but is not
+dragged by the outliers themselves). Values with ``|z| > threshold`` are masked. The default threshold is
+deliberately loose (8, not the textbook 3.5) because real daily series have heavy but genuine tails (a
+stormy day's wind speed) while data-entry errors are far out (Delhi's 7679 hPa is at ``z`` of about 670).
+
+Baselines (:func:`baseline_forecasts`):
+
+* persistence -- the last valid training value of each column, for every future date;
+* seasonal naive -- the value on the same date one season earlier (:func:`season_of`: a year when the
+  training data span at least two years, else a week for daily or finer data spanning two weeks; with no
+  season it equals persistence); when that date is missing or masked, the nearest valid training value
+  within half a season's step is used, and dates more than one season ahead go back whole seasons until
+  they land inside the training data;
+* mean -- the training mean of each column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pyanode.errors import PyanodeError
+
+__all__ = [
+    "DataError",
+    "DataReport",
+    "Scaler",
+    "baseline_forecasts",
+    "clean",
+    "load_frame",
+    "metrics",
+    "season_of",
+]
+
+DATE_NAMES = ("date", "datetime", "time", "timestamp", "ds", "day", "period", "month")
+DEDUPE = ("mean", "first", "last")
+
+
+class DataError(PyanodeError):
+    """The data cannot be used as given; the message says what is wrong and what to do."""
+
+
+@dataclasses.dataclass
+class DataReport:
+    """What was done to the data on its way to the model (shown by the CLI, kept on the Forecaster)."""
+
+    rows: int = 0
+    start: str = ""
+    end: str = ""
+    date_column: str = ""
+    columns: list[str] = dataclasses.field(default_factory=list)
+    ignored: dict[str, str] = dataclasses.field(default_factory=dict)  # column -> reason
+    duplicates_merged: int = 0
+    unsorted: bool = False
+    missing: dict[str, int] = dataclasses.field(default_factory=dict)
+    outliers: dict[str, int] = dataclasses.field(default_factory=dict)
+    outlier_examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """A few human-readable lines: what was read, ignored, merged and masked."""
+        out = [f"{self.rows} rows from {self.start} to {self.end}; modelled: {', '.join(self.columns)}"]
+        for col, why in self.ignored.items():
+            out.append(f"ignored column {col!r}: {why}")
+        if self.unsorted:
+            out.append("rows were not in date order; sorted them")
+        if self.duplicates_merged:
+            out.append(f"merged {self.duplicates_merged} duplicate-date rows")
+        for col, k in self.missing.items():
+            if k:
+                out.append(f"{col}: {k} missing values (masked in the loss)")
+        for col, k in self.outliers.items():
+            if k:
+                ex = ", ".join(self.outlier_examples.get(col, [])[:3])
+                out.append(f"{col}: {k} outliers masked ({ex})")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataReport:
+        return cls(**d)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_csv(path: str | Path) -> pd.DataFrame:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file")
+    if p.is_dir():
+        raise DataError(f"{p} is a directory; give a CSV file")
+    raw = p.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{p} is empty; give a CSV file with a header row and data rows")
+    if raw[:2] == b"\x1f\x8b" or raw[:4] in (b"PK\x03\x04", b"\x89PNG") or b"\x00" in raw[:4096]:
+        raise DataError(f"{p} is a binary file, not a CSV text file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{p} is not UTF-8 text (byte {err.start}); save it as UTF-8 CSV") from None
+    try:
+        df = pd.read_csv(io.StringIO(text))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{p} is not a readable CSV file: {first}") from None
+    if len(df) == 0:
+        raise DataError(f"{p} has a header but no data rows")
+    if df.shape[1] < 2:
+        raise DataError(f"{p} has one column; a CSV with a date column and numeric columns is needed")
+    return df
+
+
+def _parse_dates(values: pd.Series | pd.Index) -> pd.DatetimeIndex | None:
+    """Parse dates if (nearly) all of them parse, else None."""
+    if isinstance(values, pd.DatetimeIndex):
+        return values
+    s = pd.Series(values)
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return None  # numbers are data, not dates
+    try:
+        parsed = pd.to_datetime(s, errors="coerce", format="mixed")
+    except (ValueError, TypeError):
+        return None
+    if parsed.isna().all() or parsed.isna().mean() > 0.0:
+        return None if parsed.notna().mean() < 0.5 else pd.DatetimeIndex(parsed)
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert(None)
+    return pd.DatetimeIndex(parsed)
+
+
+def _find_dates(df: pd.DataFrame, date_column: str | None) -> tuple[pd.DataFrame, str]:
+    """Return the frame indexed by its dates (a DatetimeIndex) and the name of the date column."""
+    if date_column is not None:
+        if date_column not in df.columns:
+            if df.index.name == date_column:
+                df = df.reset_index()
+            else:
+                raise DataError(
+                    f"no column named {date_column!r}; the columns are: {', '.join(map(str, df.columns))}"
+                )
+        idx = _parse_dates(df[date_column])
+        if idx is None or idx.isna().any():
+            bad = df[date_column][pd.to_datetime(df[date_column], errors="coerce", format="mixed").isna()]
+            example = f" (e.g. {bad.iloc[0]!r})" if len(bad) else ""
+            raise DataError(f"column {date_column!r} has values that are not dates{example}")
+        return df.drop(columns=[date_column]).set_index(idx.rename(date_column)), date_column
+    if isinstance(df.index, pd.DatetimeIndex):
+        idx = df.index
+        if idx.tz is not None:
+            idx = idx.tz_convert(None)
+        return df.set_axis(idx, axis=0), str(df.index.name or "date")
+    if not isinstance(df.index, pd.RangeIndex):
+        idx = _parse_dates(df.index)
+        if idx is not None and not idx.isna().any():
+            return df.set_axis(idx, axis=0), str(df.index.name or "date")
+    named = [c for c in df.columns if str(c).strip().lower() in DATE_NAMES]
+    named += [
+        c for c in df.columns
+        if c not in named and any(k in str(c).lower() for k in ("date", "time", "timestamp"))
+    ]
+    candidates = named + [c for c in df.columns if c not in named]
+    for c in candidates:
+        idx = _parse_dates(df[c])
+        if idx is None:
+            if c in named:
+                bad = df[c][pd.to_datetime(df[c], errors="coerce", format="mixed").isna()]
+                example = f" (e.g. {bad.iloc[0]!r})" if len(bad) else ""
+                raise DataError(f"date column {c!r} has values that do not parse as dates{example}")
+            continue
+        if idx.isna().any():
+            k = int(idx.isna().sum())
+            bad = df[c][np.asarray(idx.isna())].iloc[0]
+            raise DataError(f"date column {c!r}: {k} values do not parse as dates (e.g. {bad!r})")
+        return df.drop(columns=[c]).set_index(idx.rename(str(c))), str(c)
+    raise DataError(
+        "no date column found: name one with --date-column / date_column=, or give a column "
+        f"named date/time/timestamp (columns: {', '.join(map(str, df.columns))})"
+    )
+
+
+def load_frame(
+    data: str | Path | pd.DataFrame,
+    *,
+    date_column: str | None = None,
+    columns: list[str] | None = None,
+    dedupe: str | None = None,
+    resample: str | None = None,
+) -> tuple[pd.DataFrame, DataReport]:
+    """Read a CSV path or a DataFrame into a float frame indexed by sorted, unique dates.
+
+    Args:
+        data: a CSV path or a DataFrame (with a DatetimeIndex or a date column).
+        date_column: the name of the date column (default: found, see the module docstring).
+        columns: the columns to model (default: every numeric column).
+        dedupe: what to do with rows sharing a date: ``None`` refuses them (naming the dates);
+            ``"mean"``, ``"first"`` or ``"last"`` merge them.
+        resample: a pandas offset alias (e.g. ``"MS"`` for month starts, ``"W"``): average the data
+            over those periods first.
+
+    Returns:
+        The frame (float64 columns, NaN where missing) and a :class:`DataReport`.
+    """
+    if dedupe is not None and dedupe not in DEDUPE:
+        raise DataError(f"unknown dedupe {dedupe!r}; choose one of: {', '.join(DEDUPE)}")
+    if isinstance(data, pd.DataFrame):
+        df = data.copy()
+        if len(df) == 0:
+            raise DataError("the DataFrame has no rows")
+    elif isinstance(data, (str, Path)):
+        df = _read_csv(data)
+    else:
+        raise DataError(f"expected a CSV path or a pandas DataFrame, got {type(data).__name__}")
+    df.columns = [str(c) for c in df.columns]
+    df, date_col = _find_dates(df, date_column)
+    report = DataReport(date_column=date_col)
+
+    if columns is not None:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise DataError(
+                f"column(s) {', '.join(map(repr, missing))} not in the data; "
+                f"available: {', '.join(df.columns)}"
+            )
+        for c in df.columns:
+            if c not in columns:
+                report.ignored[c] = "not selected"
+        df = df[list(columns)]
+
+    keep = []
+    for c in df.columns:
+        col = df[c]
+        if pd.api.types.is_bool_dtype(col):
+            report.ignored[c] = "boolean, not numeric"
+            continue
+        num = pd.to_numeric(col, errors="coerce") if not pd.api.types.is_numeric_dtype(col) else col
+        text_bad = int(num.isna().sum() - col.isna().sum())
+        if not pd.api.types.is_numeric_dtype(col) and text_bad > 0.5 * max(1, int(col.notna().sum())):
+            report.ignored[c] = "not numeric"
+            continue
+        if text_bad:
+            report.ignored[f"{c} (some cells)"] = f"{text_bad} non-numeric cells treated as missing"
+        if num.notna().sum() == 0:
+            raise DataError(f"column {c!r} has no values (all missing); drop it or pick --columns")
+        keep.append(c)
+        df[c] = num.astype("float64")
+    if not keep:
+        raise DataError("no numeric column to model; the data needs at least one column of numbers")
+    df = df[keep].astype("float64")
+
+    arr = df.to_numpy()
+    if np.isinf(arr).any():
+        bad = [c for c in keep if np.isinf(df[c].to_numpy()).any()]
+        first = df.index[np.isinf(df[bad[0]].to_numpy())][0]
+        raise DataError(
+            f"column(s) {', '.join(map(repr, bad))} contain infinite values (first on {first.date()}); "
+            "replace them with numbers or leave the cells empty"
+        )
+
+    if not df.index.is_monotonic_increasing:
+        report.unsorted = True
+        df = df.sort_index(kind="stable")
+    dup = df.index.duplicated(keep=False)
+    if dup.any():
+        dates = sorted({str(d.date()) if d == d.normalize() else str(d) for d in df.index[dup]})
+        if dedupe is None:
+            shown = ", ".join(dates[:5]) + (f" and {len(dates) - 5} more" if len(dates) > 5 else "")
+            raise DataError(
+                f"{len(dates)} duplicate date(s): {shown}; remove them or merge them with "
+                "--dedupe mean (dedupe='mean')"
+            )
+        report.duplicates_merged = int(dup.sum() - len(dates))
+        df = getattr(df.groupby(level=0, sort=True), dedupe)()
+
+    if resample is not None:
+        try:
+            df = df.resample(resample).mean()
+        except (ValueError, TypeError) as err:
+            raise DataError(f"bad --resample offset {resample!r} (use a pandas offset such as MS, W, D): "
+                            f"{str(err).splitlines()[0]}") from None
+        df = df.dropna(how="all")
+
+    report.rows = len(df)
+    report.start, report.end = str(df.index[0]), str(df.index[-1])
+    report.columns = list(df.columns)
+    return df, report
+
+
+def clean(
+    df: pd.DataFrame,
+    report: DataReport | None = None,
+    *,
+    threshold: float = 8.0,
+    center: pd.Series | None = None,
+    spread: pd.Series | None = None,
+) -> tuple[pd.DataFrame, DataReport, pd.Series, pd.Series]:
+    """Mask outliers (robust z-score above ``threshold``) as NaN and count missing values.
+
+    ``center``/``spread`` (median and MAD) default to the data's own; pass the training data's to clean
+    a test set the same way. Returns the cleaned frame, the report, and the median and MAD used.
+    """
+    report = report if report is not None else DataReport(columns=list(df.columns), rows=len(df))
+    if center is None:
+        center = df.median()
+    if spread is None:
+        spread = (df - center).abs().median()
+        # A column that is constant on more than half its values has MAD 0; fall back to the std.
+        spread = spread.where(spread > 0, df.std(ddof=0)).fillna(0.0)
+    out = df.copy()
+    for c in df.columns:
+        x = df[c]
+        report.missing[c] = int(x.isna().sum())
+        if spread[c] > 0 and threshold is not None and np.isfinite(threshold):
+            z = 0.6745 * (x - center[c]) / spread[c]
+            bad = z.abs() > threshold
+            report.outliers[c] = int(bad.sum())
+            report.outlier_examples[c] = [f"{v:.6g} on {str(d)[:10]}" for d, v in x[bad].items()][:5]
+            out.loc[bad, c] = np.nan
+        else:
+            report.outliers[c] = 0
+    return out, report, center, spread
+
+
+@dataclasses.dataclass(frozen=True)
+class Scaler:
+    """Per-column affine scaling ``(x - mean) / std`` with training statistics (saved with a model)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, df: pd.DataFrame) -> Scaler:
+        mean = np.nan_to_num(df.mean().to_numpy(dtype=np.float64))
+        std = df.std(ddof=0).to_numpy(dtype=np.float64)
+        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+        return cls(mean, std)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.std
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        return z * self.std + self.mean
+
+
+# ----------------------------------------------------------------------------------------------
+# Baselines and metrics
+
+
+def season_of(index: pd.DatetimeIndex) -> pd.DateOffset | None:
+    """The seasonal period used by the seasonal-naive baseline (see the module docstring)."""
+    if len(index) < 2:
+        return None
+    span = index[-1] - index[0]
+    if span >= pd.Timedelta(days=730):
+        return pd.DateOffset(years=1)
+    step = pd.Series(index).diff().median()
+    if step <= pd.Timedelta(days=1) and span >= pd.Timedelta(days=14):
+        return pd.DateOffset(weeks=1)
+    return None
+
+
+def _seasonal_naive(train: pd.DataFrame, dates: pd.DatetimeIndex, season: pd.DateOffset | None,
+                    last: pd.Series) -> pd.DataFrame:
+    if season is None:
+        return pd.DataFrame(np.tile(last.to_numpy(), (len(dates), 1)), index=dates, columns=train.columns)
+    step = pd.Series(train.index).diff().median()
+    out = pd.DataFrame(index=dates, columns=train.columns, dtype="float64")
+    end = train.index[-1]
+    for c in train.columns:
+        col = train[c].dropna()
+        vals = []
+        for d in dates:
+            back = d - season
+            while back > end:
+                back = back - season
+            j = col.index.get_indexer([back], method="nearest")[0]
+            if j >= 0 and abs(col.index[j] - back) <= max(step / 2, pd.Timedelta(0)):
+                vals.append(col.iloc[j])
+            else:  # no observation near that date: fall back to the nearest one within a season's step
+                vals.append(col.iloc[j] if j >= 0 else last[c])
+        out[c] = vals
+    return out
+
+
+def baseline_forecasts(train: pd.DataFrame, dates: pd.DatetimeIndex) -> dict[str, pd.DataFrame]:
+    """Forecasts of the three naive baselines for ``dates`` from cleaned training data."""
+    last = train.apply(lambda s: s.dropna().iloc[-1] if s.notna().any() else np.nan)
+    mean = train.mean()
+    return {
+        "persistence": pd.DataFrame(np.tile(last.to_numpy(), (len(dates), 1)), index=dates,
+                                    columns=train.columns),
+        "seasonal_naive": _seasonal_naive(train, dates, season_of(train.index), last),
+        "mean": pd.DataFrame(np.tile(mean.to_numpy(), (len(dates), 1)), index=dates, columns=train.columns),
+    }
+
+
+def metrics(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """MAE and RMSE per column over the dates where the truth is present."""
+    out = {}
+    for c in truth.columns:
+        err = (pred[c] - truth[c]).dropna()
+        out[c] = {
+            "mae": float(err.abs().mean()) if len(err) else float("nan"),
+            "rmse": float(np.sqrt((err**2).mean())) if len(err) else float("nan"),
+        }
+    return out

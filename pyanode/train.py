@@ -1,0 +1,547 @@
+"""Training loop with NFE tracking: optax, minibatches, seeds, history, progress, Ctrl-C, save/load.
+
+:func:`train` fits any pyanode model (one with ``forward(x, nfe_probe) -> (prediction, nfe)``, see
+:mod:`pyanode.models`) by minibatch gradient descent. Each iteration is one jitted step that computes the
+loss, its gradient, the forward NFE of the batch's solve and the backward NFE (the gradient with respect
+to the engine's ``nfe_probe``), updates the parameters and keeps the best parameters so far, all on the
+device. The history (one row per iteration: loss, accuracy where it applies, ``nfe_forward``,
+``nfe_backward``, ``seconds``) is returned as a pandas DataFrame, as in the paper's loss and NFE figures.
+
+Ctrl-C (``KeyboardInterrupt``) stops training cleanly and returns what was learned so far. The returned
+``model`` is the best one: lowest validation loss when ``validation`` is given, else lowest training
+(minibatch) loss.
+
+Data-parallel training: pass ``sharding=`` a :class:`jax.sharding.Mesh` (its first axis splits the
+batch) or a :class:`jax.sharding.NamedSharding` for the batch. Each minibatch is then placed with
+``jax.device_put(batch, sharding)`` and the parameters and optimiser state are replicated over the mesh,
+so the same jitted step runs data-parallel (XLA inserts the gradient all-reduce). The batch size must be
+a multiple of the number of devices along the batch axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from pyanode.errors import PyanodeError
+
+__all__ = [
+    "ACCURACIES",
+    "LOSSES",
+    "TrainResult",
+    "evaluate",
+    "load_model",
+    "save_model",
+    "train",
+]
+
+# ----------------------------------------------------------------------------------------------
+# Losses and accuracies
+
+
+def _smooth_l1(pred: jax.Array, y: jax.Array) -> jax.Array:
+    # PyTorch's SmoothL1Loss (beta = 1), the reference's regression loss: r^2/2 if |r| < 1 else |r| - 1/2.
+    return jnp.mean(optax.huber_loss(pred, y, delta=1.0))
+
+
+def _mse(pred: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.mean((pred - y) ** 2)
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32)))
+
+
+LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "smooth_l1": _smooth_l1,
+    "mse": _mse,
+    "cross_entropy": _cross_entropy,
+}
+
+
+def _sign_accuracy(pred: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.mean((jnp.sign(pred) == jnp.sign(y)).astype(jnp.float32))
+
+
+def _argmax_accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return jnp.mean((jnp.argmax(logits, axis=-1) == labels.astype(jnp.int32)).astype(jnp.float32))
+
+
+ACCURACIES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+    "sign": _sign_accuracy,
+    "argmax": _argmax_accuracy,
+}
+
+
+def _resolve_metrics(loss: str, accuracy: str | None) -> tuple[Callable, Callable | None]:
+    if loss not in LOSSES:
+        raise PyanodeError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+    if accuracy == "auto":
+        accuracy = "argmax" if loss == "cross_entropy" else None
+    if accuracy is not None and accuracy not in ACCURACIES:
+        raise PyanodeError(f"unknown accuracy {accuracy!r}; choose one of: {', '.join(ACCURACIES)} or None")
+    return LOSSES[loss], (ACCURACIES[accuracy] if accuracy is not None else None)
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        model: the best model (lowest validation loss if validation data was given, else lowest
+            training minibatch loss; the parameters *before* the update of that iteration).
+        final_model: the model after the last completed iteration.
+        history: one row per completed iteration (see :func:`train`).
+        best_iteration: the iteration (1-based) whose loss picked ``model``.
+        interrupted: True if training stopped on Ctrl-C (``KeyboardInterrupt``).
+    """
+
+    model: Any
+    final_model: Any
+    history: pd.DataFrame
+    best_iteration: int
+    interrupted: bool = False
+
+
+# ----------------------------------------------------------------------------------------------
+# Sharding
+
+
+def _shardings(sharding: Any) -> tuple[Any, Any, int]:
+    """(batch sharding, replicated sharding, number of devices along the batch axis)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    if sharding is None:
+        return None, None, 1
+    if isinstance(sharding, Mesh):
+        axis = sharding.axis_names[0]
+        batch = NamedSharding(sharding, PartitionSpec(axis))
+    elif isinstance(sharding, NamedSharding):
+        batch = sharding
+    else:
+        raise PyanodeError(
+            f"sharding must be a jax.sharding.Mesh or NamedSharding, got {type(sharding).__name__}"
+        )
+    mesh = batch.mesh
+    spec = batch.spec
+    axes = spec[0] if len(spec) else None
+    axes = (axes,) if isinstance(axes, str) else (axes or ())
+    ndev = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    return batch, NamedSharding(mesh, PartitionSpec()), ndev
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_eval(static: Any, loss: str, accuracy: str | None) -> Callable:
+    """One jitted scoring function per model structure and metric (reused across calls)."""
+    loss_fn, acc_fn = _resolve_metrics(loss, accuracy)
+
+    @jax.jit
+    def chunk(params, xb, yb):
+        m = eqx.combine(params, static)
+        pred, nfe = m.forward(xb)
+        acc = acc_fn(pred, yb) if acc_fn is not None else jnp.zeros(())
+        return loss_fn(pred, yb), acc, nfe
+
+    return chunk
+
+
+def evaluate(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    loss: str = "smooth_l1",
+    accuracy: str | None = "auto",
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Mean loss (and accuracy) of ``model`` on ``(x, y)``, solved in chunks of ``batch_size``.
+
+    Returns ``{"loss": ..., "accuracy": ...}`` (no accuracy key when none applies) and the mean forward
+    NFE per chunk as ``"nfe_forward"``.
+    """
+    loss_fn, acc_fn = _resolve_metrics(loss, accuracy)
+    x = np.asarray(x)
+    y = np.asarray(y)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    chunk = _compiled_eval(static, loss, accuracy)
+
+    totals = np.zeros(2)
+    nfes = []
+    n = x.shape[0]
+    for start in range(0, n, batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        value, acc, nfe = jax.device_get(chunk(params, xb, yb))
+        totals += (xb.shape[0] / n) * np.array([value, acc], dtype=np.float64)
+        nfes.append(float(nfe))
+    out = {"loss": float(totals[0])}
+    if acc_fn is not None:
+        out["accuracy"] = float(totals[1])
+    out["nfe_forward"] = float(np.mean(nfes))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+@functools.lru_cache(maxsize=1)
+def _adam() -> optax.GradientTransformation:
+    # Adam with the learning rate in its state rather than baked into the update, so one compiled step
+    # (below) serves every learning rate and every train() call on the same model structure.
+    return optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_step(
+    static: Any, optimizer: optax.GradientTransformation, loss: str, accuracy: str | None, track_best: bool
+) -> Callable:
+    """The jitted training step for one model structure, optimiser and loss (compiled once, reused).
+
+    ``step(params, opt_state, best, it, xb, yb) -> (params, opt_state, best, metrics)`` computes the loss
+    and its gradient, the forward NFE and the backward NFE (gradient with respect to ``nfe_probe``),
+    applies the optimiser and, with ``track_best``, keeps the lowest-loss parameters on the device.
+    """
+    loss_fn, acc_fn = _resolve_metrics(loss, accuracy)
+
+    def loss_and_aux(params, probe, xb, yb):
+        m = eqx.combine(params, static)
+        pred, nfe = m.forward(xb, probe)
+        return loss_fn(pred, yb), (pred, nfe)
+
+    grad_fn = jax.value_and_grad(loss_and_aux, argnums=(0, 1), has_aux=True)
+
+    @jax.jit
+    def step(params, opt_state, best, it, xb, yb):
+        (value, (pred, nfe_f)), (grads, nfe_b) = grad_fn(params, jnp.zeros((), jnp.float32), xb, yb)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        if track_best:
+            # Keep the parameters that produced the lowest loss, on the device (no host round trip).
+            better = value < best[1]
+            best = (
+                jax.tree_util.tree_map(lambda p, b: jnp.where(better, p, b), params, best[0]),
+                jnp.where(better, value.astype(jnp.float32), best[1]),
+                jnp.where(better, it, best[2]),
+            )
+        acc = acc_fn(pred, yb) if acc_fn is not None else jnp.zeros(())
+        return new_params, opt_state, best, (value, acc, nfe_f, nfe_b)
+
+    return step
+
+
+def _progress(enabled: bool, total: int, description: str):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def train(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    iterations: int = 1000,
+    batch_size: int | None = 64,
+    lr: float = 1e-3,
+    optimizer: optax.GradientTransformation | None = None,
+    loss: str = "smooth_l1",
+    accuracy: str | None = "auto",
+    seed: int = 0,
+    validation: tuple[Any, Any] | None = None,
+    eval_fn: Callable[[Any], Mapping[str, float]] | None = None,
+    eval_every: int = 100,
+    callback: Callable[[int, Any, dict[str, float]], None] | None = None,
+    progress: bool = True,
+    description: str = "training",
+    sharding: Any = None,
+) -> TrainResult:
+    """Fit ``model`` to ``(x, y)`` with minibatch optax updates, tracking forward and backward NFE.
+
+    Args:
+        model: a pyanode model (``forward(x, nfe_probe) -> (prediction, nfe)``).
+        x, y: training inputs ``(n, ...)`` and targets (``(n, k)`` floats, or ``(n,)`` integer labels for
+            ``loss="cross_entropy"``); numpy or JAX arrays.
+        iterations: number of parameter updates.
+        batch_size: minibatch size (``None``: the whole set). Each epoch is a fresh permutation drawn from
+            ``seed``; a last partial batch is dropped so every step has the same shape (one compile).
+        lr: Adam's learning rate (the paper's 1e-3), used when ``optimizer`` is None.
+        optimizer: any optax transformation, replacing Adam.
+        loss: ``"smooth_l1"`` (the reference's regression loss), ``"mse"`` or ``"cross_entropy"``.
+        accuracy: ``"sign"`` (targets +-1), ``"argmax"`` (class labels), None, or ``"auto"`` (argmax
+            with cross-entropy, else none).
+        seed: seeds the minibatch order; the same model, data and seed give identical histories.
+        validation: optional ``(x_val, y_val)``, scored every ``eval_every`` iterations (columns
+            ``val_loss``, ``val_accuracy``); the best model is then chosen by validation loss.
+        eval_fn: optional ``eval_fn(model) -> {name: value}`` run every ``eval_every`` iterations (e.g.
+            test accuracy); its values become history columns (NaN between evaluations).
+        eval_every: iterations between evaluations (the last iteration is always evaluated).
+        callback: ``callback(iteration, model, row)`` after each iteration (``row``: that history row).
+            Raising ``KeyboardInterrupt`` in it stops training like Ctrl-C.
+        progress: show a rich progress bar with loss, NFE and ETA.
+        description: label of the progress bar.
+        sharding: ``None``, a :class:`jax.sharding.Mesh` or a :class:`jax.sharding.NamedSharding` for
+            data-parallel training (see the module docstring).
+
+    Returns:
+        :class:`TrainResult` with the best model, the final model and the history DataFrame, whose
+        columns are ``iteration, loss, [accuracy], nfe_forward, nfe_backward, seconds`` and any
+        evaluation columns; ``seconds`` is the cumulative training time (evaluations excluded).
+    """
+    loss_fn, acc_fn = _resolve_metrics(loss, accuracy)
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise PyanodeError(f"iterations must be a positive integer, got {iterations!r}")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
+        raise PyanodeError(f"eval_every must be a positive integer, got {eval_every!r}")
+    x = np.asarray(x)
+    y = np.asarray(y)
+    n = x.shape[0]
+    if y.shape[0] != n:
+        raise PyanodeError(f"x has {n} rows but y has {y.shape[0]}; give one target per input")
+    if n == 0:
+        raise PyanodeError("no training data: x is empty")
+    batch = n if batch_size is None else int(batch_size)
+    if batch < 1:
+        raise PyanodeError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    batch = min(batch, n)
+    batch_sharding, replicated, ndev = _shardings(sharding)
+    if batch % ndev:
+        raise PyanodeError(
+            f"batch_size {batch} is not a multiple of the {ndev} devices of the sharding; "
+            f"use a multiple of {ndev}"
+        )
+    default_adam = optimizer is None
+    if default_adam:
+        if not lr > 0:
+            raise PyanodeError(f"the learning rate must be positive, got {lr}")
+        optimizer = _adam()
+
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt_state = optimizer.init(params)
+    if default_adam:
+        opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
+    best = (params, jnp.asarray(jnp.inf, jnp.float32), jnp.asarray(0, jnp.int32))
+    if replicated is not None:
+        params, opt_state, best = jax.device_put((params, opt_state, best), replicated)
+    track_train_best = validation is None
+
+    step = _compiled_step(static, optimizer, loss, accuracy, track_train_best)
+
+    rng = np.random.default_rng(seed)
+    order = np.empty(0, dtype=np.int64)
+    rows: list[dict[str, float]] = []
+    best_val = (np.inf, 0, params)
+    train_seconds = 0.0
+    interrupted = False
+    bar = _progress(progress, iterations, description)
+    task = bar.add_task(description, total=iterations, info="")
+
+    def run_evaluations(it: int, with_eval_fn: bool = True) -> dict[str, float]:
+        nonlocal best_val
+        out: dict[str, float] = {}
+        current = eqx.combine(params, static)
+        if validation is not None:
+            scores = evaluate(
+                current,
+                validation[0],
+                validation[1],
+                loss=loss,
+                accuracy=accuracy,
+                batch_size=max(batch, 256),
+            )
+            out["val_loss"] = scores["loss"]
+            if "accuracy" in scores:
+                out["val_accuracy"] = scores["accuracy"]
+            if scores["loss"] < best_val[0]:
+                best_val = (scores["loss"], it, params)
+        if eval_fn is not None and with_eval_fn:
+            out.update({k: float(v) for k, v in dict(eval_fn(current)).items()})
+        return out
+
+    try:
+        with bar:
+            if validation is not None:
+                # Score the starting model so "best" is defined even if the first update makes it worse.
+                run_evaluations(0, with_eval_fn=False)
+            for it in range(1, iterations + 1):
+                t_start = time.perf_counter()
+                if order.shape[0] < batch:
+                    order = rng.permutation(n)
+                idx, order = order[:batch], order[batch:]
+                xb, yb = x[idx], y[idx]
+                if batch_sharding is not None:
+                    xb, yb = jax.device_put((xb, yb), batch_sharding)
+                params, opt_state, best, metrics = step(
+                    params, opt_state, best, jnp.asarray(it, jnp.int32), xb, yb
+                )
+                value, acc, nfe_f, nfe_b = jax.device_get(metrics)
+                train_seconds += time.perf_counter() - t_start
+                row: dict[str, float] = {"iteration": it, "loss": float(value)}
+                if acc_fn is not None:
+                    row["accuracy"] = float(acc)
+                row["nfe_forward"] = int(nfe_f)
+                row["nfe_backward"] = int(round(float(nfe_b)))
+                row["seconds"] = train_seconds
+                if (validation is not None or eval_fn is not None) and (
+                    it % eval_every == 0 or it == iterations
+                ):
+                    row.update(run_evaluations(it))
+                rows.append(row)
+                bar.update(
+                    task,
+                    advance=1,
+                    info=f"loss {row['loss']:.4g}  NFE {row['nfe_forward']}/{row['nfe_backward']}",
+                )
+                if callback is not None:
+                    callback(it, eqx.combine(params, static), row)
+    except KeyboardInterrupt:
+        interrupted = True
+
+    history = pd.DataFrame(rows)
+    if history.empty:
+        history = pd.DataFrame(columns=["iteration", "loss", "nfe_forward", "nfe_backward", "seconds"])
+    else:
+        history["iteration"] = history["iteration"].astype(int)
+        history["nfe_forward"] = history["nfe_forward"].astype(int)
+        history["nfe_backward"] = history["nfe_backward"].astype(int)
+    final_model = eqx.combine(params, static)
+    if track_train_best:
+        best_params, best_loss, best_it = best
+        best_iteration = int(best_it)
+        best_model = eqx.combine(best_params, static) if np.isfinite(float(best_loss)) else final_model
+    else:
+        best_iteration = int(best_val[1])
+        best_model = eqx.combine(best_val[2], static)
+    return TrainResult(
+        model=best_model,
+        final_model=final_model,
+        history=history,
+        best_iteration=best_iteration,
+        interrupted=interrupted,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Save and load
+
+_FORMAT = "pyanode-model"
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(
+    path: str | os.PathLike,
+    model: Any,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    force: bool = False,
+) -> Path:
+    """Save ``model`` to one file: a JSON header line (class, hyperparameters, metadata) + its weights.
+
+    The weights are written with ``equinox.tree_serialise_leaves``; :func:`load_model` rebuilds the
+    model from the header and loads them back exactly. The file is written atomically and an existing
+    file is only replaced with ``force=True``.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise PyanodeError(f"{path} already exists; pass force=True (--force) to overwrite it")
+    if not hasattr(model, "hyperparams"):
+        raise PyanodeError(f"cannot save a {type(model).__name__}: it has no hyperparams() method")
+    from pyanode import models as _models
+
+    name = type(model).__name__
+    if getattr(_models, name, None) is not type(model):
+        raise PyanodeError(f"cannot save a {name}: only models exported by pyanode.models can be rebuilt")
+    header = {
+        "format": _FORMAT,
+        "version": 1,
+        "class": name,
+        "hyperparams": model.hyperparams(),
+        "metadata": dict(metadata or {}),
+    }
+    line = (json.dumps(header) + "\n").encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(f):
+        f.write(line)
+        eqx.tree_serialise_leaves(f, model)
+
+    _atomic_write(path, write)
+    return path
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON header of a saved model (class, hyperparameters, metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PyanodeError(f"no saved model at {path}")
+    with open(path, "rb") as f:
+        try:
+            header = json.loads(f.readline())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            header = None
+    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise PyanodeError(f"{path} is not a pyanode model file (written by pyanode.train.save_model)")
+    return header
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """Rebuild a model saved by :func:`save_model` and load its weights."""
+    from pyanode import models as _models
+
+    header = read_header(path)
+    cls = getattr(_models, header["class"], None)
+    if cls is None:
+        raise PyanodeError(f"{path} holds a {header['class']}, which this pyanode does not know")
+    skeleton = cls(**header["hyperparams"], key=jax.random.PRNGKey(0))
+    with open(path, "rb") as f:
+        f.readline()
+        return eqx.tree_deserialise_leaves(f, skeleton)

@@ -98,6 +98,20 @@ class _VectorField(eqx.Module):
         return _call(self.cfg, theta, t, y)
 
 
+def _state_at(cfg: _Config, interpolation: Any, t: jax.Array) -> jax.Array:
+    """``y(t)`` from the forward interpolation.
+
+    Some implicit methods (Kvaerno5: c = 1.23) evaluate stages beyond the end of a step, which in the
+    last backward step lies outside the interpolation's range (where diffrax returns NaN). There the
+    state is continued linearly from the nearest end, which keeps the stage smooth.
+    """
+    if not cfg.problem.spec.implicit:
+        return interpolation.evaluate(t)
+    lo, hi = interpolation.t0, interpolation.t1
+    inside = jnp.clip(t, jnp.minimum(lo, hi), jnp.maximum(lo, hi))
+    return interpolation.evaluate(inside) + (t - inside) * interpolation.derivative(inside)
+
+
 class _InterpolatingAdjointField(eqx.Module):
     r"""``(a, a_theta)' = -(a^T df/dy, a^T df/dtheta)`` with ``y(t)`` read from an interpolation."""
 
@@ -106,7 +120,7 @@ class _InterpolatingAdjointField(eqx.Module):
     def __call__(self, t, state, ctx):
         a, _ = state
         interpolation, theta = ctx
-        _, da, dtheta = _adjoint_rhs(self.cfg, t, interpolation.evaluate(t), a, theta)
+        _, da, dtheta = _adjoint_rhs(self.cfg, t, _state_at(self.cfg, interpolation, t), a, theta)
         return jnp.negative(da), _tree_neg(dtheta)
 
 

@@ -212,10 +212,11 @@ class Problem:
     def make_solver(
         self, controller: diffrax.AbstractStepSizeController | None = None
     ) -> diffrax.AbstractSolver:
-        if self.spec.make is diffrax.KenCarp4:
-            # diffrax's default chord iteration stalls on oscillatory problems; full Newton does not.
+        if self.spec.implicit:
+            # diffrax's default chord iteration stalls on oscillatory problems (and on the adjoint
+            # system, which reads a time-varying interpolation); full Newton does not.
             c = self.controller if controller is None else controller
-            return diffrax.KenCarp4(root_finder=optx.Newton(rtol=c.rtol, atol=c.atol))
+            return self.spec.make(root_finder=optx.Newton(rtol=c.rtol, atol=c.atol))
         return self.spec.make()
 
     def make_term(self, f: Callable) -> diffrax.AbstractTerm:
@@ -256,7 +257,7 @@ def _check_inputs(f: Callable, y0: jax.Array, ts: jax.Array, t0: jax.Array, args
             )
     if _is_concrete(y0) and not np.all(np.isfinite(np.asarray(y0))):
         raise SolveError("y0 contains NaN or inf; give a finite initial state")
-    out = jax.eval_shape(f, t0, y0, args)
+    out = eqx.filter_eval_shape(f, t0, y0, args)  # args may hold non-arrays (e.g. a module)
     if out.shape != y0.shape:
         raise SolveError(
             f"the vector field returned shape {tuple(out.shape)} for a state of shape "

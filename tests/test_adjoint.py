@@ -17,7 +17,6 @@ CONFIGS = {
     "checkpoint": ("checkpoint", False),
     "interpolating": ("interpolating", False),
     "interpolating+checkpointing": ("interpolating", True),
-    "interpolating+3 checkpoints": ("interpolating", 3),
     "backsolve": ("backsolve", False),
 }
 
@@ -51,12 +50,16 @@ def mlp_loss(params, sensealg, checkpointing, rtol):
 
 
 def tree_dot(a, b):
-    return sum(jnp.vdot(x, y) for x, y in zip(jtu.tree_leaves(a), jtu.tree_leaves(b), strict=True))
+    # numpy: the float64 arrays may be compared outside the x64 context.
+    pairs = zip(jtu.tree_leaves(a), jtu.tree_leaves(b), strict=True)
+    return sum(float(np.vdot(np.asarray(x), np.asarray(y))) for x, y in pairs)
 
 
 def max_relative_difference(a, b):
     pairs = zip(jtu.tree_leaves(a), jtu.tree_leaves(b), strict=True)
-    return max(float(jnp.max(jnp.abs(x - y)) / jnp.max(jnp.abs(y))) for x, y in pairs)
+    return max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / np.max(np.abs(np.asarray(y)))) for x, y in pairs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,8 @@ def mlp_gradients():
             keys = jax.random.split(jax.random.PRNGKey(10 + k), len(leaves))
             directions.append(
                 jtu.tree_unflatten(
-                    treedef, [jax.random.normal(q, x.shape, x.dtype) for q, x in zip(keys, leaves)]
+                    treedef,
+                    [jax.random.normal(q, x.shape, x.dtype) for q, x in zip(keys, leaves, strict=True)],
                 )
             )
         zero = jtu.tree_map(jnp.zeros_like, diff)
@@ -113,7 +117,7 @@ def test_gradient_matches_finite_differences(mlp_gradients, name):
     diff = eqx.filter(grad, eqx.is_inexact_array)
     assert jtu.tree_leaves(diff[0])[0].dtype == jnp.float64
     # Gradients reach the MLP's weights, y0 and both leaves of args.
-    assert all(float(jnp.max(jnp.abs(x))) > 0 for x in jtu.tree_leaves(diff))
+    assert all(np.max(np.abs(np.asarray(x))) > 0 for x in jtu.tree_leaves(diff))
     analytic = np.array([float(tree_dot(diff, v)) for v in directions])
     relative = np.abs(analytic - fd) / np.abs(fd)
     assert np.all(relative <= 1e-5), relative
@@ -172,11 +176,9 @@ def _random_field_grad(name, w, b, y0, ts):
     ("sensealg", "checkpointing", "solver"),
     [
         ("interpolating", False, "tsit5"),
-        ("interpolating", True, "tsit5"),
-        ("interpolating", 4, "bosh3"),
+        ("interpolating", True, "bosh3"),
+        ("interpolating", 4, "rk4"),
         ("backsolve", False, "tsit5"),
-        ("interpolating", False, "rk4"),
-        ("backsolve", False, "heun"),
     ],
 )
 def test_backward_nfe_matches_direct_count(sensealg, checkpointing, solver):

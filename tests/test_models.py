@@ -63,8 +63,12 @@ def test_time_input_changes_the_field_only_when_time_dependent():
 def test_nonlinearity_matches_a_manual_mlp(name):
     f = ODEFunc(3, 5, nonlinearity=name, key=KEY)
     h = jax.random.normal(jax.random.PRNGKey(2), (4, 3))
-    act = {"relu": lambda v: np.maximum(v, 0), "tanh": np.tanh, "softplus": lambda v: np.log1p(np.exp(v)),
-           "swish": lambda v: v / (1 + np.exp(-v))}[name]
+    act = {
+        "relu": lambda v: np.maximum(v, 0),
+        "tanh": np.tanh,
+        "softplus": lambda v: np.log1p(np.exp(v)),
+        "swish": lambda v: v / (1 + np.exp(-v)),
+    }[name]
     a = np.asarray(h, np.float64)
     for i, layer in enumerate(f.layers):
         a = a @ np.asarray(layer.weight, np.float64).T + np.asarray(layer.bias, np.float64)
@@ -120,7 +124,9 @@ def test_resnet_equals_a_manual_residual_loop():
     np.testing.assert_allclose(np.asarray(ts), np.linspace(0, 1, L + 1))
     pred = np.asarray(net(x))
     lin = net.readout_layer
-    np.testing.assert_allclose(pred, h @ np.asarray(lin.weight).T + np.asarray(lin.bias), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        pred, h @ np.asarray(lin.weight).T + np.asarray(lin.bias), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_nfe_probe_gives_backward_nfe():

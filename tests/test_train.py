@@ -29,8 +29,17 @@ def small_spheres():
 
 def _fit(data, seed=0, iterations=12, **kw):
     model = ODENet(2, 16, 1, augment_dim=1, key=KEY)
-    return train(model, data.x, data.y, iterations=iterations, batch_size=32, seed=seed, progress=False,
-                 accuracy="sign", **kw)
+    return train(
+        model,
+        data.x,
+        data.y,
+        iterations=iterations,
+        batch_size=32,
+        seed=seed,
+        progress=False,
+        accuracy="sign",
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +96,7 @@ def test_learning_rate_is_used_and_custom_optimizer_accepted(small_spheres):
     import equinox as eqx
     import optax
 
-    start = ODENet(2, 16, 1, augment_dim=1, key=KEY)
+    start = _model()
 
     def max_change(result):
         a = jax.tree_util.tree_leaves(eqx.filter(start, eqx.is_inexact_array))
@@ -114,15 +123,16 @@ def test_classification_with_cross_entropy_and_accuracy():
 
 def test_keyboard_interrupt_returns_history_so_far_and_the_best_model():
     x = np.array([[-1.0], [1.0]], np.float32)
-    model = ODENet(1, 16, 1, augment_dim=1, readout=False, key=KEY)
+    model = ODENet(1, 32, 1, augment_dim=1, time_dependent=True, readout=False, key=KEY)  # g1d's ANODE
     k = 25
 
     def stop(it, current, row):
         if it == k:
             raise KeyboardInterrupt
 
-    r = train(model, x, -x, iterations=200, batch_size=None, lr=1e-2, loss="mse", progress=False,
-              callback=stop)
+    r = train(
+        model, x, -x, iterations=200, batch_size=None, lr=1e-2, loss="mse", progress=False, callback=stop
+    )
     assert r.interrupted and len(r.history) == k
     # Full batch: each row's loss is the loss of the parameters before that update, so the best model
     # is the one with the lowest loss in the history.
@@ -206,7 +216,9 @@ def test_data_parallel_sharding_matches_single_device(tmp_path):
         """
     )
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(out["a"], out["b"], rtol=1e-4)

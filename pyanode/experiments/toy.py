@@ -96,8 +96,10 @@ def count_parameters(model: Any) -> int:
 
 def run_toy(spec: ToySpec, config: RunConfig) -> ExperimentResult:
     """Train ``config.models`` on the toy data and write the figures into ``config.out``."""
+    import jax.numpy as jnp
+
     from pyanode import plots
-    from pyanode.train import evaluate, save_model, train
+    from pyanode.train import ACCURACIES, LOSSES, save_model, train
 
     s = dict(config.settings)
     data = spec.data(config.seed)
@@ -128,7 +130,13 @@ def run_toy(spec: ToySpec, config: RunConfig) -> ExperimentResult:
             break
         # After Ctrl-C keep the best model so far; otherwise report the model training ended with.
         final = result.model if result.interrupted else result.final_model
-        scores = evaluate(final, data.x, data.y, loss=spec.loss, accuracy=accuracy, batch_size=len(data))
+        # One solve of the whole set gives the figures' trajectories and the final scores (saving at
+        # intermediate times does not change diffrax's steps, so states[-1] is the forward pass's h(T)).
+        ts, states = final.trajectory(jnp.asarray(data.x), num_times=40)
+        pred = final.readout(states[-1])
+        scores = {"loss": float(LOSSES[spec.loss](pred, jnp.asarray(data.y)))}
+        if accuracy is not None:
+            scores["accuracy"] = float(ACCURACIES[accuracy](pred, jnp.asarray(data.y)))
         summary = {
             "model": kind,
             "label": label,
@@ -151,7 +159,7 @@ def run_toy(spec: ToySpec, config: RunConfig) -> ExperimentResult:
             summary["num_layers"] = spec.num_layers
         summaries.append(summary)
         histories[label] = hist
-        trained[kind] = (label, final)
+        trained[kind] = (label, final, (np.asarray(ts), np.asarray(states)))
         save_model(config.out / f"model_{kind}.eqx", final, metadata={"experiment": config.name}, force=True)
         if result.interrupted:
             interrupted = True
@@ -179,12 +187,15 @@ def _toy_figures(data: toydata.ToyData, trained: dict[str, tuple[str, Any]], con
     if data.dim == 1:
         pick = np.sort(np.random.default_rng(0).choice(len(data), size=min(len(data), 40), replace=False))
         fig = plots.plot_trajectories_1d(
-            {label: model for label, model in trained.values()}, data.x[pick], data.y[pick]
+            {label: model for label, model, _ in trained.values()},
+            data.x[pick],
+            data.y[pick],
+            trajectories={label: (ts, states[:, pick]) for label, _, (ts, states) in trained.values()},
         )
         fig.suptitle(f"{config.name}: trajectories h(t)")
         figures.append(plots.save_figure(fig, out / "trajectories.png"))
     elif data.dim == 2:
-        for kind, (label, model) in trained.items():
+        for kind, (label, model, (_, states)) in trained.items():
             figures.append(
                 plots.save_figure(
                     plots.plot_vector_field(model, data.x, data.y, title=f"{label}: vector field at t=0"),
@@ -193,13 +204,17 @@ def _toy_figures(data: toydata.ToyData, trained: dict[str, tuple[str, Any]], con
             )
             figures.append(
                 plots.save_figure(
-                    plots.plot_trajectories(model, data.x, data.y, title=f"{label}: trajectories"),
+                    plots.plot_trajectories(
+                        model, data.x, data.y, title=f"{label}: trajectories", states=states
+                    ),
                     out / f"trajectories_{kind}.png",
                 )
             )
             figures.append(
                 plots.save_figure(
-                    plots.plot_features(model, data.x, data.y, title=f"{label}: features h(T)"),
+                    plots.plot_features(
+                        model, data.x, data.y, title=f"{label}: features h(T)", features=states[-1]
+                    ),
                     out / f"features_{kind}.png",
                 )
             )

@@ -106,20 +106,30 @@ def plot_history(histories: pd.DataFrame | Mapping[str, pd.DataFrame], *, title:
     return fig
 
 
-def plot_trajectories_1d(models: Mapping[str, Any], x: Any, y: Any | None = None) -> Figure:
+def plot_trajectories_1d(
+    models: Mapping[str, Any],
+    x: Any,
+    y: Any | None = None,
+    *,
+    trajectories: Mapping[str, tuple[Any, Any]] | None = None,
+) -> Figure:
     """``h_1(t)`` against ``t`` for 1-D inputs, one panel per model (the paper's figure 2).
 
     Trajectories start at the inputs (left) and end at the predictions (right); inputs below zero are
     blue, above zero red. A NODE's trajectories never cross, so it cannot map -1 to 1 and 1 to -1; an
     ANODE's can cross in this projection because they pass each other in the augmented dimension; a
-    ResNet's jump across each other between its discrete steps.
+    ResNet's jump across each other between its discrete steps. ``trajectories`` may give precomputed
+    ``{label: (times, states)}`` (from ``model.trajectory(x)``) to avoid solving again.
     """
     x = jnp.asarray(x)
     colors = _label_colors(np.asarray(x))
     fig = Figure(figsize=(4.2 * len(models), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(models), sharey=True))
     for ax, (label, model) in zip(axes, models.items(), strict=True):
-        ts, states = model.trajectory(x, num_times=60)
+        if trajectories is not None and label in trajectories:
+            ts, states = trajectories[label]
+        else:
+            ts, states = model.trajectory(x, num_times=60)
         ts, states = np.asarray(ts), np.asarray(states)
         discrete = ts.shape[0] == getattr(model, "num_layers", -1) + 1
         for j in range(states.shape[1]):
@@ -191,18 +201,28 @@ def _pick(n: int, k: int, seed: int = 0) -> np.ndarray:
 
 
 def plot_trajectories(
-    model: Any, x: Any, y: Any, *, num_points: int = 80, title: str | None = None
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    num_points: int = 80,
+    title: str | None = None,
+    states: Any | None = None,
 ) -> Figure:
     """Paths of ``num_points`` inputs through the flow (the paper's figure 4 style).
 
     With one augmented dimension the paths are drawn in 3-D (h1, h2, a1), which shows an ANODE lifting
-    one class over the other; otherwise in the plane of the first two state coordinates.
+    one class over the other; otherwise in the plane of the first two state coordinates. ``states`` may
+    give the precomputed ``model.trajectory(x)[1]`` of all of ``x`` (shape ``(times, len(x), d+p)``).
     """
     idx = _pick(len(x), num_points)
     xs, ys = np.asarray(x)[idx], np.asarray(y)[idx]
     colors = _label_colors(ys)
-    _, states = model.trajectory(jnp.asarray(xs), num_times=40)
-    states = np.asarray(states)
+    if states is None:
+        _, states = model.trajectory(jnp.asarray(xs), num_times=40)
+        states = np.asarray(states)
+    else:
+        states = np.asarray(states)[:, idx]
     three_d = states.shape[-1] == 3
     fig = Figure(figsize=(5.2, 4.6), layout="constrained")
     ax = fig.add_subplot(projection="3d") if three_d else fig.subplots()
@@ -225,9 +245,14 @@ def plot_trajectories(
     return fig
 
 
-def plot_features(model: Any, x: Any, y: Any, *, title: str | None = None) -> Figure:
-    """The final features ``h(T)`` coloured by class (3-D for a 3-dimensional state, else the first two)."""
-    feats = np.asarray(model.features(jnp.asarray(x)))
+def plot_features(
+    model: Any, x: Any, y: Any, *, title: str | None = None, features: Any | None = None
+) -> Figure:
+    """The final features ``h(T)`` coloured by class (3-D for a 3-dimensional state, else the first two).
+
+    ``features`` may give the precomputed ``model.features(x)``.
+    """
+    feats = np.asarray(model.features(jnp.asarray(x)) if features is None else features)
     colors = _label_colors(y)
     three_d = feats.shape[-1] == 3
     fig = Figure(figsize=(5.2, 4.6), layout="constrained")

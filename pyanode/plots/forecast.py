@@ -1,0 +1,61 @@
+"""Forecast figures: history, forecast and (when known) the truth, one panel per column."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["plot_forecast"]
+
+
+def plot_forecast(
+    train: pd.DataFrame,
+    forecast: pd.DataFrame,
+    truth: pd.DataFrame | None = None,
+    *,
+    history_steps: int | None = None,
+    report: Any = None,
+    title: str | None = None,
+):
+    """One panel per column: the (cleaned) history, the forecast from its end, and the truth.
+
+    ``history_steps`` limits how much history is drawn (default: about three forecast lengths, at
+    least a year of daily data when there is that much), so the forecast is not squeezed to a sliver.
+    Returns the matplotlib Figure (not shown; call ``savefig``).
+    """
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cols = list(forecast.columns)
+    if history_steps is None:
+        history_steps = max(3 * len(forecast), 400)
+    hist = train.iloc[-history_steps:]
+    fig, axes = plt.subplots(len(cols), 1, figsize=(10, 2.4 * len(cols) + 0.6), sharex=True, squeeze=False)
+    for ax, c in zip(axes[:, 0], cols):
+        ax.plot(hist.index, hist[c], color="0.35", lw=0.9, label="history")
+        # Join the forecast to the last observed value so the two lines meet.
+        last = hist[c].dropna()
+        fx, fy = forecast.index, forecast[c].to_numpy()
+        if len(last):
+            fx = pd.DatetimeIndex([last.index[-1]]).append(fx)
+            fy = np.concatenate([[last.iloc[-1]], fy])
+        ax.plot(fx, fy, color="tab:red", lw=1.8, label="forecast")
+        if truth is not None and c in truth:
+            ax.plot(truth.index, truth[c], color="tab:blue", lw=0.9, marker=".", ms=3, label="truth")
+        ax.axvline(train.index[-1], color="0.6", ls="--", lw=0.8)
+        ax.set_ylabel(c)
+        ax.grid(alpha=0.3)
+        if report is not None and getattr(report, "outliers", {}).get(c):
+            ax.text(0.01, 0.92, f"{report.outliers[c]} outliers masked", transform=ax.transAxes,
+                    fontsize=8, color="0.4", va="top")
+    axes[0, 0].legend(loc="upper left", ncol=3, fontsize=8, bbox_to_anchor=(0.0, 1.35 if len(cols) > 1 else 1.2),
+                      frameon=False)
+    fig.suptitle(title or f"Forecast from {train.index[-1].date()} ({len(forecast)} dates)", y=0.995)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig

@@ -7,7 +7,7 @@ step with forward and backward NFE); torchdiffeq runs `odeint` (backpropagation 
 reference code's default) in the usual PyTorch loop. Reported: median warm time per iteration, the ratio,
 the loss on the whole data set after the same number of iterations, and the mean forward NFE.
 
-    python benchmarks/spheres.py [--iterations 300] [--batch-sizes 64,256] [--threads 2]
+    python benchmarks/spheres.py [--iterations 300] [--batch-sizes 64,256] [--threads 1] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -165,8 +165,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--batch-sizes", default="64,256")
-    parser.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="PyTorch intra-op threads (1 was fastest here)"
+    )
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     args = parser.parse_args()
 
     import jax
@@ -176,7 +178,7 @@ def main() -> None:
     from pyanode.datasets import spheres
 
     torch.set_num_threads(args.threads)
-    data = spheres(seed=args.seed)
+    data = spheres(seed=0)
     warm = min(20, args.iterations // 4)
     print(
         f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
@@ -186,24 +188,38 @@ def main() -> None:
         f"2-D spheres, {len(data)} points, ANODE augment 1, dopri5 rtol=atol=1e-3, Adam 1e-3, "
         f"{args.iterations} iterations, median over iterations {warm + 1}..{args.iterations}"
     )
+    seeds = [int(v) for v in args.seeds.split(",")]
     rows = []
     for batch in (int(b) for b in args.batch_sizes.split(",")):
-        jm = make_models(args.seed)
-        tm = torch_model(jm)
-        tj, lj, nj = run_pyanode(jm, data.x, data.y, batch, args.iterations, args.seed)
-        tt, lt, nt = run_torch(tm, data.x, data.y, batch, args.iterations, args.seed)
+        tj_all, tt_all, lj_all, lt_all, nj_all, nt_all = [], [], [], [], [], []
+        for seed in seeds:
+            jm = make_models(seed)
+            tm = torch_model(jm)
+            tj, lj, nj = run_pyanode(jm, data.x, data.y, batch, args.iterations, seed)
+            tt, lt, nt = run_torch(tm, data.x, data.y, batch, args.iterations, seed)
+            tj_all.append(tj[warm:])
+            tt_all.append(tt[warm:])
+            lj_all.append(lj)
+            lt_all.append(lt)
+            nj_all.append(nj)
+            nt_all.append(nt)
         sj = step_only(jm, data.x, data.y, batch)
-        mj, mt = np.median(tj[warm:]), np.median(tt[warm:])
-        rows.append((batch, mj, mt, mt / mj, lj, lt, nj, nt, sj))
+        mj, mt = np.median(np.concatenate(tj_all)), np.median(np.concatenate(tt_all))
+        rows.append((batch, mj, mt, mt / mj, lj_all, lt_all, np.mean(nj_all), np.mean(nt_all), sj))
     print()
+    print(f"seeds {seeds} (initial weights and minibatch order); losses: mean (min..max) over seeds")
     print(
         "| batch | pyanode ms/it | torchdiffeq ms/it | speed-up | pyanode loss | torchdiffeq loss "
         "| pyanode NFE | torchdiffeq NFE | pyanode jitted step alone ms |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
+
+    def fmt(v):
+        return f"{np.mean(v):.4f} ({np.min(v):.4f}..{np.max(v):.4f})"
+
     for b, mj, mt, ratio, lj, lt, nj, nt, sj in rows:
         print(
-            f"| {b} | {1e3 * mj:.2f} | {1e3 * mt:.2f} | {ratio:.2f}x | {lj:.4f} | {lt:.4f} | {nj:.1f} | "
+            f"| {b} | {1e3 * mj:.2f} | {1e3 * mt:.2f} | {ratio:.2f}x | {fmt(lj)} | {fmt(lt)} | {nj:.1f} | "
             f"{nt:.1f} | {1e3 * sj:.2f} |"
         )
 

@@ -29,6 +29,9 @@
 # `ANODE_TOYS_OUT` (default `anode_toys_figures`); `ANODE_TOYS_ITERATIONS` scales the training length.
 
 # %%
+# %matplotlib inline
+
+# %%
 import os
 from pathlib import Path
 

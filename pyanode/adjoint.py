@@ -42,7 +42,9 @@ The methods differ in where :math:`y(t)` comes from during the backward solve:
 
 The backward solves use the same solver, ``rtol``/``atol`` and (for fixed-step solvers) the same ``dt``
 as the forward solve; implicit solvers are used implicitly on the adjoint system too. The error
-control of the backward solve acts on all of :math:`(a, a_\theta)` (and :math:`y` for backsolve).
+control of the backward solve acts on all of :math:`(a, a_\theta)` (and :math:`y` for backsolve); since
+the adjoint system is linear in the cotangents, it is solved for the cotangents divided by their
+largest magnitude, so that ``atol`` means the same whatever the scale of the loss.
 
 Gradients flow to ``y0``, to every floating-point array of ``args`` and to the arrays that ``f`` holds
 (an equinox module's fields, or arrays a plain function closes over). Gradients with respect to
@@ -242,7 +244,12 @@ def _continuous_bwd(residuals, grad_obj, perturbed, vjp_arg, t0, ts, dynamic, cf
     # The grid of segment ends: t0 first (a segment of length zero when t0 == ts[0]).
     grid_t = jnp.concatenate([t0[None], save_ts])
     grid_y = jnp.concatenate([y0[None], ys_saved])
-    grid_ct = jnp.concatenate([jnp.zeros_like(y0)[None], ct_saved])
+    # The adjoint system is linear in the cotangents, so it is solved for cotangents divided by their
+    # largest magnitude and scaled back at the end. This makes the backward error control independent
+    # of the loss's scale (atol would otherwise be measured in units of dL/dy).
+    scale = jnp.max(jnp.abs(ct_saved))
+    scale = jnp.where(jnp.isfinite(scale) & (scale > 0), scale, 1.0).astype(y0.dtype)
+    grid_ct = jnp.concatenate([jnp.zeros_like(y0)[None], ct_saved]) / scale
     spec = cfg.problem.spec
     forward_vf = _VectorField(cfg)
     interpolating_vf = _InterpolatingAdjointField(cfg)
@@ -313,7 +320,8 @@ def _continuous_bwd(residuals, grad_obj, perturbed, vjp_arg, t0, ts, dynamic, cf
     init = (jnp.zeros_like(y0), a_th0, jnp.zeros((), jnp.int32), jnp.array(True))
     inputs = (grid_t[:-1], grid_t[1:], grid_y[:-1], grid_y[1:], grid_ct[1:])
     (a, a_th, count, ok), _ = jax.lax.scan(segment, init, inputs, reverse=True)
-    a = a + grid_ct[0]
+    a = (a + grid_ct[0]) * scale
+    a_th = jtu.tree_map(lambda g: g * scale.astype(g.dtype), a_th)
 
     # A failed backward solve (or a checkpoint segment over budget) gives NaN, never a wrong number.
     poison = jnp.where(ok, 1.0, jnp.nan).astype(y0.dtype)

@@ -87,14 +87,16 @@ class Config:
     sensealg: str = "interpolating"
     periods: tuple[float, ...] = ()  # seasonal periods in days
     harmonics: int = 2
-    lookback: int = 28  # encoder window in steps
+    lookback: int = 90  # encoder window in steps
     window: int = 128  # training window in steps
     batch: int = 32
     iterations: int = 600
     lr: float = 1e-2
     weight_decay: float = 1e-4
     validation: int = 0  # steps held out at the end for early stopping
-    patience: int = 6  # validation checks without improvement before stopping
+    patience: int = 10  # validation checks without improvement before stopping
+    ema: float = 0.95  # decay of the running average of the parameters (the returned model)
+    half_life: float = 0.0  # recency weighting of training windows, in steps (0: uniform)
     seed: int = 0
     step_days: float = 1.0  # grid step
     unit_days: float = 365.25  # ODE time unit
@@ -179,7 +181,7 @@ def _auto_periods(index: pd.DatetimeIndex, step_days: float, values: pd.DataFram
         from scipy import stats
 
         detrended = values - values.rolling(7, center=True, min_periods=4).mean()
-        dow = index.dayofweek
+        dow = index.day_of_week
         for c in values.columns:
             groups = [detrended[c][(dow == d) & detrended[c].notna().to_numpy()].to_numpy() for d in range(7)]
             groups = [g for g in groups if len(g) > 2]
@@ -216,13 +218,15 @@ class ForecastModel(eqx.Module):
         c = config
         nf = 2 * c.harmonics * len(c.periods)
         k1, k2 = jax.random.split(key)
-        enc = eqx.nn.Linear(c.lookback * c.n + nf, c.state, key=k1)
+        m = _encoder_inputs(c.lookback)
+        enc = eqx.nn.Linear(m * c.n + nf, c.state, key=k1)
         # Start the encoder at "the mean of the last few observations, augmented dims at zero".
-        w = np.zeros((c.state, c.lookback * c.n + nf), dtype=np.float32)
-        recent = min(c.lookback, 3)
+        w = np.zeros((c.state, m * c.n + nf), dtype=np.float32)
+        k = _n_recent(c.lookback)
+        recent = min(k, 3)
         for j in range(c.n):
             for lag in range(recent):
-                w[j, (c.lookback - 1 - lag) * c.n + j] = 1.0 / recent
+                w[j, (k - 1 - lag) * c.n + j] = 1.0 / recent
         self.encoder = eqx.tree_at(lambda m: (m.weight, m.bias), enc,
                                    (jnp.asarray(w), jnp.zeros((c.state,), jnp.float32)))
         field = eqx.nn.MLP(c.state + nf, c.state, c.hidden, c.depth, activation=ACTIVATIONS[c.activation],
@@ -311,11 +315,32 @@ def _grid_arrays(clean_df: pd.DataFrame, scaler: Scaler, config: Config, pos: np
     return _Arrays(y=y, filled=filled, days=days)
 
 
+def _n_recent(lookback: int) -> int:
+    return min(7, lookback)
+
+
+def _encoder_inputs(lookback: int) -> int:
+    """Rows of the encoder's input: the last few values, then trailing means over lookback/3, lookback."""
+    return _n_recent(lookback) + (2 if lookback > _n_recent(lookback) else 0)
+
+
 def _lag_windows(filled: np.ndarray, lookback: int) -> np.ndarray:
-    """(T, lookback, n): the ``lookback`` values up to each step (padded with the first value)."""
+    """(T, m, n): per step, its last few values (newest last) and its trailing means (multi-scale).
+
+    The recent values fix the present state; the means over the last ``lookback / 3`` and ``lookback``
+    steps tell the encoder how far the recent past sits from the usual season (an anomaly that can
+    persist for months, as a dry winter does), without a long, noisy input.
+    """
+    k = _n_recent(lookback)
     pad = np.concatenate([np.repeat(filled[:1], lookback - 1, axis=0), filled], axis=0)
-    idx = np.arange(len(filled))[:, None] + np.arange(lookback)[None, :]
-    return pad[idx]
+    idx = np.arange(len(filled))[:, None] + np.arange(lookback - k, lookback)[None, :]
+    parts = [pad[idx]]
+    if lookback > k:
+        csum = np.concatenate([np.zeros((1, filled.shape[1])), np.cumsum(pad, axis=0)], axis=0)
+        end = np.arange(len(filled)) + lookback
+        for w in (max(1, lookback // 3), lookback):
+            parts.append(((csum[end] - csum[end - w]) / w)[:, None, :])
+    return np.concatenate(parts, axis=1)
 
 
 def _train(
@@ -332,6 +357,11 @@ def _train(
     days = jnp.asarray(arrays.days, jnp.float32)
     taus = jnp.asarray(c.dt * np.arange(L + 1), jnp.float32)
     n_origins = max(t_fit - 1, 1)
+    # Recent windows are drawn more often (weight halves every ``half_life`` steps back), so the
+    # learned seasonal attractor follows the present regime rather than the average of all years.
+    age = (n_origins - 1 - np.arange(n_origins)).astype(np.float64)
+    logits = -np.log(2.0) * age / c.half_life if c.half_life > 0 else np.zeros(n_origins)
+    origin_p = jnp.asarray(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum(), jnp.float32)
 
     val = None
     if c.validation > 0:
@@ -344,6 +374,7 @@ def _train(
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=c.weight_decay))
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_state = opt.init(params)
+    ema = params
 
     def loss_fn(params, probe, idx, weight):
         m = eqx.combine(params, static)
@@ -351,8 +382,8 @@ def _train(
         return _masked_mse(pred, targets[idx], weight[None, :, None]), nfe
 
     @eqx.filter_jit
-    def step(params, opt_state, it, key):
-        idx = jax.random.randint(jax.random.fold_in(key, it), (c.batch,), 0, n_origins)
+    def step(params, ema, opt_state, it, key):
+        idx = jax.random.choice(jax.random.fold_in(key, it), n_origins, (c.batch,), p=origin_p)
         # Curriculum: the loss counts the first L/8, L/4, L/2 steps of the windows, then all of them.
         stage = jnp.minimum(4 * it // max(c.iterations, 1), 3)
         horizon = jnp.maximum(L // (2 ** (3 - stage)), 1)
@@ -360,7 +391,11 @@ def _train(
         (loss, nfe), (grads, nfe_b) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
             params, jnp.zeros(()), idx, weight)
         updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, nfe, nfe_b
+        params = optax.apply_updates(params, updates)
+        # Polyak averaging: the average of the recent iterates is a steadier model than the last one.
+        decay = jnp.minimum(c.ema, it / (it + 10.0))
+        ema = jax.tree_util.tree_map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
+        return params, ema, opt_state, loss, nfe, nfe_b
 
     @eqx.filter_jit
     def val_loss(params):
@@ -381,37 +416,37 @@ def _train(
         if bar:
             bar.start()
         for it in range(c.iterations):
-            params, opt_state, loss, nfe, nfe_b = step(params, opt_state, jnp.asarray(it), key)
+            params, ema, opt_state, loss, nfe, nfe_b = step(params, ema, opt_state, jnp.asarray(it), key)
             loss = float(loss)
             if not math.isfinite(loss):
                 info["stopped"] = f"loss became {loss} at iteration {it}"
                 break
             rows.append((loss, int(nfe), int(nfe_b), time.perf_counter() - start))
+            if bar:
+                vtxt = f"{info['best_validation']:.4f}" if info["best_validation"] is not None else "-"
+                bar.update(task, advance=1, loss=loss, nfe=int(nfe) + int(nfe_b), val=vtxt)
             last = it == c.iterations - 1
             if val is not None and ((it + 1) % check_every == 0 or last):
                 # Only the later stages train on windows as long as a forecast; judge those.
-                v = float(val_loss(params)) if 4 * it >= c.iterations else math.inf
+                v = float(val_loss(ema)) if 4 * it >= c.iterations else math.inf
                 if v < best[0]:
-                    best = (v, params)
+                    best = (v, ema)
                     info["best_iteration"], info["best_validation"] = it + 1, v
                     checks_without_gain = 0
                 elif math.isfinite(v):
                     checks_without_gain += 1
-                    if checks_without_gain >= c.patience:
+                    if checks_without_gain >= c.patience and not last:
                         info["stopped"] = f"early stop at iteration {it + 1} (validation stopped improving)"
                         break
-            elif val is None and loss < best[0]:
-                best = (loss, params)
+            elif val is None:
+                best = (0.0, ema)  # without a validation tail, the final average is the model
                 info["best_iteration"] = it + 1
-            if bar:
-                vtxt = f"{info['best_validation']:.4f}" if info["best_validation"] is not None else "-"
-                bar.update(task, advance=1, loss=loss, nfe=int(nfe) + int(nfe_b), val=vtxt)
     except KeyboardInterrupt:
         info["stopped"] = f"interrupted at iteration {len(rows)} (kept the best model so far)"
     finally:
         if bar:
             bar.stop()
-    final = best[1] if math.isfinite(best[0]) else params
+    final = best[1] if math.isfinite(best[0]) else ema
     history = pd.DataFrame(rows, columns=["loss", "nfe_forward", "nfe_backward", "seconds"])
     history.index.name = "iteration"
     return eqx.combine(final, static), history, info
@@ -475,7 +510,10 @@ class Forecaster:
         """The next ``horizon`` dates at the data's frequency after the last training date."""
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise PyanodeError(f"horizon must be a positive integer, got {horizon!r}")
-        freq = pd.infer_freq(self.train.index[-min(len(self.train), 50):]) if len(self.train) >= 3 else None
+        freq = None
+        if len(self.train) >= 3:
+            with pd.option_context("future.infer_freq_returns_offset", True):
+                freq = pd.infer_freq(self.train.index[-min(len(self.train), 50):])
         if freq is not None:
             return pd.date_range(self.end, periods=horizon + 1, freq=freq)[1:]
         step = pd.Timedelta(days=self.config.step_days)
@@ -536,7 +574,8 @@ class Forecaster:
                               spread=self._spread)
         df = df[df.index > self.end]
         if len(df) == 0:
-            raise DataError(f"the test data have no dates after the end of the training data ({self.end.date()})")
+            raise DataError(
+                f"the test data have no dates after the end of the training data ({self.end.date()})")
         return df, rep
 
     def evaluate(self, test: pd.DataFrame | str | Path, *, date_column: str | None = None,
@@ -553,7 +592,8 @@ class Forecaster:
         preds = {"model": self.predict(dates=truth.index), **baseline_forecasts(self.train, truth.index)}
         table = {name: metrics(p, truth) for name, p in preds.items()}
         frame = pd.DataFrame({
-            (col, m): {name: table[name][col][m] for name in table} for col in self.columns for m in ("mae", "rmse")
+            (col, m): {name: table[name][col][m] for name in table}
+            for col in self.columns for m in ("mae", "rmse")
         })
         frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["column", "metric"])
         return frame
@@ -585,6 +625,7 @@ class Forecaster:
             "format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_json(),
             "report": self.report.to_dict(), "info": self.info,
             "outlier_threshold": self.outlier_threshold, "index_name": self.train.index.name,
+            "index_unit": self.train.index.unit,
         }
         buf = io.BytesIO()
         eqx.tree_serialise_leaves(buf, self.model)
@@ -592,7 +633,7 @@ class Forecaster:
             "scaler_mean": self.scaler.mean, "scaler_std": self.scaler.std,
             "center": self._center.to_numpy(np.float64), "spread": self._spread.to_numpy(np.float64),
             "train_values": self.train.to_numpy(np.float64),
-            "train_dates": self.train.index.asi8.astype(np.int64),
+            "train_dates": self.train.index.to_numpy().astype("datetime64[ns]").astype(np.int64),
             "history": self.history.to_numpy(np.float64),
         }
         fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.",
@@ -649,6 +690,7 @@ def load(path: str | Path) -> Forecaster:
                              ) from None
     cols = list(config.columns)
     idx = pd.DatetimeIndex(arr["train_dates"].astype("datetime64[ns]"), name=meta.get("index_name"))
+    idx = idx.as_unit(meta.get("index_unit", "ns"))
     train = pd.DataFrame(arr["train_values"], index=idx, columns=cols)
     history = pd.DataFrame(arr["history"], columns=["loss", "nfe_forward", "nfe_backward", "seconds"])
     for k in ("nfe_forward", "nfe_backward"):
@@ -685,9 +727,11 @@ def fit(
     window: int | None = None,
     lookback: int | None = None,
     validation: int | None = None,
+    half_life: float | None = None,
+    patience: int = 10,
     dedupe: str | None = None,
     resample: str | None = None,
-    outlier_threshold: float = 8.0,
+    outlier_threshold: float = 6.0,
     seed: int = 0,
     progress: bool = True,
     console: Any = None,
@@ -703,12 +747,16 @@ def fit(
         solver, rtol, atol, sensealg: passed to :func:`pyanode.solve` (adaptive solvers only).
         seasonality: ``auto`` (yearly and/or weekly chosen from the data), ``none`` (autonomous model),
             ``yearly``, ``weekly`` or ``yearly+weekly``.
-        iterations: optimiser steps (default 500; fewer for small data).
+        iterations: optimiser steps (default 400).
         lr, batch: AdamW learning rate (warm-up then cosine decay) and windows per step.
         window: training window in data steps (default: 128, at most half the data).
         lookback: observations the encoder reads before each forecast origin (default 28).
-        validation: steps held out at the end for early stopping (default: about 8% of the data,
+        validation: steps held out at the end for early stopping (default: about 4% of the data,
             at most ``window``; 0 disables early stopping).
+        half_life: recency weighting of the training windows, in steps: a window's chance of being
+            drawn halves every ``half_life`` steps back (default: the larger of ``window`` and an
+            eighth of the data; 0 for uniform).
+        patience: validation checks (every ~10 iterations) without improvement before stopping.
         dedupe, resample: see :func:`pyanode.timeseries.load_frame`.
         outlier_threshold: robust z-score above which a value is masked as an outlier.
         seed: seeds the initial parameters and the choice of windows (same seed, same forecast).
@@ -728,7 +776,8 @@ def fit(
         raise DataError(f"{len(df)} rows are too few to fit a forecaster; at least 8 dated rows are needed")
     step_days, pos, merged = _grid(df.index)
     if merged:
-        report.ignored["(timestamps)"] = f"{merged} rows shared a grid step of {step_days:g} days and were averaged"
+        report.ignored["(timestamps)"] = (
+            f"{merged} rows shared a grid step of {step_days:g} days and were averaged")
     T = int(pos[-1]) + 1
     if seasonality == "auto":
         periods = _auto_periods(df.index, step_days, df)
@@ -736,17 +785,21 @@ def fit(
         periods = tuple({"none": (), "yearly": (365.25,), "weekly": (7.0,),
                          "yearly+weekly": (365.25, 7.0)}[seasonality])
     win = window if window is not None else min(128, max(2, T // 2))
-    look = lookback if lookback is not None else max(1, min(28, T // 8))
+    look = lookback if lookback is not None else max(1, min(90, T // 8))
     if validation is None:
-        validation = min(win, T // 12) if T >= 48 else 0
+        validation = min(win, T // 24) if T >= 48 else 0
     if not 0 <= validation < T // 2:
-        raise PyanodeError(f"validation must be between 0 and {T // 2 - 1} steps for these data, got {validation}")
+        raise PyanodeError(
+            f"validation must be between 0 and {T // 2 - 1} steps for these data, got {validation}")
     if iterations is None:
-        iterations = 500
+        iterations = 400
+    if half_life is None:
+        half_life = max(win, T // 8)
     config = Config(
         columns=tuple(df.columns), augment=int(augment), hidden=hidden, depth=depth, activation=activation,
         solver=solver, rtol=rtol, atol=atol, sensealg=sensealg, periods=periods, lookback=look,
-        window=win, batch=batch, iterations=iterations, lr=lr, validation=validation, seed=seed,
+        window=win, batch=batch, patience=patience, half_life=float(half_life or 0.0), iterations=iterations,
+        lr=lr, validation=validation, seed=seed,
         step_days=step_days, unit_days=365.25 if step_days >= 1 else 1.0,
         epoch_days=float((df.index[0] - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)),
     )

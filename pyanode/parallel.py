@@ -106,7 +106,9 @@ class DataParallel:
             arrays = jax.device_put(arrays, self.replicated)
         else:
             arrays = jax.tree_util.tree_map(
-                lambda x: jax.make_array_from_callback(x.shape, self.replicated, lambda idx: np.asarray(x)[idx]),
+                lambda x: jax.make_array_from_callback(
+                    x.shape, self.replicated, lambda idx: np.asarray(x)[idx]
+                ),
                 arrays,
             )
         return eqx.combine(arrays, rest)

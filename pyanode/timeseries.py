@@ -9,8 +9,9 @@ invented.
 Outliers are found with the robust z-score of Iglewicz & Hoaglin, ``z = 0.6745 (x - median) / MAD``
 (the MAD of a normal sample is 0.6745 sigma, so ``z`` is on the scale of a standard score but is not
 dragged by the outliers themselves). Values with ``|z| > threshold`` are masked. The default threshold is
-deliberately loose (8, not the textbook 3.5) because real daily series have heavy but genuine tails (a
-stormy day's wind speed) while data-entry errors are far out (Delhi's 7679 hPa is at ``z`` of about 670).
+deliberately loose (6, not the textbook 3.5) because real daily series have heavy but genuine tails (a
+stormy day's wind speed) while data-entry errors are far out (Delhi's 7679 hPa is at ``z`` of about
+670, a 938 hPa day at 7).
 
 Baselines (:func:`baseline_forecasts`):
 
@@ -117,6 +118,14 @@ def _read_csv(path: str | Path) -> pd.DataFrame:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise DataError(f"{p} is not UTF-8 text (byte {err.start}); save it as UTF-8 CSV") from None
+    # Leading comment lines ("# Data source: ...") are common above the header; skip them.
+    lines = text.splitlines(keepends=True)
+    skip = 0
+    while skip < len(lines) and lines[skip].lstrip().startswith("#"):
+        skip += 1
+    text = "".join(lines[skip:])
+    if not text.strip():
+        raise DataError(f"{p} has only comment lines; give a CSV file with a header row and data rows")
     try:
         df = pd.read_csv(io.StringIO(text))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
@@ -299,7 +308,8 @@ def load_frame(
         df = df.dropna(how="all")
 
     report.rows = len(df)
-    report.start, report.end = str(df.index[0]), str(df.index[-1])
+    daily = bool((df.index == df.index.normalize()).all())
+    report.start, report.end = (str(d.date()) if daily else str(d) for d in (df.index[0], df.index[-1]))
     report.columns = list(df.columns)
     return df, report
 
@@ -308,7 +318,7 @@ def clean(
     df: pd.DataFrame,
     report: DataReport | None = None,
     *,
-    threshold: float = 8.0,
+    threshold: float = 6.0,
     center: pd.Series | None = None,
     spread: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, DataReport, pd.Series, pd.Series]:

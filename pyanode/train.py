@@ -324,7 +324,8 @@ def train(
     Returns:
         :class:`TrainResult` with the best model, the final model and the history DataFrame, whose
         columns are ``iteration, loss, [accuracy], nfe_forward, nfe_backward, seconds`` and any
-        evaluation columns; ``seconds`` is the cumulative training time (evaluations excluded).
+        evaluation columns; ``seconds`` is the cumulative training time (evaluations excluded; the first
+        iteration includes compiling the step, which is reused by later calls on the same model structure).
     """
     loss_fn, acc_fn = _resolve_metrics(loss, accuracy)
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:

@@ -83,28 +83,13 @@ def test_stiff_van_der_pol_needs_an_implicit_solver(x64):
     assert np.all(np.diff(ys[:4, 0]) < 0) and 1.0 < ys[3, 0] < 1.5
     assert -2.0 < ys[4, 0] < -1.7
     assert int(sol.stats.num_steps) < 400
+    assert int(sol.stats.nfe_forward) == -1  # implicit: evaluations depend on Newton, not counted
     with pytest.raises(SolveError) as info:
         pyanode.solve(van_der_pol, y0, ts, args=1000.0, solver="tsit5", rtol=1e-5, atol=1e-5, max_steps=1000)
     message = str(info.value)
     assert "max_steps=1000" in message and "kvaerno5" in message and "looser rtol/atol" in message
     reached = float(re.search(r"stopped at t=([0-9.e+-]+)", message).group(1))
     assert 0.0 < reached < 250.0  # the explicit solver crawls: far short of the first save time
-
-
-def test_kvaerno5_matches_kencarp4_on_moderately_stiff_problem(x64):
-    ts = jnp.linspace(0.0, 3.0, 4)
-    a = pyanode.solve(
-        van_der_pol, jnp.array([2.0, 0.0]), ts, args=10.0, solver="kvaerno5", rtol=1e-8, atol=1e-8
-    )
-    b = pyanode.solve(
-        van_der_pol, jnp.array([2.0, 0.0]), ts, args=10.0, solver="kencarp4", rtol=1e-8, atol=1e-8
-    )
-    c = pyanode.solve(
-        van_der_pol, jnp.array([2.0, 0.0]), ts, args=10.0, solver="dopri8", rtol=1e-10, atol=1e-10
-    )
-    assert np.max(np.abs(np.asarray(a.ys) - np.asarray(c.ys))) < 1e-5
-    assert np.max(np.abs(np.asarray(b.ys) - np.asarray(c.ys))) < 1e-5
-    assert int(a.stats.nfe_forward) == -1  # implicit solvers: evaluations depend on Newton, not counted
 
 
 @pytest.mark.parametrize(

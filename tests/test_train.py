@@ -27,14 +27,18 @@ def small_spheres():
     return spheres(num_inner=64, num_outer=128, seed=1)
 
 
+def _model():
+    # The spheres experiment's ANODE, so that the compiled step is shared with tests/test_experiments.py.
+    return ODENet(2, 32, 1, augment_dim=1, time_dependent=True, key=KEY)
+
+
 def _fit(data, seed=0, iterations=12, **kw):
-    model = ODENet(2, 16, 1, augment_dim=1, key=KEY)
     return train(
-        model,
+        _model(),
         data.x,
         data.y,
         iterations=iterations,
-        batch_size=32,
+        batch_size=64,
         seed=seed,
         progress=False,
         accuracy="sign",

@@ -7,3 +7,4 @@ training with NFE tracking and ``hyperparams()`` for saving (see :mod:`pyanode.m
 from pyanode.models.mlp import NONLINEARITIES, ODEBlock, ODEFunc, ODENet, ResNet
 
 __all__ = ["NONLINEARITIES", "ODEBlock", "ODEFunc", "ODENet", "ResNet"]
+from pyanode.models.conv import ConvODEFunc, ConvODENet  # noqa: E402,F401  (image models, issue 5)

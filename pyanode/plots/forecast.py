@@ -36,7 +36,7 @@ def plot_forecast(
         history_steps = max(3 * len(forecast), 400)
     hist = train.iloc[-history_steps:]
     fig, axes = plt.subplots(len(cols), 1, figsize=(10, 2.4 * len(cols) + 0.6), sharex=True, squeeze=False)
-    for ax, c in zip(axes[:, 0], cols):
+    for ax, c in zip(axes[:, 0], cols, strict=True):
         ax.plot(hist.index, hist[c], color="0.35", lw=0.9, label="history")
         # Join the forecast to the last observed value so the two lines meet.
         last = hist[c].dropna()
@@ -53,8 +53,8 @@ def plot_forecast(
         if report is not None and getattr(report, "outliers", {}).get(c):
             ax.text(0.01, 0.92, f"{report.outliers[c]} outliers masked", transform=ax.transAxes,
                     fontsize=8, color="0.4", va="top")
-    axes[0, 0].legend(loc="upper left", ncol=3, fontsize=8, bbox_to_anchor=(0.0, 1.35 if len(cols) > 1 else 1.2),
-                      frameon=False)
+    axes[0, 0].legend(loc="upper left", ncol=3, fontsize=8, frameon=False,
+                      bbox_to_anchor=(0.0, 1.35 if len(cols) > 1 else 1.2))
     fig.suptitle(title or f"Forecast from {train.index[-1].date()} ({len(forecast)} dates)", y=0.995)
     fig.autofmt_xdate()
     fig.tight_layout()

@@ -1,0 +1,158 @@
+"""``pyanode forecast``: fit an augmented neural ODE to a CSV time series and forecast it.
+
+Outputs (each written atomically; an existing file is refused unless ``--force``):
+
+* ``--out`` (default ``forecast.csv``): the forecast, indexed by date, same columns and units as the input;
+* ``--plot`` (default ``forecast.png``): history, forecast and truth per column;
+* ``--metrics`` (default ``metrics.json``, only with ``--test``): per column, ``mae`` and ``rmse`` of the
+  ``model`` and of the baselines ``persistence``, ``seasonal_naive`` and ``mean``;
+* ``--save`` (no default): the fitted model, for :func:`pyanode.load`.
+
+Pass ``--plot ''`` (an empty name) to skip the figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from pyanode.cli import app, fail
+from pyanode.errors import PyanodeError
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _outputs(paths: list[Path | None], force: bool) -> None:
+    for p in paths:
+        if p is None:
+            continue
+        if p.is_dir():
+            raise PyanodeError(f"{p} is a directory; give a file name")
+        if p.exists() and not force:
+            raise PyanodeError(f"{p} exists; pass --force to overwrite it")
+        if not p.parent.exists():
+            raise PyanodeError(f"folder {p.parent} does not exist (for {p})")
+
+
+@app.command("forecast")
+def forecast(
+    train: Path = typer.Argument(..., help="Training CSV: a date column and numeric columns."),
+    test: Path | None = typer.Option(None, "--test", help="Test CSV: forecast its dates and score them."),
+    horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast (default 30)."),
+    date_column: str | None = typer.Option(None, "--date-column", help="Name of the date column."),
+    columns: str | None = typer.Option(None, "--columns", help="Columns to model, comma-separated."),
+    augment: int = typer.Option(2, "--augment", help="Extra (augmented) state dimensions."),
+    solver: str = typer.Option("tsit5", "--solver", help="Adaptive ODE solver: tsit5, dopri5, ..."),
+    rtol: float = typer.Option(1e-3, "--rtol", help="Relative tolerance."),
+    atol: float = typer.Option(1e-4, "--atol", help="Absolute tolerance."),
+    sensealg: str = typer.Option("interpolating", "--sensealg", help="interpolating, backsolve, checkpoint."),
+    iterations: int | None = typer.Option(None, "--iterations", help="Training iterations (default 400)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same forecast)."),
+    out: Path = typer.Option(Path("forecast.csv"), "--out", help="Forecast CSV to write."),
+    plot: str = typer.Option("forecast.png", "--plot", help="Figure to write ('' for none)."),
+    metrics: Path | None = typer.Option(None, "--metrics", help="Metrics JSON (with --test)."),
+    save: Path | None = typer.Option(None, "--save", help="Save the fitted model here."),
+    resample: str | None = typer.Option(None, "--resample", help="Average per pandas period, e.g. MS."),
+    dedupe: str | None = typer.Option(None, "--dedupe", help="Merge same-date rows: mean/first/last."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or summary."),
+) -> None:
+    """Fit an augmented neural ODE forecaster to TRAIN and forecast (and score) the future."""
+    try:
+        _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
+             seed, out, plot, metrics, save, resample, dedupe, force, quiet)
+    except PyanodeError as err:
+        fail(str(err))
+
+
+def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
+         seed, out, plot, metrics, save, resample, dedupe, force, quiet) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if horizon is not None and horizon < 1:
+        raise PyanodeError(f"--horizon must be a positive number of steps, got {horizon}")
+    if horizon is not None and test is not None:
+        raise PyanodeError("give --test (forecast its dates) or --horizon, not both")
+    if iterations is not None and iterations < 1:
+        raise PyanodeError(f"--iterations must be positive, got {iterations}")
+    if augment < 0:
+        raise PyanodeError(f"--augment must be 0 or more, got {augment}")
+    plot_path = Path(plot) if plot else None
+    if metrics is None and test is not None:
+        metrics = Path("metrics.json")
+    if metrics is not None and test is None:
+        raise PyanodeError("--metrics needs --test (the truth to score against)")
+    _outputs([out, plot_path, metrics, save], force)
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+
+    import pyanode.forecaster as F
+    from pyanode.timeseries import load_frame
+
+    # Read both files first, so that bad data fail at once rather than after fitting.
+    train_df, _ = load_frame(train, date_column=date_column, columns=cols, dedupe=dedupe, resample=resample)
+    if test is not None:
+        test_df, _ = load_frame(test, date_column=date_column, dedupe=dedupe, resample=resample)
+        missing = [c for c in train_df.columns if c not in test_df.columns]
+        if missing:
+            raise PyanodeError(f"{test}: lacks the training column(s) {', '.join(map(repr, missing))} "
+                               f"(test columns: {', '.join(test_df.columns)})")
+    out_console = Console(quiet=quiet, highlight=False, soft_wrap=True)
+    fc = F.fit(train, augment=augment, columns=cols, date_column=date_column, solver=solver, rtol=rtol,
+               atol=atol, sensealg=sensealg, iterations=iterations, seed=seed, dedupe=dedupe,
+               resample=resample, progress=not quiet)
+    for line in fc.report.lines():
+        out_console.print(line, markup=False)
+    out_console.print(f"training: {len(fc.history)} iterations in {fc.history['seconds'].iloc[-1]:.1f} s; "
+                      f"{fc.info['stopped']}; best iteration {fc.info['best_iteration']}", markup=False)
+
+    if test is not None:
+        table = fc.evaluate(test_df)
+        pred = fc.predict(dates=fc._test_frame(test_df)[0].index)
+        for line in fc.test_report.lines()[1:]:
+            out_console.print("test " + line, markup=False)
+        t = Table(title=f"test MAE / RMSE over {len(pred)} dates after {fc.end.date()}")
+        t.add_column("")
+        for c in fc.columns:
+            t.add_column(c, justify="right")
+        for name in table.index:
+            t.add_row(name, *[f"{table.loc[name, (c, 'mae')]:.3g} / {table.loc[name, (c, 'rmse')]:.3g}"
+                              for c in fc.columns])
+        out_console.print(t)
+        payload = {c: {name: {m: float(table.loc[name, (c, m)]) for m in ("mae", "rmse")}
+                       for name in table.index} for c in fc.columns}
+        _atomic(metrics, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
+    else:
+        pred = fc.predict(horizon=horizon or 30)
+
+    _atomic(out, lambda p: pred.to_csv(p, float_format="%.6g"))
+    written = [out]
+    if plot_path is not None:
+        fig = fc.plot(test_df if test is not None else None, horizon=None if test is not None else len(pred))
+
+        def _savefig(p: Path) -> None:
+            fig.savefig(p, dpi=110, format=plot_path.suffix.lstrip(".") or "png")
+
+        _atomic(plot_path, _savefig)
+        written.append(plot_path)
+    if metrics is not None:
+        written.append(metrics)
+    if save is not None:
+        fc.save(save, force=True)  # existence was checked above; save() itself writes atomically
+        written.append(save)
+    out_console.print("wrote " + ", ".join(map(str, written)), markup=False)

@@ -1,0 +1,132 @@
+"""``pyanode forecast`` on the command line: outputs, refusal to overwrite, and every bad input (exit 2)."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pyanode.cli import app
+
+runner = CliRunner()
+
+
+def _csv(path, n=120, start="2022-01-01"):
+    idx = pd.date_range(start, periods=n, freq="D")
+    t = np.arange(n)
+    df = pd.DataFrame({"date": idx.strftime("%Y-%m-%d"), "a": np.sin(t / 10.0) + 5, "b": np.cos(t / 7.0)})
+    df.to_csv(path, index=False)
+    return path
+
+
+def _cli(args, cwd):
+    """Run the real command in a subprocess (proves: exit code, one line, no traceback)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "pyanode", "forecast", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def _one_line_error(res, *needles):
+    assert res.exit_code if hasattr(res, "exit_code") else True
+    err = res.stderr if isinstance(res, subprocess.CompletedProcess) else res.output
+    code = res.returncode if isinstance(res, subprocess.CompletedProcess) else res.exit_code
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_end_to_end_with_test_file(tmp_path):
+    _csv(tmp_path / "train.csv", 120)
+    full = pd.read_csv(_csv(tmp_path / "all.csv", 140))
+    full.iloc[120:].to_csv(tmp_path / "test.csv", index=False)
+    res = _cli(["train.csv", "--test", "test.csv", "--iterations", "6", "--save", "m.pyanode"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
+    assert list(out.columns) == ["a", "b"] and len(out) == 20 and out.index[0] == pd.Timestamp("2022-05-01")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"a", "b"}
+    assert set(metrics["a"]) == {"model", "persistence", "seasonal_naive", "mean"}
+    assert set(metrics["a"]["model"]) == {"mae", "rmse"}
+    assert (tmp_path / "forecast.png").stat().st_size > 10_000
+    assert "MAE" in res.stdout and "persistence" in res.stdout
+    # Outputs exist now: a second run is refused before any work, naming the file.
+    again = _cli(["train.csv", "--test", "test.csv", "--iterations", "6"], tmp_path)
+    _one_line_error(again, "forecast.csv", "--force")
+    # The saved model loads and reproduces the written forecast.
+    import pyanode.forecaster as F
+
+    fc = F.load(tmp_path / "m.pyanode")
+    np.testing.assert_allclose(fc.predict(dates=out.index).to_numpy(), out.to_numpy(), rtol=1e-5)
+
+
+def _bad_files(d):
+    _csv(d / "good.csv")
+    (d / "folder").mkdir()
+    (d / "empty.csv").write_text("")
+    (d / "header.csv").write_text("date,a,b\n")
+    (d / "image.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (d / "packed.csv").write_bytes(gzip.compress(b"date,a\n2020-01-01,1\n"))
+    (d / "latin1.csv").write_bytes("date,temp\u00e9\n2020-01-01,1\n".encode("latin-1"))
+    (d / "nodate.csv").write_text("x,y\n1,2\n3,4\n5,6\n")
+    (d / "baddate.csv").write_text("date,a\n2020-01-01,1\nyesterday,2\n2020-01-03,3\n")
+    (d / "text.csv").write_text("date,name\n2020-01-01,x\n2020-01-02,y\n")
+    (d / "allnan.csv").write_text("date,a,b\n2020-01-01,1,\n2020-01-02,2,\n2020-01-03,3,\n")
+    (d / "inf.csv").write_text("date,a\n2020-01-01,1\n2020-01-02,inf\n2020-01-03,3\n")
+    (d / "short.csv").write_text("date,a\n2020-01-01,1\n2020-01-02,2\n2020-01-03,3\n")
+    (d / "dups.csv").write_text("date,a\n2020-01-01,1\n2020-01-02,2\n2020-01-02,3\n")
+    pd.read_csv(d / "good.csv").rename(columns={"b": "c"}).to_csv(d / "othercols.csv", index=False)
+
+
+BAD = [
+    (["missing.csv"], "no such file"),
+    (["folder"], "directory"),
+    (["empty.csv"], "empty"),
+    (["header.csv"], "no data rows"),
+    (["image.csv"], "binary"),
+    (["packed.csv"], "binary"),
+    (["latin1.csv"], "UTF-8"),
+    (["nodate.csv"], "no date column"),
+    (["baddate.csv"], "yesterday"),
+    (["text.csv"], "no numeric column"),
+    (["allnan.csv"], "'b'"),
+    (["inf.csv"], "infinite"),
+    (["short.csv"], "too few"),
+    (["dups.csv"], "2020-01-02"),
+    (["good.csv", "--test", "othercols.csv"], "'b'"),
+    (["good.csv", "--solver", "warp9"], "warp9"),
+    (["good.csv", "--horizon", "-4"], "--horizon"),
+    (["good.csv", "--sensealg", "magic"], "magic"),
+    (["good.csv", "--augment", "-1"], "augment"),
+    (["good.csv", "--iterations", "0"], "iterations"),
+    (["good.csv", "--rtol", "-1"], "rtol"),
+    (["good.csv", "--resample", "nonsense"], "resample"),
+    (["good.csv", "--dedupe", "median"], "dedupe"),
+    (["good.csv", "--columns", "a,zzz"], "zzz"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[a[0] + (a[1] if len(a) > 1 else "") for a, _ in BAD])
+def test_bad_input_one_line_exit_2(tmp_path, monkeypatch, args, needle):
+    _bad_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["forecast", *args])
+    _one_line_error(res, needle)
+    assert not (tmp_path / "forecast.csv").exists()
+
+
+def test_bad_inputs_through_a_real_subprocess(tmp_path):
+    _bad_files(tmp_path)
+    for name, needle in [("image.csv", "binary"), ("baddate.csv", "yesterday"), ("folder", "directory")]:
+        _one_line_error(_cli([name], tmp_path), needle)
+    # Refusing to overwrite, through the real command.
+    (tmp_path / "forecast.png").write_text("keep me")
+    _one_line_error(_cli(["good.csv"], tmp_path), "forecast.png")
+    assert (tmp_path / "forecast.png").read_text() == "keep me"

@@ -1,0 +1,139 @@
+"""Data handling for forecasting: dates, sorting, duplicates, columns, outliers, scaling, baselines."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pyanode._shared import shared_dir
+from pyanode.timeseries import (
+    DataError,
+    Scaler,
+    baseline_forecasts,
+    clean,
+    load_frame,
+    metrics,
+    season_of,
+)
+
+DELHI = shared_dir() / "data" / "DailyDelhiClimateTrain.csv"
+
+
+def _frame(n=10, start="2020-01-01"):
+    idx = pd.date_range(start, periods=n, freq="D")
+    return pd.DataFrame({"a": np.arange(n, dtype=float), "b": np.arange(n, dtype=float) ** 2}, index=idx)
+
+
+def test_dates_from_index_named_column_and_first_parseable_column(tmp_path):
+    df = _frame()
+    got, rep = load_frame(df)
+    assert got.index.equals(df.index) and rep.rows == 10
+    flat = df.reset_index(names="timestamp")
+    got2, rep2 = load_frame(flat)
+    assert got2.index.equals(df.index) and rep2.date_column == "timestamp"
+    odd = df.reset_index(names="when")[["a", "when", "b"]]
+    got3, rep3 = load_frame(odd)
+    assert rep3.date_column == "when" and list(got3.columns) == ["a", "b"]
+    path = tmp_path / "x.csv"
+    flat.to_csv(path, index=False)
+    got4, _ = load_frame(path)
+    pd.testing.assert_frame_equal(got4, got2, check_names=False, check_freq=False)
+
+
+def test_no_date_column_and_unparseable_dates():
+    with pytest.raises(DataError, match="no date column"):
+        load_frame(pd.DataFrame({"x": [1.0, 2.0], "y": [3.0, 4.0]}))
+    bad = pd.DataFrame({"date": ["2020-01-01", "not a date", "2020-01-03"], "x": [1.0, 2, 3]})
+    with pytest.raises(DataError, match="not a date"):
+        load_frame(bad)
+
+
+def test_sorting_duplicates_and_dedupe():
+    df = _frame(5).iloc[[2, 0, 1, 4, 3]]
+    got, rep = load_frame(df)
+    assert rep.unsorted and got.index.is_monotonic_increasing and got["a"].tolist() == [0, 1, 2, 3, 4]
+    dup = pd.concat([_frame(3), _frame(3).iloc[[1]] + 10.0])
+    with pytest.raises(DataError, match="2020-01-02"):
+        load_frame(dup)
+    merged, rep = load_frame(dup, dedupe="mean")
+    assert merged.loc["2020-01-02", "a"] == pytest.approx((1.0 + 11.0) / 2)
+    assert rep.duplicates_merged == 1 and len(merged) == 3
+
+
+def test_non_numeric_columns_are_reported_and_ignored():
+    df = _frame(6)
+    df["city"] = "Delhi"
+    got, rep = load_frame(df)
+    assert list(got.columns) == ["a", "b"] and "city" in rep.ignored
+    assert any("city" in line for line in rep.lines())
+    with pytest.raises(DataError, match="no numeric column"):
+        load_frame(df[["city"]])
+
+
+def test_all_nan_column_and_inf_are_refused():
+    df = _frame(6)
+    df["c"] = np.nan
+    with pytest.raises(DataError, match="'c'.*all missing"):
+        load_frame(df)
+    df = _frame(6)
+    df.iloc[3, 0] = np.inf
+    with pytest.raises(DataError, match="infinite"):
+        load_frame(df)
+
+
+def test_delhi_pressure_outliers_are_masked_and_counted():
+    df, rep = load_frame(DELHI)
+    raw = df.copy()
+    cleaned, rep, center, spread = clean(df, rep)
+    # The known gross errors (7679.33 hPa and -3.04 hPa) are masked; plausible pressures are kept.
+    assert np.isnan(cleaned.loc["2016-03-28", "meanpressure"])
+    assert np.isnan(cleaned.loc["2016-08-16", "meanpressure"])
+    kept = cleaned["meanpressure"].dropna()
+    assert kept.between(990, 1040).all()
+    assert rep.outliers["meanpressure"] == int(raw["meanpressure"].notna().sum() - len(kept))
+    assert rep.outliers["meanpressure"] >= 2 and rep.outliers["meantemp"] == 0
+    # The robust z-score by hand for one value.
+    z = 0.6745 * (7679.333333 - raw["meanpressure"].median()) / (
+        raw["meanpressure"] - raw["meanpressure"].median()).abs().median()
+    assert z > 600
+    assert "meanpressure" in str(rep) and "7679" in str(rep)
+
+
+def test_missing_values_stay_missing():
+    df = _frame(8)
+    df.iloc[2, 1] = np.nan
+    got, rep = load_frame(df)
+    cleaned, rep, _, _ = clean(got, rep)
+    assert np.isnan(cleaned.iloc[2, 1]) and rep.missing["b"] == 1
+
+
+def test_scaler_round_trip():
+    df = _frame(7)
+    s = Scaler.fit(df)
+    z = s.transform(df.to_numpy())
+    assert np.allclose(z.mean(0), 0) and np.allclose(z.std(0), 1)
+    assert np.allclose(s.inverse(z), df.to_numpy())
+
+
+def test_seasonal_naive_and_persistence_definitions():
+    idx = pd.date_range("2018-01-01", "2020-12-31", freq="D")
+    doy = idx.day_of_year.to_numpy()
+    train = pd.DataFrame({"x": np.sin(2 * np.pi * doy / 365.0) + (idx.year.to_numpy() - 2018)}, index=idx)
+    assert season_of(train.index) == pd.DateOffset(years=1)
+    future = pd.date_range("2021-01-01", periods=400, freq="D")
+    base = baseline_forecasts(train, future)
+    # Same date one year earlier; dates more than a year ahead go back two years.
+    assert base["seasonal_naive"].loc["2021-03-05", "x"] == train.loc["2020-03-05", "x"]
+    assert base["seasonal_naive"].loc["2022-01-10", "x"] == train.loc["2020-01-10", "x"]
+    assert (base["persistence"]["x"] == train["x"].iloc[-1]).all()
+    assert base["mean"]["x"].iloc[0] == pytest.approx(train["x"].mean())
+    # Short daily data: a week.
+    assert season_of(pd.date_range("2020-01-01", periods=30, freq="D")) == pd.DateOffset(weeks=1)
+
+
+def test_metrics_by_hand():
+    idx = pd.date_range("2020-01-01", periods=4, freq="D")
+    truth = pd.DataFrame({"x": [1.0, 2.0, np.nan, 4.0]}, index=idx)
+    pred = pd.DataFrame({"x": [2.0, 2.0, 100.0, 1.0]}, index=idx)
+    m = metrics(pred, truth)["x"]
+    assert m["mae"] == pytest.approx((1 + 0 + 3) / 3)
+    assert m["rmse"] == pytest.approx(np.sqrt((1 + 0 + 9) / 3))

@@ -12,12 +12,13 @@ Measured per configuration:
 * memory: for JAX, the compiled program's temporary buffers (``memory_analysis().temp_size_in_bytes``;
   every JAX solve sizes its buffers statically from ``max_steps``, which is set to twice the measured
   step count plus 64 for every method); for torch, the growth of the process's peak resident set
-  (``ru_maxrss``) over the resident size before the first gradient, measured in a fresh subprocess per
-  configuration;
+  (``VmHWM``, reset just before the first gradient) over the resident size before it, measured in a fresh
+  subprocess per configuration (an upper estimate: it includes allocator overhead);
 * accuracy: the relative L2 error of the gradient against ``sensealg="checkpoint"`` at rtol = atol =
   1e-10 (the exact gradient of a very accurate discrete solve).
 
-Run: ``python benchmarks/adjoints.py [--json results.json] [--repeats 5]``. Prints a markdown table.
+Run: ``python benchmarks/adjoints.py [--json results.json] [--repeats 9]``. Prints a markdown table
+(progress on stderr); Linux only (reads /proc for the torch memory figure).
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -350,8 +351,8 @@ def _differentiable_field(f: Any, t0: jax.Array, y0: jax.Array, args: Any) -> An
 def _num_extra_checkpoints(checkpointing: bool | int) -> tuple[bool, int]:
     if isinstance(checkpointing, bool):
         return checkpointing, 0
-    if isinstance(checkpointing, int) and checkpointing >= 1:
-        return True, checkpointing - 1
+    if isinstance(checkpointing, numbers.Integral) and checkpointing >= 1:
+        return True, int(checkpointing) - 1
     raise engine.SolveError(
         "checkpointing must be True, False or a positive number of checkpoint intervals, "
         f"got {checkpointing!r}"

@@ -16,7 +16,11 @@ evaluations). The backward NFE of a gradient is reported through ``nfe_probe``: 
 its gradient is the number of vector-field evaluations (VJPs) the backward pass made.
 
 Precision: JAX computes in float32 unless x64 is enabled; call :func:`enable_x64` once (before creating
-arrays) for float64 solves and gradients. Nothing is cast down silently.
+arrays) for float64 solves and gradients (or use ``with jax.enable_x64(True):`` for a scoped switch).
+Nothing is cast down silently.
+
+Compilation: tolerances and ``dt`` travel as arrays, so eager solves that only change them (or the
+arrays of ``f``, ``y0``, ``args``) reuse the compiled solve.
 """
 
 from __future__ import annotations
@@ -380,7 +384,7 @@ def solve(
     dt0: float | None = None,
     t0: float | jax.Array | None = None,
     sensealg: str = "interpolating",
-    checkpointing: bool = False,
+    checkpointing: bool | int = False,
     max_steps: int = 4096,
     dense: bool = False,
     nfe_probe: jax.Array | None = None,
@@ -399,11 +403,18 @@ def solve(
         dt: step size of a fixed-step solver. dt0: first step of an adaptive one (default: chosen).
         t0: start time (default ``ts[0]``).
         sensealg: ``interpolating``, ``backsolve`` or ``checkpoint`` (see the module docstring).
-        checkpointing: for ``interpolating``, keep the forward state only at ``ts`` and re-solve
-            each segment with dense output in the backward pass (bounded memory).
-        max_steps: most steps before a :class:`SolveError` (or, under ``jit``, non-finite output).
-        dense: keep the dense interpolation (``Solution.evaluate``).
-        nfe_probe: a scalar zero; its gradient is the backward NFE of this solve.
+        checkpointing: for ``interpolating``, keep the forward state only at checkpoints and re-solve
+            each segment with dense output in the backward pass (bounded memory): ``True`` puts the
+            checkpoints at ``ts``; an int ``n`` adds ``n - 1`` evenly spaced ones (see
+            :mod:`pyanode.adjoint`).
+        max_steps: most steps before a :class:`SolveError` that names the time reached (under
+            ``jit`` nothing can be raised: the unreached outputs are inf).
+        dense: keep the dense interpolation (``Solution.evaluate``); it is differentiable only with
+            ``sensealg="checkpoint"`` (the continuous adjoints differentiate ``ys``).
+        nfe_probe: a scalar zero; its gradient is the backward NFE of this solve: vector-field VJPs
+            (plus forward re-solves when checkpointing) for the continuous adjoints, one VJP per
+            forward evaluation for ``checkpoint`` (recomputation inside diffrax's recursive
+            checkpointing is not counted); -1 for implicit solvers.
 
     Returns:
         :class:`Solution` with ``ys`` of shape ``(len(ts), *y0.shape)`` and ``stats``.

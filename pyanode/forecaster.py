@@ -195,6 +195,11 @@ def _auto_periods(index: pd.DatetimeIndex, step_days: float, values: pd.DataFram
 # The model
 
 
+def _ftype() -> Any:
+    """JAX's default float (float32, or float64 after :func:`pyanode.enable_x64`): all arrays use it."""
+    return jnp.result_type(float)
+
+
 def calendar_features(t_days: jax.Array, periods: Sequence[float], harmonics: int) -> jax.Array:
     """``[sin(2 pi k t / P), cos(2 pi k t / P)]`` for each period P and k = 1..harmonics (t in days)."""
     feats = []
@@ -221,14 +226,14 @@ class ForecastModel(eqx.Module):
         m = _encoder_inputs(c.lookback)
         enc = eqx.nn.Linear(m * c.n + nf, c.state, key=k1)
         # Start the encoder at "the mean of the last few observations, augmented dims at zero".
-        w = np.zeros((c.state, m * c.n + nf), dtype=np.float32)
+        w = np.zeros((c.state, m * c.n + nf))
         k = _n_recent(c.lookback)
         recent = min(k, 3)
         for j in range(c.n):
             for lag in range(recent):
                 w[j, (k - 1 - lag) * c.n + j] = 1.0 / recent
         self.encoder = eqx.tree_at(lambda m: (m.weight, m.bias), enc,
-                                   (jnp.asarray(w), jnp.zeros((c.state,), jnp.float32)))
+                                   (jnp.asarray(w, _ftype()), jnp.zeros((c.state,), _ftype())))
         field = eqx.nn.MLP(c.state + nf, c.state, c.hidden, c.depth, activation=ACTIVATIONS[c.activation],
                            key=k2)
         # A small last layer: the model starts close to "nothing changes" (persistence).
@@ -350,24 +355,24 @@ def _train(
     T = len(arrays.y)
     t_fit = T - c.validation
     L = c.window
-    lags = jnp.asarray(_lag_windows(arrays.filled, c.lookback), jnp.float32)
+    lags = jnp.asarray(_lag_windows(arrays.filled, c.lookback), _ftype())
     # Targets for each origin i: y[i .. i+L], NaN (no weight) beyond the training part.
     ypad = np.concatenate([arrays.y[:t_fit], np.full((L, c.n), np.nan)], axis=0)
-    targets = jnp.asarray(np.stack([ypad[i : i + L + 1] for i in range(t_fit)]), jnp.float32)
-    days = jnp.asarray(arrays.days, jnp.float32)
-    taus = jnp.asarray(c.dt * np.arange(L + 1), jnp.float32)
+    targets = jnp.asarray(np.stack([ypad[i : i + L + 1] for i in range(t_fit)]), _ftype())
+    days = jnp.asarray(arrays.days, _ftype())
+    taus = jnp.asarray(c.dt * np.arange(L + 1), _ftype())
     n_origins = max(t_fit - 1, 1)
     # Recent windows are drawn more often (weight halves every ``half_life`` steps back), so the
     # learned seasonal attractor follows the present regime rather than the average of all years.
     age = (n_origins - 1 - np.arange(n_origins)).astype(np.float64)
     logits = -np.log(2.0) * age / c.half_life if c.half_life > 0 else np.zeros(n_origins)
-    origin_p = jnp.asarray(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum(), jnp.float32)
+    origin_p = jnp.asarray(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum(), _ftype())
 
     val = None
     if c.validation > 0:
         o = t_fit - 1
-        val = (lags[o : o + 1], days[o : o + 1], jnp.asarray(c.dt * np.arange(c.validation + 1), jnp.float32),
-               jnp.asarray(arrays.y[o : o + c.validation + 1][None], jnp.float32))
+        val = (lags[o : o + 1], days[o : o + 1], jnp.asarray(c.dt * np.arange(c.validation + 1), _ftype()),
+               jnp.asarray(arrays.y[o : o + c.validation + 1][None], _ftype()))
 
     schedule = optax.warmup_cosine_decay_schedule(c.lr / 10, c.lr, max(1, c.iterations // 20), c.iterations,
                                                   c.lr / 20)
@@ -387,7 +392,7 @@ def _train(
         # Curriculum: the loss counts the first L/8, L/4, L/2 steps of the windows, then all of them.
         stage = jnp.minimum(4 * it // max(c.iterations, 1), 3)
         horizon = jnp.maximum(L // (2 ** (3 - stage)), 1)
-        weight = (jnp.arange(L + 1) <= horizon).astype(jnp.float32)
+        weight = (jnp.arange(L + 1) <= horizon).astype(_ftype())
         (loss, nfe), (grads, nfe_b) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
             params, jnp.zeros(()), idx, weight)
         updates, opt_state = opt.update(grads, opt_state, params)
@@ -547,8 +552,8 @@ class Forecaster:
         taus = np.concatenate([[0.0], tau[tau > 0]])
         arrays = _grid_arrays(self.train, self.scaler, c, self._positions())
         lags = _lag_windows(arrays.filled, c.lookback)[-1:]
-        pred, _ = _predict_jit(self.model, jnp.asarray(lags, jnp.float32),
-                               jnp.asarray(arrays.days[-1:], jnp.float32), jnp.asarray(taus, jnp.float32))
+        pred, _ = _predict_jit(self.model, jnp.asarray(lags, _ftype()),
+                               jnp.asarray(arrays.days[-1:], _ftype()), jnp.asarray(taus, _ftype()))
         z = np.asarray(pred[0], dtype=np.float64)
         if tau[0] > 0:  # the origin (tau = 0) was only the start of the solve
             z = z[1:]

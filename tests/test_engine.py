@@ -182,3 +182,14 @@ def test_nan_state_is_reported():
     # An adaptive solver rejects the NaN steps until it runs out of steps; the error says where.
     with pytest.raises(SolveError, match=r"stopped at t=0.5"):
         pyanode.solve(breaks, jnp.array([1.0]), jnp.linspace(0.0, 1.6, 5), max_steps=200)
+
+
+def test_enable_x64_is_the_switch_to_float64():
+    before = jax.config.jax_enable_x64
+    try:
+        pyanode.enable_x64()
+        sol = pyanode.solve(decay, jnp.array([1.0]), jnp.array([0.0, 1.0]), args=1.0, rtol=1e-12, atol=1e-12)
+        assert sol.ys.dtype == jnp.float64
+        assert abs(float(sol.ys[-1, 0]) - np.exp(-1.0)) < 1e-11  # beyond float32's resolution
+    finally:
+        pyanode.enable_x64(before)

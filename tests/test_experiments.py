@@ -137,3 +137,23 @@ def test_a_registered_experiment_runs_through_the_runner(tmp_path):
         assert pd.read_csv(tmp_path / "o" / "history.csv")["loss"].tolist() == [1.0, 0.5]
     finally:
         EXPERIMENTS.pop(exp.name)
+
+
+def test_ctrl_c_during_an_experiment_writes_what_was_done(tmp_path, monkeypatch):
+    import pyanode.train as train_module
+
+    real_train = train_module.train
+
+    def interrupted_train(*args, **kwargs):
+        def stop(it, model, row):
+            if it == 7:
+                raise KeyboardInterrupt
+
+        return real_train(*args, callback=stop, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", interrupted_train)
+    summary = run_experiment("g1d", out=tmp_path / "o", models="node,anode", iterations=50, progress=False)
+    assert summary["interrupted"] is True
+    assert [(m["model"], m["iterations"], m["interrupted"]) for m in summary["models"]] == [("node", 7, True)]
+    assert len(pd.read_csv(tmp_path / "o" / "history.csv")) == 7
+    assert (tmp_path / "o" / "model_node.eqx").exists() and (tmp_path / "o" / "trajectories.png").exists()

@@ -133,3 +133,40 @@ def test_delhi_default_settings_beat_naive_baselines():
         assert mae.loc["model", col] < mae.loc["persistence", col], col
     # The seasonal-naive numbers the issue's author measured (on the 113 dates after training).
     np.testing.assert_allclose(mae.loc["seasonal_naive"].to_numpy(), [2.67, 8.52, 4.56, 2.62], atol=0.015)
+
+
+def _run_notebook(path, cwd):
+    import jupytext
+    import nbclient
+
+    nb = jupytext.read(path)
+    nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+                            ).execute()
+    return nb
+
+
+@pytest.mark.slow
+def test_example_delhi_notebook_runs(tmp_path):
+    """examples/delhi_forecast.py end to end as a notebook (jupytext percent format)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    nb = _run_notebook(root / "examples" / "delhi_forecast.py", tmp_path)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "seasonal_naive" in text and "meanpressure: 9 outliers masked" in text
+    assert (tmp_path / "delhi.pyanode").exists() and (tmp_path / "delhi_forecast.png").stat().st_size > 20_000
+
+
+@pytest.mark.slow
+def test_example_sciml_recipe_runs(tmp_path):
+    """examples/sciml_weather_recipe.py: the tutorial's recipe (float64, 1e-9 tolerances) and its figure."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, str(root / "examples" / "sciml_weather_recipe.py")], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "tutorial recipe" in res.stdout and "pyanode defaults" in res.stdout
+    assert (tmp_path / "sciml_weather_recipe.png").stat().st_size > 20_000

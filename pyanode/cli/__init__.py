@@ -10,12 +10,16 @@ import sys
 
 import typer
 
+try:  # typer up to 0.2x re-exports click; newer releases vendor it
+    from click.exceptions import UsageError
+except ModuleNotFoundError:
+    from typer._click.exceptions import UsageError
+
 from pyanode.errors import PyanodeError
 
 app = typer.Typer(
     name="pyanode",
     help="Neural ODEs and Augmented Neural ODEs: forecasting and the ANODE paper's experiments.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -57,10 +61,16 @@ for _name in ("forecast", "experiment"):
 def main() -> None:
     """Entry point of the console script."""
     try:
-        app()
+        # Non-standalone mode lets usage errors (unknown option, missing argument) be one line too.
+        code = app(standalone_mode=False)
+    except UsageError as err:
+        hint = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        typer.echo(f"error: {err.format_message()}{hint}", err=True)
+        sys.exit(2)
     except PyanodeError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

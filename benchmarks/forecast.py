@@ -7,7 +7,7 @@ rtol = 1e-3, atol = 1e-4. pyanode: Tsit5 with its interpolating adjoint (the for
 the default end-to-end `fit`; torchdiffeq: dopri5 with `odeint` (backprop through the solver) and
 `odeint_adjoint`. Also times the whole default fit (what `pyanode forecast` does on Delhi).
 
-    python benchmarks/forecast.py [--iterations 20] [--threads 2]
+    python benchmarks/forecast.py [--iterations 20] [--threads 1]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def torch_seconds(iterations: int, adjoint: bool, threads: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iterations", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="PyTorch intra-op threads (1 is fastest here)")
     a = ap.parse_args()
     rows = []
     for sensealg in ("interpolating", "checkpoint"):

@@ -25,8 +25,8 @@
 import matplotlib.pyplot as plt
 import pandas as pd
 
-import pyanode
 from pyanode._shared import shared_dir
+from pyanode.forecaster import fit, load  # also exported as pyanode.fit, pyanode.load
 
 DATA = shared_dir() / "data"
 train = pd.read_csv(DATA / "DailyDelhiClimateTrain.csv", parse_dates=["date"], index_col="date")
@@ -50,7 +50,7 @@ fig.tight_layout()
 # ## Fit with the default settings
 
 # %%
-fc = pyanode.fit(train, augment=2, seed=0, progress=False)
+fc = fit(train, augment=2, seed=0, progress=False)
 print(fc.report)
 print(fc.info)
 print(fc)
@@ -80,5 +80,5 @@ fig.savefig("delhi_forecast.png", dpi=100)
 
 # %%
 fc.save("delhi.pyanode")
-again = pyanode.load("delhi.pyanode")
+again = load("delhi.pyanode")
 print((again.predict(horizon=30) - fc.predict(horizon=30)).abs().max())

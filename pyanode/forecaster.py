@@ -19,8 +19,17 @@ does) and the ODE is integrated ``L`` steps ahead; the loss is the masked mean s
 readout and the observations in the window (missing and outlier values carry no weight). A curriculum
 grows the part of the window that counts in the loss (L/8, L/4, L/2, then all of it), the tutorial's
 growing-prefix trick applied to each window. Gradients come from :func:`pyanode.solve` with the chosen
-``sensealg``. A validation tail (the last steps of the data) is forecast from just before it every few
-iterations; training stops early when it stops improving and the best parameters are kept.
+``sensealg``; AdamW with warm-up and cosine decay, gradient clipping. Windows are drawn more often the
+more recent they are (the chance halves every ``half_life`` steps back), so the learned seasonal
+attractor follows the present regime (Delhi's dry 2016) rather than the average of all years. The model
+kept is a running average (EMA) of the parameters, steadier than the last iterate. A validation tail
+(the last steps of the data) is forecast from just before it every few iterations; training stops early
+when it stops improving and the best averaged parameters are kept. Ctrl-C stops training and keeps the
+best model so far; the same ``seed`` gives the same model and forecast.
+
+This windowed training is a form of multiple shooting in which each shooting node's state comes from
+the data through the encoder (rather than being a free parameter), which keeps the cost per iteration
+independent of the series' length and trains exactly the map a forecast uses.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from pyanode.timeseries import (
     clean,
     load_frame,
     metrics,
+    resample_frame,
 )
 
 __all__ = ["Forecaster", "ForecastModel", "ModelFileError", "fit", "load"]
@@ -90,7 +100,7 @@ class Config:
     lookback: int = 90  # encoder window in steps
     window: int = 128  # training window in steps
     batch: int = 32
-    iterations: int = 600
+    iterations: int = 400
     lr: float = 1e-2
     weight_decay: float = 1e-4
     validation: int = 0  # steps held out at the end for early stopping
@@ -149,18 +159,23 @@ def _check_options(
         raise PyanodeError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
 
 
+CALENDAR_STEPS = (1.0, 7.0, 365.25 / 12, 365.25 / 4, 365.25)  # days: daily, weekly, monthly, ...
+
+
 def _grid(index: pd.DatetimeIndex) -> tuple[float, np.ndarray, int]:
     """The grid step (days), each row's grid position, and how many rows share a position.
 
-    Regular and nearly regular data (monthly: 28 to 31 days) get one position per row at the mean step;
-    data with gaps get positions on the median step, so a gap is simply positions without observations.
+    The step is the median spacing, snapped to a calendar step (a day, a week, a mean month of 30.44
+    days, a quarter, a year) when within 10% of one, so that month starts (28 to 31 days apart) land
+    one per position. Rows go to the nearest position: a gap is simply positions without observations.
     """
     days = (index - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
     days = np.asarray(days, dtype=np.float64)
-    diffs = np.diff(days)
-    med = float(np.median(diffs))
-    if np.all(np.abs(diffs - med) <= 0.1 * med):
-        return float((days[-1] - days[0]) / (len(days) - 1)), np.arange(len(days)), 0
+    med = float(np.median(np.diff(days)))
+    for cal in CALENDAR_STEPS:
+        if abs(med - cal) <= 0.1 * cal:
+            med = cal
+            break
     pos = np.rint((days - days[0]) / med).astype(np.int64)
     return med, pos, int(len(pos) - len(np.unique(pos)))
 
@@ -313,8 +328,8 @@ def _grid_arrays(clean_df: pd.DataFrame, scaler: Scaler, config: Config, pos: np
     if len(np.unique(pos)) == len(pos):
         y[pos] = vals
     else:  # rows that fall on the same grid step are averaged
-        for p in np.unique(pos):
-            y[p] = np.nanmean(vals[pos == p], axis=0) if np.any(~np.isnan(vals[pos == p])) else np.nan
+        merged = pd.DataFrame(vals).groupby(pos).mean()
+        y[merged.index.to_numpy()] = merged.to_numpy()
     filled = pd.DataFrame(y).ffill().bfill().fillna(0.0).to_numpy()
     days = config.epoch_days + config.step_days * np.arange(T)
     return _Arrays(y=y, filled=filled, days=days)
@@ -483,7 +498,7 @@ class Forecaster:
 
     def __init__(self, model: ForecastModel, scaler: Scaler, train: pd.DataFrame, report: DataReport,
                  history: pd.DataFrame, info: dict, center: pd.Series, spread: pd.Series,
-                 outlier_threshold: float):
+                 outlier_threshold: float, resample: str | None = None):
         self.model = model
         self.scaler = scaler
         self.train = train
@@ -492,6 +507,7 @@ class Forecaster:
         self.info = info
         self._center, self._spread = center, spread
         self.outlier_threshold = outlier_threshold
+        self.resample = resample
 
     @property
     def config(self) -> Config:
@@ -521,6 +537,13 @@ class Forecaster:
                 freq = pd.infer_freq(self.train.index[-min(len(self.train), 50):])
         if freq is not None:
             return pd.date_range(self.end, periods=horizon + 1, freq=freq)[1:]
+        if self.config.step_days == 1.0 and (self.train.index.day_of_week < 5).all():
+            # Business-day data (weekends never observed): forecast business days.
+            return pd.bdate_range(self.end + pd.Timedelta(days=1), periods=horizon)
+        months = {365.25 / 12: 1, 365.25 / 4: 3, 365.25: 12}.get(self.config.step_days)
+        if months is not None:
+            return pd.DatetimeIndex([self.end + pd.DateOffset(months=months * (k + 1))
+                                     for k in range(horizon)])
         step = pd.Timedelta(days=self.config.step_days)
         return pd.DatetimeIndex([self.end + step * (k + 1) for k in range(horizon)])
 
@@ -577,6 +600,8 @@ class Forecaster:
         df = df[self.columns]
         df, rep, _, _ = clean(df, rep, threshold=self.outlier_threshold, center=self._center,
                               spread=self._spread)
+        if self.resample is not None:
+            df = resample_frame(df, self.resample, rep)
         df = df[df.index > self.end]
         if len(df) == 0:
             raise DataError(
@@ -630,7 +655,7 @@ class Forecaster:
             "format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_json(),
             "report": self.report.to_dict(), "info": self.info,
             "outlier_threshold": self.outlier_threshold, "index_name": self.train.index.name,
-            "index_unit": self.train.index.unit,
+            "index_unit": self.train.index.unit, "resample": self.resample,
         }
         buf = io.BytesIO()
         eqx.tree_serialise_leaves(buf, self.model)
@@ -704,7 +729,7 @@ def load(path: str | Path) -> Forecaster:
     return Forecaster(
         model, Scaler(arr["scaler_mean"], arr["scaler_std"]), train, DataReport.from_dict(meta["report"]),
         history, meta["info"], pd.Series(arr["center"], index=cols), pd.Series(arr["spread"], index=cols),
-        meta["outlier_threshold"],
+        meta["outlier_threshold"], meta.get("resample"),
     )
 
 
@@ -755,7 +780,8 @@ def fit(
         iterations: optimiser steps (default 400).
         lr, batch: AdamW learning rate (warm-up then cosine decay) and windows per step.
         window: training window in data steps (default: 128, at most half the data).
-        lookback: observations the encoder reads before each forecast origin (default 28).
+        lookback: steps the encoder reads before each forecast origin (default: about 90 days, at
+            most an eighth of the data).
         validation: steps held out at the end for early stopping (default: about 4% of the data,
             at most ``window``; 0 disables early stopping).
         half_life: recency weighting of the training windows, in steps: a window's chance of being
@@ -772,8 +798,11 @@ def fit(
     """
     _check_options(augment, hidden, depth, solver, rtol, atol, sensealg, seasonality, iterations, activation)
     df, report = load_frame(data, date_column=date_column, columns=list(columns) if columns else None,
-                            dedupe=dedupe, resample=resample)
+                            dedupe=dedupe)
+    # Outliers are judged at the data's own resolution, before any averaging would smear them.
     df, report, center, spread = clean(df, report, threshold=outlier_threshold)
+    if resample is not None:
+        df = resample_frame(df, resample, report)
     for col in df.columns:
         if df[col].notna().sum() < 2:
             raise DataError(f"column {col!r} has fewer than 2 usable values after masking outliers")
@@ -781,8 +810,8 @@ def fit(
         raise DataError(f"{len(df)} rows are too few to fit a forecaster; at least 8 dated rows are needed")
     step_days, pos, merged = _grid(df.index)
     if merged:
-        report.ignored["(timestamps)"] = (
-            f"{merged} rows shared a grid step of {step_days:g} days and were averaged")
+        report.notes.append(f"{merged} rows fell on the same {step_days:.4g}-day grid step as another row "
+                            "and were averaged into it")
     T = int(pos[-1]) + 1
     if seasonality == "auto":
         periods = _auto_periods(df.index, step_days, df)
@@ -790,7 +819,8 @@ def fit(
         periods = tuple({"none": (), "yearly": (365.25,), "weekly": (7.0,),
                          "yearly+weekly": (365.25, 7.0)}[seasonality])
     win = window if window is not None else min(128, max(2, T // 2))
-    look = lookback if lookback is not None else max(1, min(90, T // 8))
+    # About three months of history (90 daily steps, 13 weekly, 3 monthly), at most an eighth of the data.
+    look = lookback if lookback is not None else max(1, min(round(90 / step_days) or 1, T // 8))
     if validation is None:
         validation = min(win, T // 24) if T >= 48 else 0
     if not 0 <= validation < T // 2:
@@ -812,4 +842,4 @@ def fit(
     model = ForecastModel(config, jax.random.PRNGKey(seed))
     arrays = _grid_arrays(df, scaler, config, pos)
     model, history, info = _train(model, arrays, progress=progress, console=console)
-    return Forecaster(model, scaler, df, report, history, info, center, spread, outlier_threshold)
+    return Forecaster(model, scaler, df, report, history, info, center, spread, outlier_threshold, resample)

@@ -8,10 +8,11 @@ invented.
 
 Outliers are found with the robust z-score of Iglewicz & Hoaglin, ``z = 0.6745 (x - median) / MAD``
 (the MAD of a normal sample is 0.6745 sigma, so ``z`` is on the scale of a standard score but is not
-dragged by the outliers themselves). Values with ``|z| > threshold`` are masked. The default threshold is
-deliberately loose (6, not the textbook 3.5) because real daily series have heavy but genuine tails (a
-stormy day's wind speed) while data-entry errors are far out (Delhi's 7679 hPa is at ``z`` of about
-670, a 938 hPa day at 7).
+dragged by the outliers themselves). Values with ``|z| > threshold`` both against the whole column and
+against their 15 neighbours (rolling median/MAD) are masked; the second test spares trending series.
+The default threshold is deliberately loose (6, not the textbook 3.5) because real daily series have
+heavy but genuine tails (a stormy day's wind speed) while data-entry errors are far out (Delhi's
+7679 hPa is at ``z`` of about 670, a 938 hPa day at 7).
 
 Baselines (:func:`baseline_forecasts`):
 
@@ -43,6 +44,7 @@ __all__ = [
     "clean",
     "load_frame",
     "metrics",
+    "resample_frame",
     "season_of",
 ]
 
@@ -69,6 +71,7 @@ class DataReport:
     missing: dict[str, int] = dataclasses.field(default_factory=dict)
     outliers: dict[str, int] = dataclasses.field(default_factory=dict)
     outlier_examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
         """A few human-readable lines: what was read, ignored, merged and masked."""
@@ -77,6 +80,7 @@ class DataReport:
             out.append(f"ignored column {col!r}: {why}")
         if self.unsorted:
             out.append("rows were not in date order; sorted them")
+        out.extend(self.notes)
         if self.duplicates_merged:
             out.append(f"merged {self.duplicates_merged} duplicate-date rows")
         for col, k in self.missing.items():
@@ -300,18 +304,47 @@ def load_frame(
         df = getattr(df.groupby(level=0, sort=True), dedupe)()
 
     if resample is not None:
-        try:
-            df = df.resample(resample).mean()
-        except (ValueError, TypeError) as err:
-            raise DataError(f"bad --resample offset {resample!r} (use a pandas offset such as MS, W, D): "
-                            f"{str(err).splitlines()[0]}") from None
-        df = df.dropna(how="all")
+        df = resample_frame(df, resample, report)
 
     report.rows = len(df)
     daily = bool((df.index == df.index.normalize()).all())
     report.start, report.end = (str(d.date()) if daily else str(d) for d in (df.index[0], df.index[-1]))
     report.columns = list(df.columns)
     return df, report
+
+
+def _local_z(x: pd.Series, fallback: float, window: int = 15) -> pd.Series:
+    """Robust z-score against the neighbours: (x - rolling median) / rolling MAD, over valid values."""
+    v = x.dropna()
+    roll = v.rolling(window, center=True, min_periods=3)
+    med = roll.median()
+    mad = (v - med).abs().rolling(window, center=True, min_periods=3).median()
+    mad = mad.where(mad > 0, fallback)
+    return (0.6745 * (v - med) / mad).reindex(x.index).fillna(0.0)
+
+
+def resample_frame(df: pd.DataFrame, resample: str, report: DataReport) -> pd.DataFrame:
+    """Average over pandas periods (e.g. ``"MS"``); a nearly empty last period is dropped and reported."""
+    try:
+        groups = df.resample(resample)
+        counts = groups.size()
+        out = groups.mean()
+    except (ValueError, TypeError) as err:
+        raise DataError(f"bad --resample offset {resample!r} (use a pandas offset such as MS, W, D): "
+                        f"{str(err).splitlines()[0]}") from None
+    keep_rows = counts > 0
+    # A last period holding a small part of its rows (one day of a month) would anchor the forecast
+    # on a mean of almost nothing; drop it and say so.
+    if len(counts) > 2 and counts.iloc[-1] < 0.5 * counts[counts > 0].median():
+        keep_rows.iloc[-1] = False
+        report.notes.append(f"dropped the last {resample} period ({counts.index[-1].date()}): only "
+                            f"{counts.iloc[-1]} of about {int(counts[counts > 0].median())} rows")
+    out = out[keep_rows.to_numpy()].dropna(how="all")
+    if len(out) == 0:
+        raise DataError(f"no data left after resampling to {resample!r}")
+    report.rows = len(out)
+    report.start, report.end = str(out.index[0].date()), str(out.index[-1].date())
+    return out
 
 
 def clean(
@@ -322,7 +355,12 @@ def clean(
     center: pd.Series | None = None,
     spread: pd.Series | None = None,
 ) -> tuple[pd.DataFrame, DataReport, pd.Series, pd.Series]:
-    """Mask outliers (robust z-score above ``threshold``) as NaN and count missing values.
+    """Mask outliers as NaN and count missing values.
+
+    A value is an outlier when its robust z-score is above ``threshold`` both against the whole column
+    (median/MAD) and against its neighbours (rolling median/MAD over 15 rows): a level that is merely
+    high because the series trends upwards (a stock price) is locally normal and kept, while a spike such
+    as Delhi's 7679 hPa is extreme on both counts.
 
     ``center``/``spread`` (median and MAD) default to the data's own; pass the training data's to clean
     a test set the same way. Returns the cleaned frame, the report, and the median and MAD used.
@@ -340,7 +378,7 @@ def clean(
         report.missing[c] = int(x.isna().sum())
         if spread[c] > 0 and threshold is not None and np.isfinite(threshold):
             z = 0.6745 * (x - center[c]) / spread[c]
-            bad = z.abs() > threshold
+            bad = (z.abs() > threshold) & (_local_z(x, spread[c]).abs() > threshold)
             report.outliers[c] = int(bad.sum())
             report.outlier_examples[c] = [f"{v:.6g} on {str(d)[:10]}" for d, v in x[bad].items()][:5]
             out.loc[bad, c] = np.nan

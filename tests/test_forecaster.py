@@ -170,3 +170,21 @@ def test_example_sciml_recipe_runs(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "tutorial recipe" in res.stdout and "pyanode defaults" in res.stdout
     assert (tmp_path / "sciml_weather_recipe.png").stat().st_size > 20_000
+
+
+def test_grid_month_starts_and_gaps():
+    months = pd.date_range("2020-01-01", periods=30, freq="MS").append(pd.DatetimeIndex(["2022-06-28"]))
+    step, pos, merged = F._grid(months)
+    assert step == pytest.approx(365.25 / 12) and merged == 0
+    np.testing.assert_array_equal(pos, np.arange(31))
+    days = pd.date_range("2020-01-01", periods=10, freq="D").delete([3, 4, 7])
+    step, pos, merged = F._grid(days)
+    assert step == 1.0 and pos.tolist() == [0, 1, 2, 5, 6, 8, 9] and merged == 0
+
+
+def test_business_day_data_forecast_business_days():
+    idx = pd.bdate_range("2023-01-02", periods=60).delete([10, 31])  # two holidays
+    df = pd.DataFrame({"close": np.linspace(10, 12, len(idx))}, index=idx)
+    fc = F.fit(df, iterations=3, progress=False)
+    dates = fc.future_dates(5)
+    assert (dates.day_of_week < 5).all() and dates[0] > idx[-1] and len(dates) == 5

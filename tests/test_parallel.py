@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent(
         model = build_image_model("anode", train_set.img_size, settings, seed=0)
         result = train(
             model, train_set.images, train_set.labels, iterations=int(sys.argv[1]), batch_size=64,
-            loss="cross_entropy", seed=0, progress=False, sharding=parallel.mesh if n > 1 else None,
+            lr=1e-2, loss="cross_entropy", seed=0, progress=False, sharding=parallel.mesh if n > 1 else None,
         )
         weight = result.final_model.linear.weight
         out[n] = dict(
@@ -60,7 +60,7 @@ def test_one_and_four_devices_agree():
     np.testing.assert_allclose(four["losses"][:10], one["losses"][:10], rtol=1e-4)
     assert four["nfe"][:10] == one["nfe"][:10]
     assert one["losses"][-1] < 0.7 * one["losses"][0]  # it learned something in 40 iterations
-    assert one["accuracy"] > 0.3  # chance is 0.1
+    assert one["accuracy"] > 0.5  # chance is 0.1
     assert abs(four["accuracy"] - one["accuracy"]) <= 0.02
 
 
@@ -81,13 +81,15 @@ def test_mesh_and_errors():
 @pytest.mark.skipif(jax.device_count() > 1, reason="needs a single device to build the uneven case below")
 def test_uneven_batch_is_refused_in_a_subprocess():
     code = (
-        "import numpy as np\nfrom pyanode.parallel import DataParallel\nfrom pyanode.errors import PyanodeError\n"
+        "import numpy as np\nfrom pyanode.parallel import DataParallel\n"
+        "from pyanode.errors import PyanodeError\n"
         "dp = DataParallel.create(4)\n"
         "try:\n    dp.shard(np.zeros((6, 2)))\nexcept PyanodeError as e:\n    print('ERR', e)\n"
-        "print(dp.shard(np.zeros((8, 2))).sharding.spec)\n"
+        "a = dp.shard(np.zeros((8, 2)))\n"
+        "print('SHARDS', len(a.sharding.device_set), [s.data.shape for s in a.addressable_shards])\n"
     )
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ERR the batch size 6 does not split evenly over 4 devices; use a multiple of 4" in proc.stdout
-    assert "PartitionSpec('data',)" in proc.stdout
+    assert "SHARDS 4 [(2, 2), (2, 2), (2, 2), (2, 2)]" in proc.stdout

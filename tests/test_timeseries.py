@@ -137,3 +137,34 @@ def test_metrics_by_hand():
     m = metrics(pred, truth)["x"]
     assert m["mae"] == pytest.approx((1 + 0 + 3) / 3)
     assert m["rmse"] == pytest.approx(np.sqrt((1 + 0 + 9) / 3))
+
+
+def test_trending_series_is_not_masked_but_a_spike_is():
+    idx = pd.date_range("2000-01-01", periods=300, freq="D")
+    rng = np.random.default_rng(1)
+    x = np.exp(np.linspace(0, 4, 300)) * (1 + rng.normal(0, 0.01, 300))  # a growing price
+    df = pd.DataFrame({"price": x}, index=idx)
+    cleaned, rep, _, _ = clean(df)
+    assert rep.outliers["price"] == 0 and cleaned["price"].notna().all()
+    spiky = df.copy()
+    spiky.iloc[150, 0] = 1e6
+    cleaned, rep, _, _ = clean(spiky)
+    assert rep.outliers["price"] == 1 and np.isnan(cleaned.iloc[150, 0])
+
+
+def test_leading_comment_lines_are_skipped(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("# Data source: somewhere\n# second comment\nDate,x\n2020-01-01,1\n2020-01-02,2\n")
+    df, rep = load_frame(p)
+    assert list(df.columns) == ["x"] and len(df) == 2 and rep.date_column == "Date"
+
+
+def test_resample_drops_a_nearly_empty_last_period():
+    idx = pd.date_range("2020-01-01", "2020-04-01", freq="D")  # ends with a single day of April
+    df = pd.DataFrame({"x": np.arange(len(idx), dtype=float)}, index=idx)
+    out, rep = load_frame(df, resample="MS")
+    assert list(out.index.month) == [1, 2, 3]
+    assert out["x"].iloc[0] == pytest.approx(np.arange(31).mean())
+    assert any("dropped the last MS period" in line for line in rep.lines())
+    with pytest.raises(DataError, match="resample"):
+        load_frame(df, resample="nonsense")

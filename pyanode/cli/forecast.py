@@ -106,8 +106,9 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
 
     # Read both files first, so that bad data fail at once rather than after fitting.
     train_df, _ = load_frame(train, date_column=date_column, columns=cols, dedupe=dedupe, resample=resample)
+    # The test frame stays at its own resolution: the forecaster masks its outliers, then resamples it.
     if test is not None:
-        test_df, _ = load_frame(test, date_column=date_column, dedupe=dedupe, resample=resample)
+        test_df, _ = load_frame(test, date_column=date_column, dedupe=dedupe)
         missing = [c for c in train_df.columns if c not in test_df.columns]
         if missing:
             raise PyanodeError(f"{test}: lacks the training column(s) {', '.join(map(repr, missing))} "

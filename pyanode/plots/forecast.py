@@ -37,7 +37,9 @@ def plot_forecast(
     hist = train.iloc[-history_steps:]
     fig, axes = plt.subplots(len(cols), 1, figsize=(10, 2.4 * len(cols) + 0.6), sharex=True, squeeze=False)
     for ax, c in zip(axes[:, 0], cols, strict=True):
-        ax.plot(hist.index, hist[c], color="0.35", lw=0.9, label="history")
+        # Missing and masked values are skipped, so sparse columns still draw as a line.
+        h = hist[c].dropna()
+        ax.plot(h.index, h.to_numpy(), color="0.35", lw=0.9, label="history")
         # Join the forecast to the last observed value so the two lines meet.
         last = hist[c].dropna()
         fx, fy = forecast.index, forecast[c].to_numpy()

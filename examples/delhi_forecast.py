@@ -25,8 +25,8 @@
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from pyanode import fit, load
 from pyanode._shared import shared_dir
-from pyanode.forecaster import fit, load  # also exported as pyanode.fit, pyanode.load
 
 DATA = shared_dir() / "data"
 train = pd.read_csv(DATA / "DailyDelhiClimateTrain.csv", parse_dates=["date"], index_col="date")

@@ -7,18 +7,17 @@ Public API:
   :func:`enable_x64` switches to float64.
 * :mod:`pyanode.models` -- ``ODEFunc``, ``ODEBlock``, ``ODENet`` (ANODE when ``augment_dim > 0``),
   ``ResNet``, ``ConvODEFunc``, ``ConvODENet``.
-* :func:`train` -- optax training with loss/accuracy/NFE history, progress, Ctrl-C, seeds;
-  :func:`save_model` / :func:`load_model`.
+* :mod:`pyanode.train` -- ``train(model, x, y, ...)``: optax training with a loss/accuracy/NFE history,
+  progress bar, Ctrl-C keeping the best model, seeds; ``save_model`` / ``load_model``.
 * :mod:`pyanode.datasets` (toy sets, image loaders), :mod:`pyanode.experiments` (the paper's
   experiments), :mod:`pyanode.plots` (figures).
 """
 
-from pyanode import datasets, experiments, models, plots
+from pyanode import datasets, experiments, models, plots, train
 from pyanode.engine import SENSEALGS, SOLVERS, Solution, SolveError, Stats, enable_x64, solve
 from pyanode.errors import PyanodeError
 from pyanode.forecaster import Forecaster, fit, load
 from pyanode.models import ConvODEFunc, ConvODENet, ODEBlock, ODEFunc, ODENet, ResNet
-from pyanode.train import TrainResult, load_model, save_model, train
 
 __all__ = [
     "SENSEALGS",
@@ -34,16 +33,13 @@ __all__ = [
     "Solution",
     "SolveError",
     "Stats",
-    "TrainResult",
     "datasets",
     "enable_x64",
     "experiments",
     "fit",
     "load",
-    "load_model",
     "models",
     "plots",
-    "save_model",
     "solve",
     "train",
 ]

@@ -161,7 +161,7 @@ def main() -> None:
     print(
         f"pyanode: {jm:.3f} s/iteration  NFE fwd/bwd {jn[0]}  loss {jloss:.4f}  (compile {compile_s:.1f} s)"
     )
-    print(f"torchdiffeq: {tm:.3f} s/iteration  NFE fwd/bwd {tn[0]}  loss {tloss:.4f}")
+    print(f"torchdiffeq: {tm:.3f} s/iteration  NFE fwd {tn[0][0]} (backward: autograd)  loss {tloss:.4f}")
     print(f"ratio torchdiffeq / pyanode = {tm / jm:.2f}")
 
 

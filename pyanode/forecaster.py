@@ -38,8 +38,6 @@ import dataclasses
 import io
 import json
 import math
-import os
-import tempfile
 import time
 import zipfile
 from collections.abc import Sequence
@@ -53,6 +51,7 @@ import numpy as np
 import optax
 import pandas as pd
 
+from pyanode._io import atomic_path
 from pyanode.engine import SENSEALGS, SOLVERS, solve
 from pyanode.errors import PyanodeError
 from pyanode.timeseries import (
@@ -666,21 +665,13 @@ class Forecaster:
             "train_dates": self.train.index.to_numpy().astype("datetime64[ns]").astype(np.int64),
             "history": self.history.to_numpy(np.float64),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.",
-                                   suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as z:
-                z.writestr("meta.json", json.dumps(meta, indent=1))
-                z.writestr("model.eqx", buf.getvalue())
-                for name, arr in arrays.items():
-                    b = io.BytesIO()
-                    np.save(b, np.ascontiguousarray(arr), allow_pickle=False)
-                    z.writestr(f"{name}.npy", b.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("meta.json", json.dumps(meta, indent=1))
+            z.writestr("model.eqx", buf.getvalue())
+            for name, arr in arrays.items():
+                b = io.BytesIO()
+                np.save(b, np.ascontiguousarray(arr), allow_pickle=False)
+                z.writestr(f"{name}.npy", b.getvalue())
         return path
 
 

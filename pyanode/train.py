@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import optax
 import pandas as pd
 
+from pyanode._io import atomic_path
 from pyanode.errors import PyanodeError
 
 __all__ = [
@@ -467,15 +467,8 @@ _FORMAT = "pyanode-model"
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def save_model(

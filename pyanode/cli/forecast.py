@@ -14,27 +14,20 @@ Pass ``--plot ''`` (an empty name) to skip the figure.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
+from pyanode._io import atomic_path
 from pyanode.cli import app, fail
 from pyanode.errors import PyanodeError
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def _outputs(paths: list[Path | None], force: bool) -> None:

@@ -1,6 +1,29 @@
 """Data sets: the paper's toys (:mod:`pyanode.datasets.toy`)."""
 
+from pyanode.datasets.images import (
+    ImageData,
+    ImageDataError,
+    load_cifar10,
+    load_digits,
+    load_image_dataset,
+    load_mnist,
+    load_mnist_sample,
+    load_svhn,
+)
 from pyanode.datasets.toy import ToyData, g1d, identity, sines, spheres
 
-__all__ = ["ToyData", "g1d", "identity", "sines", "spheres"]
-from pyanode.datasets.images import ImageData, ImageDataError  # noqa: E402,F401  (image loaders, issue 5)
+__all__ = [
+    "ImageData",
+    "ImageDataError",
+    "ToyData",
+    "g1d",
+    "identity",
+    "load_cifar10",
+    "load_digits",
+    "load_image_dataset",
+    "load_mnist",
+    "load_mnist_sample",
+    "load_svhn",
+    "sines",
+    "spheres",
+]

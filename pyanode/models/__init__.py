@@ -4,7 +4,7 @@ Every model maps a batch ``x`` to predictions, exposes ``forward(x, nfe_probe=No
 training with NFE tracking and ``hyperparams()`` for saving (see :mod:`pyanode.models.mlp`).
 """
 
+from pyanode.models.conv import ConvODEFunc, ConvODENet
 from pyanode.models.mlp import NONLINEARITIES, ODEBlock, ODEFunc, ODENet, ResNet
 
-__all__ = ["NONLINEARITIES", "ODEBlock", "ODEFunc", "ODENet", "ResNet"]
-from pyanode.models.conv import ConvODEFunc, ConvODENet  # noqa: E402,F401  (image models, issue 5)
+__all__ = ["NONLINEARITIES", "ConvODEFunc", "ConvODENet", "ODEBlock", "ODEFunc", "ODENet", "ResNet"]

@@ -300,19 +300,8 @@ def _time_reached(
     f: Callable, y0: jax.Array, args: Any, t0: jax.Array, ts: jax.Array, problem: Problem
 ) -> float:
     """Where a failed solve stopped: re-run it (error path only) saving just its final time."""
-    sol = diffrax.diffeqsolve(
-        problem.make_term(f),
-        problem.make_solver(),
-        t0=t0,
-        t1=ts[-1],
-        dt0=problem.first_step(t0.dtype),
-        y0=y0,
-        args=args,
-        saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=problem.controller,
-        max_steps=problem.max_steps,
-        throw=False,
-    )
+    adjoint = diffrax.RecursiveCheckpointAdjoint()
+    sol = _diffeqsolve(f, y0, args, t0, ts[-1], problem, adjoint, diffrax.SaveAt(t1=True))
     return float(np.asarray(sol.ts)[-1])
 
 
@@ -349,21 +338,21 @@ def _diffeqsolve(
     y0: jax.Array,
     args: Any,
     t0: jax.Array,
-    ts: jax.Array,
+    t1: jax.Array,
     problem: Problem,
     adjoint: diffrax.AbstractAdjoint,
-    dense: bool,
+    saveat: diffrax.SaveAt,
 ) -> diffrax.Solution:
-    """One forward diffrax solve (never raises inside; failures are in ``sol.result``)."""
+    """One forward diffrax solve to ``t1`` (never raises inside; failures are in ``sol.result``)."""
     return diffrax.diffeqsolve(
         problem.make_term(f),
         problem.make_solver(),
         t0=t0,
-        t1=ts[-1],
+        t1=t1,
         dt0=problem.first_step(t0.dtype),
         y0=y0,
         args=args,
-        saveat=diffrax.SaveAt(ts=ts, dense=dense),
+        saveat=saveat,
         stepsize_controller=problem.controller,
         max_steps=problem.max_steps,
         adjoint=adjoint,
@@ -440,7 +429,10 @@ def solve(
     problem = make_problem(solver, rtol, atol, dt, dt0, max_steps)
     _check_inputs(f, y0, ts, t0, args)
     if sensealg == "checkpoint":
-        sol = _diffeqsolve(f, y0, args, t0, ts, problem, diffrax.RecursiveCheckpointAdjoint(), dense)
+        sol = _diffeqsolve(
+            f, y0, args, t0, ts[-1], problem, diffrax.RecursiveCheckpointAdjoint(),
+            diffrax.SaveAt(ts=ts, dense=dense),
+        )
         stats = Stats(
             sol.stats["num_accepted_steps"],
             sol.stats["num_rejected_steps"],

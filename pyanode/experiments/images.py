@@ -160,11 +160,11 @@ def run_images(spec: ImageSpec, config: RunConfig) -> ExperimentResult:
             f"({len(train_data)} train / {len(test_data)} test images)",
             file=sys.stderr,
         )
-    subset = getattr(config, "subset", None)
+    subset = config.subset
     train_data = train_data.subset(subset, seed=config.seed)
     batch = len(train_data) if s["batch_size"] is None else min(s["batch_size"], len(train_data))
     iterations = s["iterations"]
-    epochs = getattr(config, "epochs", None)
+    epochs = config.epochs
     if epochs is not None:
         iterations = max(1, epochs * (len(train_data) // batch))
     parallel = DataParallel.create(config.devices)
@@ -309,6 +309,6 @@ for _name, (_description, _spec, _defaults) in IMAGE_EXPERIMENTS.items():
             defaults=_defaults,
             models=IMAGE_MODELS,
             default_models=IMAGE_MODELS,
-            options=frozenset({"data_dir", "devices"}),
+            options=frozenset({"data_dir", "devices", "subset", "epochs"}),
         )
     )

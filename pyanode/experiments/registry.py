@@ -44,13 +44,18 @@ MODEL_KINDS = ("node", "anode", "resnet")
 SETTINGS = ("augment", "iterations", "hidden", "batch_size", "lr", "solver", "rtol", "atol", "sensealg")
 
 
+# Options that only some experiments take: a data folder, data-parallel devices, a training subset, and
+# a number of epochs (which then sets the iterations).
+EXTRA_OPTIONS = ("data_dir", "devices", "subset", "epochs")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One run of an experiment: its name, models, output folder, seed and the resolved settings.
 
     ``settings`` holds every key of :data:`SETTINGS` (command-line value, else the experiment's default;
-    ``batch_size`` None means full batch). ``data_dir`` and ``devices`` are only set for experiments
-    that accept them (image experiments).
+    ``batch_size`` None means full batch). The :data:`EXTRA_OPTIONS` (``data_dir``, ``devices``,
+    ``subset``, ``epochs``) are only set for experiments that accept them (image experiments).
     """
 
     name: str
@@ -61,6 +66,8 @@ class RunConfig:
     progress: bool = True
     data_dir: Path | None = None
     devices: int | None = None
+    subset: int | None = None
+    epochs: int | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self.settings[key]
@@ -95,7 +102,7 @@ class Experiment:
         run: ``run(config: RunConfig) -> ExperimentResult``; writes its figures into ``config.out``.
         defaults: a default for each key of :data:`SETTINGS`.
         models: the model kinds it can train; default_models: those trained when none are named.
-        options: extra options it accepts, from ``{"data_dir", "devices"}``.
+        options: extra options it accepts, from :data:`EXTRA_OPTIONS`.
     """
 
     name: str
@@ -110,7 +117,7 @@ class Experiment:
         missing = [k for k in SETTINGS if k not in self.defaults]
         if missing:
             raise ValueError(f"experiment {self.name!r} has no defaults for {missing}")
-        unknown = set(self.options) - {"data_dir", "devices"}
+        unknown = set(self.options) - set(EXTRA_OPTIONS)
         if unknown:
             raise ValueError(f"experiment {self.name!r} declares unknown options {sorted(unknown)}")
 
@@ -213,6 +220,8 @@ def run_experiment(
     progress: bool = True,
     data_dir: str | os.PathLike | None = None,
     devices: int | None = None,
+    subset: int | None = None,
+    epochs: int | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """Run the registered experiment ``name`` and write its outputs into ``out``.
@@ -230,7 +239,8 @@ def run_experiment(
         raise PyanodeError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(SETTINGS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise PyanodeError(f"--seed must be a non-negative integer, got {seed!r}")
-    for opt, value in (("data_dir", data_dir), ("devices", devices)):
+    extra = {"data_dir": data_dir, "devices": devices, "subset": subset, "epochs": epochs}
+    for opt, value in extra.items():
         if value is not None and opt not in exp.options:
             users = sorted(n for n, e in EXPERIMENTS.items() if opt in e.options)
             where = f" (used by: {', '.join(users)})" if users else ""
@@ -238,8 +248,9 @@ def run_experiment(
                 f"--{opt.replace('_', '-')} does not apply to the {name} experiment, which makes its own "
                 f"data on one device{where}; drop it"
             )
-    if devices is not None:
-        _positive_int("devices", devices)
+    for opt in ("devices", "subset", "epochs"):
+        if extra[opt] is not None:
+            _positive_int(opt, extra[opt])
     chosen = _parse_models(exp, models)
     resolved = _resolve_settings(exp, chosen, settings)
     if data_dir is not None and not Path(data_dir).is_dir():
@@ -254,6 +265,8 @@ def run_experiment(
         progress=progress,
         data_dir=Path(data_dir) if data_dir is not None else None,
         devices=devices,
+        subset=subset,
+        epochs=epochs,
     )
     result = exp.run(config)
     summary = {

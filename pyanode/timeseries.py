@@ -89,7 +89,7 @@ class DataReport:
         for col, k in self.outliers.items():
             if k:
                 ex = ", ".join(self.outlier_examples.get(col, [])[:3])
-                out.append(f"{col}: {k} outliers masked ({ex})")
+                out.append(f"{col}: {k} outlier{'s' if k != 1 else ''} masked ({ex})")
         return out
 
     def __str__(self) -> str:

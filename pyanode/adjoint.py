@@ -167,28 +167,40 @@ def _solve(
     saveat: diffrax.SaveAt,
     max_steps: int,
     backwards: bool,
+    guess: jax.Array | None = None,
 ) -> diffrax.Solution:
-    """A diffrax solve with the problem's solver and controller, in either time direction."""
+    """A diffrax solve with the problem's solver and controller, in either time direction.
+
+    ``guess`` (adaptive solves only) is a segment length to try as the first step, used when it is
+    positive (else the controller chooses): the backward pass restarts at every save time, and a
+    segment shorter than the forward solve's mean step is then usually done in one step, without the
+    controller's own first-step search.
+    """
     problem = cfg.problem
     step, controller = dynamic
-    # Adaptive backward solves start with the controller's own first step in every segment.
     if step is None or (backwards and problem.spec.adaptive):
         dt0 = None
     else:
         dt0 = -step if backwards else step
-    return diffrax.diffeqsolve(
-        problem.make_term(vf),
-        problem.make_solver(controller),
-        t0=t_start,
-        t1=t_end,
-        dt0=dt0,
-        y0=y_start,
-        args=ctx,
-        saveat=saveat,
-        stepsize_controller=controller,
-        max_steps=max_steps,
-        throw=False,
-    )
+
+    def run(first_step):
+        return diffrax.diffeqsolve(
+            problem.make_term(vf),
+            problem.make_solver(controller),
+            t0=t_start,
+            t1=t_end,
+            dt0=first_step,
+            y0=y_start,
+            args=ctx,
+            saveat=saveat,
+            stepsize_controller=controller,
+            max_steps=max_steps,
+            throw=False,
+        )
+
+    if guess is None or not problem.spec.adaptive:
+        return run(dt0)
+    return jax.lax.cond(guess > 0, lambda: run(-guess if backwards else guess), lambda: run(dt0))
 
 
 def _save_times(ts: jax.Array, t0: jax.Array, n_extra: int) -> tuple[jax.Array, jax.Array]:
@@ -228,13 +240,14 @@ def _continuous_fwd(perturbed, vjp_arg, t0, ts, dynamic, cfg):
     theta, y0, _probe = vjp_arg
     sol, ys, save_ts, _ = _forward(cfg, theta, y0, t0, ts, dynamic)
     interpolation = sol.interpolation if (cfg.sensealg == "interpolating" and not cfg.checkpointing) else None
-    return (ys, sol), (sol.ys, save_ts, interpolation)
+    mean_step = (ts[-1] - t0) / jnp.maximum(sol.stats["num_accepted_steps"], 1)
+    return (ys, sol), (sol.ys, save_ts, interpolation, mean_step)
 
 
 @_continuous.def_bwd
 def _continuous_bwd(residuals, grad_obj, perturbed, vjp_arg, t0, ts, dynamic, cfg):
     del perturbed
-    ys_saved, save_ts, interpolation = residuals
+    ys_saved, save_ts, interpolation, mean_step = residuals
     theta, y0, probe = vjp_arg
     ct_ys = grad_obj[0]
     if ct_ys is None:
@@ -267,6 +280,11 @@ def _continuous_bwd(residuals, grad_obj, perturbed, vjp_arg, t0, ts, dynamic, cf
         a, a_th, count, ok = carry
         t_lo, t_hi, y_lo, y_hi, ct_hi = inputs
         a = a + ct_hi
+        # A segment shorter than the forward solve's mean step is tried in one step (the usual case with
+        # many save times); longer ones let the controller choose (a rejected first step would cost an
+        # extra evaluation that the NFE rule does not count).
+        length = t_hi - t_lo
+        guess = jnp.where((length > 0) & (length <= mean_step), length, 0.0)
         if cfg.sensealg == "backsolve":
             sol = _solve(
                 cfg,
@@ -279,6 +297,7 @@ def _continuous_bwd(residuals, grad_obj, perturbed, vjp_arg, t0, ts, dynamic, cf
                 diffrax.SaveAt(t1=True),
                 cfg.problem.max_steps,
                 backwards=True,
+                guess=guess,
             )
             _, a, a_th = jtu.tree_map(lambda x: x[-1], sol.ys)
         else:
@@ -311,6 +330,7 @@ def _continuous_bwd(residuals, grad_obj, perturbed, vjp_arg, t0, ts, dynamic, cf
                 diffrax.SaveAt(t1=True),
                 cfg.problem.max_steps,
                 backwards=True,
+                guess=guess,
             )
             a, a_th = jtu.tree_map(lambda x: x[-1], sol.ys)
         count = count + nfe(sol.stats["num_steps"], t_hi, t_lo)

@@ -89,9 +89,13 @@ def test_subset_and_epochs_set_the_training_size_and_iterations(tmp_path):
          "--quiet", "--out", str(tmp_path / "run")],
     )
     assert result.exit_code == 0, result.output
-    (entry,) = json.loads((tmp_path / "run" / "summary.json").read_text())["models"]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    (entry,) = summary["models"]
     assert entry["train_size"] == 120
     assert entry["iterations"] == 2 * (120 // 40)
+    # The recorded settings are the ones the run used, not the experiment's default iterations.
+    assert summary["settings"]["iterations"] == 6
+    assert (summary["settings"]["epochs"], summary["settings"]["subset"]) == (2, 120)
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 6
 
 

@@ -270,7 +270,13 @@ def run_images(spec: ImageSpec, config: RunConfig) -> ExperimentResult:
     history = pd.concat(list(histories.values()), ignore_index=True) if histories else pd.DataFrame()
     if not history.empty:
         history = history[["model"] + [c for c in history.columns if c != "model"]]
-    return ExperimentResult(summaries=summaries, history=history, figures=figures, interrupted=interrupted)
+    return ExperimentResult(
+        summaries=summaries,
+        history=history,
+        figures=figures,
+        interrupted=interrupted,
+        settings={"iterations": iterations, "batch_size": batch, "train_size": len(train_data)},
+    )
 
 
 _ODE_DEFAULTS = dict(solver="dopri5", rtol=1e-3, atol=1e-3, sensealg="checkpoint", lr=1e-3)

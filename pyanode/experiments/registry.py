@@ -84,12 +84,15 @@ class ExperimentResult:
         history: all models' training histories, with a ``model`` column.
         figures: paths of the figures written into the output folder.
         interrupted: True if Ctrl-C stopped training (results cover what was done).
+        settings: settings the run derived from its options (e.g. the iterations that ``--epochs`` set),
+            recorded in ``summary.json`` over the resolved ones.
     """
 
     summaries: list[dict[str, Any]]
     history: pd.DataFrame
     figures: list[Path] = dataclasses.field(default_factory=list)
     interrupted: bool = False
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +275,11 @@ def run_experiment(
     summary = {
         "experiment": name,
         "seed": seed,
-        "settings": dict(resolved),
+        "settings": {
+            **resolved,
+            **{k: str(v) if isinstance(v, Path) else v for k, v in extra.items() if v is not None},
+            **result.settings,
+        },
         "interrupted": result.interrupted,
         "models": result.summaries,
         "figures": [Path(p).name for p in result.figures],

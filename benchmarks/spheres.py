@@ -222,6 +222,16 @@ def main() -> None:
             f"| {b} | {1e3 * mj:.2f} | {1e3 * mt:.2f} | {ratio:.2f}x | {fmt(lj)} | {fmt(lt)} | {nj:.1f} | "
             f"{nt:.1f} | {1e3 * sj:.2f} |"
         )
+    # Same seed = same initial weights and minibatches on both sides, so compare losses seed by seed.
+    print()
+    for b, *_, lj, lt, _nj, _nt, _sj in rows:
+        diff = np.log(np.asarray(lj)) - np.log(np.asarray(lt))
+        spread = np.std(diff, ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        print(
+            f"batch {b}: pyanode loss lower on {int(np.sum(diff < 0))} of {len(diff)} seeds; "
+            f"geometric mean ratio pyanode / torchdiffeq {np.exp(diff.mean()):.2f} "
+            f"(x/ {np.exp(2 * spread):.2f} for 2 standard errors)"
+        )
 
 
 if __name__ == "__main__":

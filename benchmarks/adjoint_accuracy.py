@@ -23,12 +23,13 @@ the target and the time ratio backsolve / interpolating ("at equal accuracy").
 from __future__ import annotations
 
 import argparse
+import functools
 import math
-import statistics
 import sys
 import time
 
 import numpy as np
+from adjoints import _median_time  # the same warm-call timing as the main adjoint benchmark
 
 TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10)
 TARGETS = (1e-2, 1e-4, 1e-6)
@@ -39,16 +40,6 @@ def system_matrix(slow: float, fast: float) -> np.ndarray:
     """Two rotations (frequencies 1 and 1.7), decaying at rates ``slow`` and ``fast``."""
     w, a, b = 2 * math.pi, -slow, -fast
     return np.array([[a, w, 0, 0], [-w, a, 0, 0], [0, 0, b, 1.7 * w], [0, 0, -1.7 * w, b]], dtype=np.float64)
-
-
-def _median_time(fn, repeats: int = 7, budget_s: float = 5.0) -> float:
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < repeats and (len(times) < 2 or time.perf_counter() - start < budget_s):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def measure(span: float, damping: tuple[float, float], saves: int) -> list[dict]:
@@ -87,7 +78,8 @@ def measure(span: float, damping: tuple[float, float], saves: int) -> list[dict]
     for method in METHODS:
         for tol in TOLERANCES:
             g, nfe = jax.block_until_ready(grad(params, zero, method, tol))
-            seconds = _median_time(lambda m=method, t=tol: jax.block_until_ready(grad(params, zero, m, t)))
+            call = functools.partial(grad, params, zero, method, tol)
+            seconds = _median_time(lambda c=call: jax.block_until_ready(c()), 7, 5.0)
             error = float(np.linalg.norm(flat(g) - reference) / np.linalg.norm(reference))
             rows.append({"method": method, "tol": tol, "ms": 1e3 * seconds, "error": error, "nfe": int(nfe)})
             print(f"  {method:14s} tol {tol:.0e}: error {error:.1e}, {1e3 * seconds:8.2f} ms, "

@@ -130,3 +130,31 @@ def test_bad_inputs_through_a_real_subprocess(tmp_path):
     (tmp_path / "forecast.png").write_text("keep me")
     _one_line_error(_cli(["good.csv"], tmp_path), "forecast.png")
     assert (tmp_path / "forecast.png").read_text() == "keep me"
+
+
+def test_a_csv_nobody_tuned_for_seattle_weather(tmp_path):
+    """A new user's first try on another real daily series: Seattle's NOAA weather 2012-2015.
+
+    The file ships in the ``vega_datasets`` wheel (public-domain NOAA data). Nothing in pyanode was tuned to
+    it: slash-separated dates, a non-numeric ``weather`` column, zero-inflated precipitation. The default
+    command must run, say what it ignored, and forecast the last 92 days sensibly: on the temperatures and
+    the wind far better than persistence, and within the range the series has ever taken.
+    """
+    from importlib.resources import files
+
+    raw = pd.read_csv(files("vega_datasets") / "_data" / "seattle-weather.csv", dtype={"date": str})
+    raw.iloc[:-92].to_csv(tmp_path / "seattle.csv", index=False)
+    raw.iloc[-92:].to_csv(tmp_path / "seattle_test.csv", index=False)
+    res = _cli(["seattle.csv", "--test", "seattle_test.csv"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "ignored column 'weather': not numeric" in res.stderr + res.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for column in ("temp_max", "temp_min", "wind"):
+        model, persistence = metrics[column]["model"]["mae"], metrics[column]["persistence"]["mae"]
+        assert model < 0.8 * persistence, (column, model, persistence)
+    forecast = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
+    assert list(forecast.columns) == ["precipitation", "temp_max", "temp_min", "wind"]
+    assert len(forecast) == 92 and forecast.index[0] == pd.Timestamp("2015-10-01")
+    numeric = raw.drop(columns=["date", "weather"])
+    assert ((forecast >= numeric.min()) & (forecast <= numeric.max())).all().all(), forecast.describe()
+    assert (tmp_path / "forecast.png").stat().st_size > 20_000

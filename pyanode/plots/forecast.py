@@ -53,11 +53,15 @@ def plot_forecast(
         ax.set_ylabel(c)
         ax.grid(alpha=0.3)
         if report is not None and getattr(report, "outliers", {}).get(c):
-            ax.text(0.01, 0.92, f"{report.outliers[c]} outliers masked", transform=ax.transAxes,
+            count = report.outliers[c]
+            ax.text(0.01, 0.92, f"{count} outlier{'s' if count != 1 else ''} masked", transform=ax.transAxes,
                     fontsize=8, color="0.4", va="top")
-    axes[0, 0].legend(loc="upper left", ncol=3, fontsize=8, frameon=False,
-                      bbox_to_anchor=(0.0, 1.35 if len(cols) > 1 else 1.2))
-    fig.suptitle(title or f"Forecast from {train.index[-1].date()} ({len(forecast)} dates)", y=0.995)
+    fig.suptitle(title or f"Forecast from {train.index[-1].date()} ({len(forecast)} dates)")
     fig.autofmt_xdate()
-    fig.tight_layout()
+    # The legend sits under the title, above the panels, in a band kept free of them.
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.3 / fig.get_figheight()))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    box = axes[0, 0].get_position()
+    fig.legend(handles, labels, loc="lower left", ncol=3, fontsize=8, frameon=False,
+               bbox_to_anchor=(box.x0, box.y1), borderaxespad=0.1)
     return fig

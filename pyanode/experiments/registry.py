@@ -106,6 +106,8 @@ class Experiment:
         defaults: a default for each key of :data:`SETTINGS`.
         models: the model kinds it can train; default_models: those trained when none are named.
         options: extra options it accepts, from :data:`EXTRA_OPTIONS`.
+        node_matches_anode: the NODE is sized to match the ANODE of ``hidden`` and ``augment`` (the
+            paper's equal-parameter comparison), so ``--augment`` applies to a NODE-only run too.
     """
 
     name: str
@@ -115,6 +117,7 @@ class Experiment:
     models: tuple[str, ...] = MODEL_KINDS
     default_models: tuple[str, ...] = ("node", "anode")
     options: frozenset[str] = frozenset()
+    node_matches_anode: bool = False
 
     def __post_init__(self) -> None:
         missing = [k for k in SETTINGS if k not in self.defaults]
@@ -173,7 +176,12 @@ def _resolve_settings(exp: Experiment, models: tuple[str, ...], given: Mapping[s
         raise PyanodeError(f"unknown --sensealg {s['sensealg']!r}; choose one of: {', '.join(SENSEALGS)}")
     if "anode" in models and s["augment"] < 1:
         raise PyanodeError("an ANODE needs --augment >= 1 extra dimensions (0 would make it a NODE)")
-    if given.get("augment") and "anode" not in models and any(m in MODEL_KINDS for m in models):
+    if (
+        given.get("augment")
+        and "anode" not in models
+        and not exp.node_matches_anode
+        and any(m in MODEL_KINDS for m in models)
+    ):
         raise PyanodeError(
             "--augment only applies to the anode model; add anode to --model or drop --augment"
         )

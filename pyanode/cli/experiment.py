@@ -52,7 +52,10 @@ def experiment(
     model: str = typer.Option(
         None, "--model", help="Model(s), comma-separated: node, anode, resnet (default: node,anode)."
     ),
-    augment: str = typer.Option(None, "--augment", metavar="K", help="Extra dimensions of the ANODE."),
+    augment: str = typer.Option(
+        None, "--augment", metavar="K",
+        help="Extra dimensions of the ANODE (image experiments: also sizes the parameter-matched NODE).",
+    ),
     iterations: str = typer.Option(None, "--iterations", metavar="N", help="Training iterations per model."),
     seed: str = typer.Option("0", "--seed", metavar="S", help="Seed of data, initialisation and batches."),
     out: str = typer.Option(None, "--out", metavar="DIR", help="Output folder (default: runs/NAME)."),

@@ -53,7 +53,9 @@ def forecast(
     solver: str = typer.Option("tsit5", "--solver", help="Adaptive ODE solver: tsit5, dopri5, ..."),
     rtol: float = typer.Option(1e-3, "--rtol", help="Relative tolerance."),
     atol: float = typer.Option(1e-4, "--atol", help="Absolute tolerance."),
-    sensealg: str = typer.Option("interpolating", "--sensealg", help="interpolating, backsolve, checkpoint."),
+    sensealg: str = typer.Option(
+        "checkpoint", "--sensealg", help="Gradient: checkpoint (default), interpolating or backsolve."
+    ),
     iterations: int | None = typer.Option(None, "--iterations", help="Training iterations (default 400)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same forecast)."),
     out: Path = typer.Option(Path("forecast.csv"), "--out", help="Forecast CSV to write."),

@@ -293,6 +293,7 @@ def train(
     progress: bool = True,
     description: str = "training",
     sharding: Any = None,
+    transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
 ) -> TrainResult:
     """Fit ``model`` to ``(x, y)`` with minibatch optax updates, tracking forward and backward NFE.
 
@@ -320,6 +321,9 @@ def train(
         description: label of the progress bar.
         sharding: ``None``, a :class:`jax.sharding.Mesh` or a :class:`jax.sharding.NamedSharding` for
             data-parallel training (see the module docstring).
+        transform: optional ``transform(x_batch, rng) -> x_batch`` applied on the host to each training
+            batch (data augmentation, e.g. :func:`pyanode.datasets.images.random_shift`); ``rng`` is a
+            generator of its own seeded from ``seed``, so the batch order is the same with or without it.
 
     Returns:
         :class:`TrainResult` with the best model, the final model and the history DataFrame, whose
@@ -367,6 +371,7 @@ def train(
     step = _compiled_step(static, optimizer, loss, accuracy, track_train_best)
 
     rng = np.random.default_rng(seed)
+    transform_rng = np.random.default_rng([seed, 1])
     order = np.empty(0, dtype=np.int64)
     rows: list[dict[str, float]] = []
     best_val = (np.inf, 0, params)
@@ -408,6 +413,8 @@ def train(
                     order = rng.permutation(n)
                 idx, order = order[:batch], order[batch:]
                 xb, yb = x[idx], y[idx]
+                if transform is not None:
+                    xb = transform(xb, transform_rng)
                 if batch_sharding is not None:
                     xb, yb = jax.device_put((xb, yb), batch_sharding)
                 params, opt_state, best, metrics = step(

@@ -27,6 +27,7 @@ from pyanode.datasets.images import (
     read_idx,
     split_train_test,
 )
+from pyanode.errors import PyanodeError
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -349,3 +350,30 @@ def test_svhn_bad_files_are_refused(tmp_path, cifar_png):
         load_svhn(tmp_path / "junk", "test")
     with pytest.raises(ImageDataError, match=r"no train_32x32.mat in .*SVHN format 2"):
         load_svhn(tmp_path / "junk", "train")
+
+
+def test_random_shift_moves_each_image_by_at_most_k_pixels_and_fills_with_zeros():
+    from pyanode.datasets.images import random_shift
+
+    rng = np.random.default_rng(0)
+    images = rng.random((50, 2, 9, 7)).astype(np.float32) + 0.5  # no zeros inside
+    out = random_shift(images, np.random.default_rng(1), 2)
+    assert out.shape == images.shape and out.dtype == images.dtype
+    seen = set()
+    for src, dst in zip(images, out, strict=True):
+        # Find the offset: the moved image must equal the source's window, the rest must be zero.
+        matches = []
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                moved = np.zeros_like(src)
+                ys, yd = (slice(0, 9 - dy), slice(dy, 9)) if dy >= 0 else (slice(-dy, 9), slice(0, 9 + dy))
+                xs, xd = (slice(0, 7 - dx), slice(dx, 7)) if dx >= 0 else (slice(-dx, 7), slice(0, 7 + dx))
+                moved[:, yd, xd] = src[:, ys, xs]
+                if np.array_equal(moved, dst):
+                    matches.append((dy, dx))
+        assert len(matches) == 1, matches
+        seen.add(matches[0])
+    assert len(seen) > 10  # offsets vary from image to image
+    assert random_shift(images, np.random.default_rng(1), 0) is images
+    with pytest.raises(PyanodeError, match="max_shift must be >= 0"):
+        random_shift(images, rng, -1)

@@ -74,6 +74,9 @@ def test_cli_refuses_bad_options_with_one_line(tmp_path):
         (["experiment", "digits", "--devices", "64", "--out", str(tmp_path / "e")], "asked for 64 devices"),
         (["experiment", "digits", "--epochs", "0", "--out", str(tmp_path / "f")], "--epochs must be"),
         (["experiment", "spheres", "--subset", "10", "--out", str(tmp_path / "g")], "does not apply"),
+        (["experiment", "digits", "--shift", "-1", "--out", str(tmp_path / "h")], "--shift must be"),
+        (["experiment", "digits", "--schedule", "step", "--out", str(tmp_path / "i")], "--schedule must be"),
+        (["experiment", "g1d", "--shift", "2", "--out", str(tmp_path / "j")], "--shift does not apply"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)
@@ -97,6 +100,24 @@ def test_subset_and_epochs_set_the_training_size_and_iterations(tmp_path):
     assert summary["settings"]["iterations"] == 6
     assert (summary["settings"]["epochs"], summary["settings"]["subset"]) == (2, 120)
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 6
+
+
+def test_shift_and_cosine_schedule_are_used_and_recorded(tmp_path):
+    """--shift moves the training images (a different loss curve than without, same batches) and
+    --schedule cosine decays the learning rate; summary.json records both."""
+    args = ["experiment", "digits", "--model", "anode", "--subset", "128", "--iterations", "6", "--quiet"]
+    runs = {}
+    for name, extra in [("plain", []), ("shifted", ["--shift", "1", "--schedule", "cosine"])]:
+        result = CliRunner().invoke(app, [*args, *extra, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads((tmp_path / name / "summary.json").read_text())
+        runs[name]["history"] = pd.read_csv(tmp_path / name / "history.csv")
+    assert (runs["plain"]["settings"]["shift"], runs["plain"]["settings"]["schedule"]) == (0, "constant")
+    assert (runs["shifted"]["settings"]["shift"], runs["shifted"]["settings"]["schedule"]) == (1, "cosine")
+    plain, shifted = runs["plain"]["history"]["loss"], runs["shifted"]["history"]["loss"]
+    # The first step starts from the same model on the same batch of images, shifted or not.
+    assert plain.iloc[0] != shifted.iloc[0]
+    assert np.isfinite(shifted).all()
 
 
 def test_a_node_alone_is_sized_to_the_anode_that_augment_describes(tmp_path):

@@ -59,6 +59,22 @@ def test_same_seed_same_history_and_different_seed_differs(small_spheres, fitted
     assert not np.array_equal(a.history["loss"].to_numpy(), c.history["loss"].to_numpy())
 
 
+def test_transform_sees_every_batch_and_keeps_the_batch_order(small_spheres, fitted):
+    seen = []
+
+    def identity(xb, rng):
+        assert isinstance(rng, np.random.Generator)
+        seen.append(xb.copy())
+        return xb
+
+    same = _fit(small_spheres, transform=identity)
+    assert len(seen) == 12 and all(b.shape == (64, 2) for b in seen)
+    pd.testing.assert_series_equal(same.history["loss"], fitted.history["loss"])  # same batches, same losses
+    # A transform that changes the inputs changes the losses from the first step on.
+    scaled = _fit(small_spheres, iterations=3, transform=lambda xb, rng: 3.0 * xb)
+    assert abs(scaled.history["loss"].iloc[0] - fitted.history["loss"].iloc[0]) > 1e-2
+
+
 def test_history_columns_and_nfe_are_positive_integers(fitted):
     h = fitted.history
     assert list(h.columns) == ["iteration", "loss", "accuracy", "nfe_forward", "nfe_backward", "seconds"]

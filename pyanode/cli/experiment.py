@@ -83,6 +83,13 @@ def experiment(
     epochs: str = typer.Option(
         None, "--epochs", metavar="E", help="Image experiments: epochs (sets the iterations)."
     ),
+    shift: str = typer.Option(
+        None, "--shift", metavar="P",
+        help="Image experiments: move each training image by a random offset of up to P pixels (default 0).",
+    ),
+    schedule: str = typer.Option(
+        None, "--schedule", help="Image experiments: learning rate constant (default) or cosine (to 1%).",
+    ),
 ) -> None:
     try:
         if name not in EXPERIMENTS:
@@ -98,6 +105,8 @@ def experiment(
             devices=_int("--devices", devices, 1),
             subset=_int("--subset", subset, 1),
             epochs=_int("--epochs", epochs, 1),
+            shift=_int("--shift", shift, 0),
+            schedule=schedule,
             augment=_int("--augment", augment, 0),
             iterations=_int("--iterations", iterations, 1),
             hidden=_int("--hidden", hidden, 1),

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pyanode.datasets.images import ImageData, load_image_dataset
+from pyanode.datasets.images import ImageData, load_image_dataset, random_shift
 from pyanode.errors import PyanodeError
 from pyanode.experiments.registry import Experiment, ExperimentResult, RunConfig, register
 
@@ -146,6 +146,8 @@ def _label(kind: str, model: Any) -> str:
 
 def run_images(spec: ImageSpec, config: RunConfig) -> ExperimentResult:
     """Train ``config.models`` on the image data and write the figures into ``config.out``."""
+    import optax
+
     from pyanode import plots
     from pyanode.models.conv import count_params
     from pyanode.parallel import DataParallel
@@ -167,6 +169,9 @@ def run_images(spec: ImageSpec, config: RunConfig) -> ExperimentResult:
     epochs = config.epochs
     if epochs is not None:
         iterations = max(1, epochs * (len(train_data) // batch))
+    shift = config.shift or 0
+    schedule = config.schedule or "constant"
+    transform = functools.partial(random_shift, max_shift=shift) if shift else None
     parallel = DataParallel.create(config.devices)
     sharding = parallel.mesh if parallel.num_devices > 1 else None
     eval_every = max(1, iterations // max(1, spec.evaluations))
@@ -187,6 +192,9 @@ def run_images(spec: ImageSpec, config: RunConfig) -> ExperimentResult:
                 "test_nfe_forward": scores["nfe_forward"],
             }
 
+        optimizer = None
+        if schedule == "cosine":
+            optimizer = optax.adam(optax.cosine_decay_schedule(s["lr"], iterations, alpha=0.01))
         result = train(
             model,
             train_data.images,
@@ -194,6 +202,8 @@ def run_images(spec: ImageSpec, config: RunConfig) -> ExperimentResult:
             iterations=iterations,
             batch_size=batch,
             lr=s["lr"],
+            optimizer=optimizer,
+            transform=transform,
             loss="cross_entropy",
             seed=config.seed,
             eval_fn=eval_fn,
@@ -275,7 +285,10 @@ def run_images(spec: ImageSpec, config: RunConfig) -> ExperimentResult:
         history=history,
         figures=figures,
         interrupted=interrupted,
-        settings={"iterations": iterations, "batch_size": batch, "train_size": len(train_data)},
+        settings={
+            "iterations": iterations, "batch_size": batch, "train_size": len(train_data), "shift": shift,
+            "schedule": schedule,
+        },
     )
 
 
@@ -315,7 +328,7 @@ for _name, (_description, _spec, _defaults) in IMAGE_EXPERIMENTS.items():
             defaults=_defaults,
             models=IMAGE_MODELS,
             default_models=IMAGE_MODELS,
-            options=frozenset({"data_dir", "devices", "subset", "epochs"}),
+            options=frozenset({"data_dir", "devices", "subset", "epochs", "shift", "schedule"}),
             node_matches_anode=True,
         )
     )

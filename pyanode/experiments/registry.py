@@ -44,9 +44,13 @@ MODEL_KINDS = ("node", "anode", "resnet")
 SETTINGS = ("augment", "iterations", "hidden", "batch_size", "lr", "solver", "rtol", "atol", "sensealg")
 
 
-# Options that only some experiments take: a data folder, data-parallel devices, a training subset, and
-# a number of epochs (which then sets the iterations).
-EXTRA_OPTIONS = ("data_dir", "devices", "subset", "epochs")
+# Options that only some experiments take: a data folder, data-parallel devices, a training subset, a
+# number of epochs (which then sets the iterations), random shifts of the training images (pixels) and
+# the learning-rate schedule.
+EXTRA_OPTIONS = ("data_dir", "devices", "subset", "epochs", "shift", "schedule")
+
+#: Learning-rate schedules: the paper's constant rate, or a cosine decay to 1% of it at the last iteration.
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +59,8 @@ class RunConfig:
 
     ``settings`` holds every key of :data:`SETTINGS` (command-line value, else the experiment's default;
     ``batch_size`` None means full batch). The :data:`EXTRA_OPTIONS` (``data_dir``, ``devices``,
-    ``subset``, ``epochs``) are only set for experiments that accept them (image experiments).
+    ``subset``, ``epochs``, ``shift``, ``schedule``) are only set for experiments that accept them (image
+    experiments).
     """
 
     name: str
@@ -68,6 +73,8 @@ class RunConfig:
     devices: int | None = None
     subset: int | None = None
     epochs: int | None = None
+    shift: int | None = None
+    schedule: str | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self.settings[key]
@@ -233,6 +240,8 @@ def run_experiment(
     devices: int | None = None,
     subset: int | None = None,
     epochs: int | None = None,
+    shift: int | None = None,
+    schedule: str | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """Run the registered experiment ``name`` and write its outputs into ``out``.
@@ -250,7 +259,10 @@ def run_experiment(
         raise PyanodeError(f"unknown setting(s) {sorted(unknown)}; known: {', '.join(SETTINGS)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise PyanodeError(f"--seed must be a non-negative integer, got {seed!r}")
-    extra = {"data_dir": data_dir, "devices": devices, "subset": subset, "epochs": epochs}
+    extra = {
+        "data_dir": data_dir, "devices": devices, "subset": subset, "epochs": epochs, "shift": shift,
+        "schedule": schedule,
+    }
     for opt, value in extra.items():
         if value is not None and opt not in exp.options:
             users = sorted(n for n, e in EXPERIMENTS.items() if opt in e.options)
@@ -262,6 +274,10 @@ def run_experiment(
     for opt in ("devices", "subset", "epochs"):
         if extra[opt] is not None:
             _positive_int(opt, extra[opt])
+    if shift is not None:
+        _positive_int("shift", shift, minimum=0)
+    if schedule is not None and schedule not in SCHEDULES:
+        raise PyanodeError(f"--schedule must be one of: {', '.join(SCHEDULES)}; got {schedule!r}")
     chosen = _parse_models(exp, models)
     resolved = _resolve_settings(exp, chosen, settings)
     if data_dir is not None and not Path(data_dir).is_dir():
@@ -278,6 +294,8 @@ def run_experiment(
         devices=devices,
         subset=subset,
         epochs=epochs,
+        shift=shift,
+        schedule=schedule,
     )
     result = exp.run(config)
     summary = {

@@ -9,6 +9,7 @@ from pyanode.datasets.images import (
     load_mnist,
     load_mnist_sample,
     load_svhn,
+    random_shift,
 )
 from pyanode.datasets.toy import ToyData, g1d, identity, sines, spheres
 
@@ -24,6 +25,7 @@ __all__ = [
     "load_mnist",
     "load_mnist_sample",
     "load_svhn",
+    "random_shift",
     "sines",
     "spheres",
 ]

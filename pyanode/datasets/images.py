@@ -47,8 +47,8 @@ __all__ = [
     "load_mnist",
     "load_mnist_sample",
     "load_svhn",
-    "read_cifar_batch",
     "random_shift",
+    "read_cifar_batch",
     "read_idx",
     "split_train_test",
 ]

@@ -77,6 +77,7 @@ def test_cli_refuses_bad_options_with_one_line(tmp_path):
         (["experiment", "digits", "--shift", "-1", "--out", str(tmp_path / "h")], "--shift must be"),
         (["experiment", "digits", "--schedule", "step", "--out", str(tmp_path / "i")], "--schedule must be"),
         (["experiment", "g1d", "--shift", "2", "--out", str(tmp_path / "j")], "--shift does not apply"),
+        (["experiment", "digits", "--shift", "8", "--out", str(tmp_path / "k")], "out of its frame"),
     ]
     for args, message in cases:
         result = runner.invoke(app, args)

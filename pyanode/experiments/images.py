@@ -170,6 +170,12 @@ def run_images(spec: ImageSpec, config: RunConfig) -> ExperimentResult:
     if epochs is not None:
         iterations = max(1, epochs * (len(train_data) // batch))
     shift = config.shift or 0
+    _, height, width = train_data.img_size
+    if shift >= min(height, width):
+        raise PyanodeError(
+            f"--shift {shift} could move a {height}x{width} image out of its frame; use a shift below "
+            f"{min(height, width)} pixels (1 or 2 is usual)"
+        )
     schedule = config.schedule or "constant"
     transform = functools.partial(random_shift, max_shift=shift) if shift else None
     parallel = DataParallel.create(config.devices)

@@ -21,7 +21,7 @@ window that counts in the loss (L/8, L/4, L/2, then all of it), the tutorial's g
 each window. Gradients come from :func:`pyanode.solve` with the chosen ``sensealg``, by default
 ``"checkpoint"`` (backpropagation through the solver's steps): the loss reads every day of a 128-day window,
 and a continuous adjoint (``"interpolating"``, the SciML tutorial's choice) must stop at each of those 129
-save times, so it costs about 12x more per gradient here while giving the same forecasts (Delhi, three seeds:
+save times, so it costs 10x-12x more per gradient here while giving the same forecasts (Delhi, three seeds:
 equal test MAE to three digits; BENCHMARKS.md). AdamW with warm-up and cosine decay, gradient clipping.
 Windows are drawn more often the more recent they are (the chance halves every ``half_life`` steps back), so
 the learned seasonal attractor follows the present regime (Delhi's dry 2016) rather than the average of all

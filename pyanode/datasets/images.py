@@ -117,7 +117,7 @@ def random_shift(images: np.ndarray, rng: np.random.Generator, max_shift: int) -
         raise PyanodeError(f"max_shift must be >= 0, got {max_shift}")
     if max_shift == 0 or len(images) == 0:
         return images
-    n, _, h, w = images.shape
+    n, c, h, w = images.shape
     k = int(max_shift)
     padded = np.pad(images, ((0, 0), (0, 0), (k, k), (k, k)))
     dy = rng.integers(0, 2 * k + 1, n)
@@ -125,7 +125,7 @@ def random_shift(images: np.ndarray, rng: np.random.Generator, max_shift: int) -
     # Gather each image's window from the padded batch with broadcast indices (no Python loop).
     rows = dy[:, None] + np.arange(h)[None, :]  # (N, H)
     cols = dx[:, None] + np.arange(w)[None, :]  # (N, W)
-    return padded[np.arange(n)[:, None, None, None], np.arange(images.shape[1])[None, :, None, None],
+    return padded[np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None],
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 

@@ -71,7 +71,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
-from pyanode import engine
+from pyanode import solvers
 
 __all__ = ["solve_continuous"]
 
@@ -81,7 +81,7 @@ class _Config:
     """Static description of one continuous-adjoint solve (hashable; travels as a static argument)."""
 
     sensealg: str
-    problem: engine.Problem
+    problem: solvers.Problem
     static_f: Any
     static_args: Any
     dense: bool  # keep the forward dense output (for the user, or for the interpolating adjoint)
@@ -271,7 +271,7 @@ def _continuous_bwd(residuals, grad_obj, perturbed, vjp_arg, t0, ts, dynamic, cf
 
     def nfe(num_steps, t_start, t_end):
         # A zero-length segment makes no evaluations at all.
-        count = engine.forward_nfe(spec, num_steps)
+        count = solvers.forward_nfe(spec, num_steps)
         return jnp.where(t_start == t_end, 0, count)
 
     ok_result = diffrax.RESULTS.successful
@@ -374,7 +374,7 @@ def _num_extra_checkpoints(checkpointing: bool | int) -> tuple[bool, int]:
         return checkpointing, 0
     if isinstance(checkpointing, numbers.Integral) and checkpointing >= 1:
         return True, int(checkpointing) - 1
-    raise engine.SolveError(
+    raise solvers.SolveError(
         "checkpointing must be True, False or a positive number of checkpoint intervals, "
         f"got {checkpointing!r}"
     )
@@ -387,11 +387,11 @@ def solve_continuous(
     args: Any,
     t0: jax.Array,
     ts: jax.Array,
-    problem: engine.Problem,
+    problem: solvers.Problem,
     dense: bool,
     checkpointing: bool | int,
     nfe_probe: jax.Array | None,
-) -> tuple[diffrax.Solution, jax.Array, engine.Stats]:
+) -> tuple[diffrax.Solution, jax.Array, solvers.Stats]:
     """Forward solve whose reverse mode is the continuous adjoint named by ``sensealg``.
 
     Returns the forward diffrax solution (for its result code and dense output), the states at ``ts``
@@ -419,9 +419,9 @@ def solve_continuous(
     probe = jnp.zeros((), y0.dtype) if nfe_probe is None else nfe_probe
     dynamic = (problem.first_step(t0.dtype), problem.controller)
     ys, sol = _continuous(((theta_f, theta_args), y0, probe), t0, ts, dynamic, cfg)
-    stats = engine.Stats(
+    stats = solvers.Stats(
         sol.stats["num_accepted_steps"],
         sol.stats["num_rejected_steps"],
-        engine.forward_nfe(problem.spec, sol.stats["num_steps"]),
+        solvers.forward_nfe(problem.spec, sol.stats["num_steps"]),
     )
     return sol, ys, stats

@@ -20,11 +20,9 @@ a multiple of the number of devices along the batch axis.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,10 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pandas as pd
 
 from pyanode._io import atomic_path
 from pyanode.errors import PyanodeError
+from pyanode.loop import TrainResult, run_loop
 
 __all__ = [
     "ACCURACIES",
@@ -95,30 +93,6 @@ def _resolve_metrics(loss: str, accuracy: str | None) -> tuple[Callable, Callabl
     if accuracy is not None and accuracy not in ACCURACIES:
         raise PyanodeError(f"unknown accuracy {accuracy!r}; choose one of: {', '.join(ACCURACIES)} or None")
     return LOSSES[loss], (ACCURACIES[accuracy] if accuracy is not None else None)
-
-
-# ----------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclasses.dataclass
-class TrainResult:
-    """What :func:`train` returns.
-
-    Attributes:
-        model: the best model (lowest validation loss if validation data was given, else lowest
-            training minibatch loss; the parameters *before* the update of that iteration).
-        final_model: the model after the last completed iteration.
-        history: one row per completed iteration (see :func:`train`).
-        best_iteration: the iteration (1-based) whose loss picked ``model``.
-        interrupted: True if training stopped on Ctrl-C (``KeyboardInterrupt``).
-    """
-
-    model: Any
-    final_model: Any
-    history: pd.DataFrame
-    best_iteration: int
-    interrupted: bool = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,69 +183,26 @@ def evaluate(
 @functools.lru_cache(maxsize=1)
 def _adam() -> optax.GradientTransformation:
     # Adam with the learning rate in its state rather than baked into the update, so one compiled step
-    # (below) serves every learning rate and every train() call on the same model structure.
+    # serves every learning rate and every train() call on the same model structure.
     return optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled_step(
-    static: Any, optimizer: optax.GradientTransformation, loss: str, accuracy: str | None, track_best: bool
-) -> Callable:
-    """The jitted training step for one model structure, optimiser and loss (compiled once, reused).
+@functools.lru_cache(maxsize=16)
+def _supervised_loss(loss: str, accuracy: str | None) -> Callable:
+    """``loss(model, probe, (xb, yb), it) -> (value, {accuracy, nfe_forward})`` for the training loop.
 
-    ``step(params, opt_state, best, it, xb, yb) -> (params, opt_state, best, metrics)`` computes the loss
-    and its gradient, the forward NFE and the backward NFE (gradient with respect to ``nfe_probe``),
-    applies the optimiser and, with ``track_best``, keeps the lowest-loss parameters on the device.
+    Cached, so that every train() call with the same loss hands the loop the same function (and so
+    reuses its compiled step).
     """
     loss_fn, acc_fn = _resolve_metrics(loss, accuracy)
 
-    def loss_and_aux(params, probe, xb, yb):
-        m = eqx.combine(params, static)
-        pred, nfe = m.forward(xb, probe)
-        return loss_fn(pred, yb), (pred, nfe)
+    def supervised(model, probe, batch, it):
+        xb, yb = batch
+        pred, nfe = model.forward(xb, probe)
+        aux = {"accuracy": acc_fn(pred, yb)} if acc_fn is not None else {}
+        return loss_fn(pred, yb), {**aux, "nfe_forward": nfe}
 
-    grad_fn = jax.value_and_grad(loss_and_aux, argnums=(0, 1), has_aux=True)
-
-    @jax.jit
-    def step(params, opt_state, best, it, xb, yb):
-        (value, (pred, nfe_f)), (grads, nfe_b) = grad_fn(params, jnp.zeros((), jnp.float32), xb, yb)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        new_params = optax.apply_updates(params, updates)
-        if track_best:
-            # Keep the parameters that produced the lowest loss, on the device (no host round trip).
-            better = value < best[1]
-            best = (
-                jax.tree_util.tree_map(lambda p, b: jnp.where(better, p, b), params, best[0]),
-                jnp.where(better, value.astype(jnp.float32), best[1]),
-                jnp.where(better, it, best[2]),
-            )
-        acc = acc_fn(pred, yb) if acc_fn is not None else jnp.zeros(())
-        return new_params, opt_state, best, (value, acc, nfe_f, nfe_b)
-
-    return step
-
-
-def _progress(enabled: bool, total: int, description: str):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
+    return supervised
 
 
 def train(
@@ -296,6 +227,8 @@ def train(
     transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
 ) -> TrainResult:
     """Fit ``model`` to ``(x, y)`` with minibatch optax updates, tracking forward and backward NFE.
+
+    Runs on :func:`pyanode.loop.run_loop` (the one training loop, shared with the forecaster).
 
     Args:
         model: a pyanode model (``forward(x, nfe_probe) -> (prediction, nfe)``).
@@ -326,12 +259,14 @@ def train(
             generator of its own seeded from ``seed``, so the batch order is the same with or without it.
 
     Returns:
-        :class:`TrainResult` with the best model, the final model and the history DataFrame, whose
-        columns are ``iteration, loss, [accuracy], nfe_forward, nfe_backward, seconds`` and any
-        evaluation columns; ``seconds`` is the cumulative training time (evaluations excluded; the first
-        iteration includes compiling the step, which is reused by later calls on the same model structure).
+        :class:`TrainResult` with the best model (lowest validation loss when ``validation`` is given,
+        else lowest minibatch loss), the final model and the history DataFrame, whose columns are
+        ``iteration, loss, [accuracy], nfe_forward, nfe_backward, seconds`` and any evaluation columns;
+        ``seconds`` is the cumulative training time (evaluations excluded; the first iteration includes
+        compiling the step, which is reused by later calls on the same model structure). A non-finite
+        loss stops training (``stopped`` says so).
     """
-    loss_fn, acc_fn = _resolve_metrics(loss, accuracy)
+    _resolve_metrics(loss, accuracy)
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
         raise PyanodeError(f"iterations must be a positive integer, got {iterations!r}")
     if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
@@ -353,117 +288,52 @@ def train(
             f"batch_size {batch} is not a multiple of the {ndev} devices of the sharding; "
             f"use a multiple of {ndev}"
         )
-    default_adam = optimizer is None
-    if default_adam:
+    hook = None
+    if optimizer is None:
         if not lr > 0:
             raise PyanodeError(f"the learning rate must be positive, got {lr}")
         optimizer = _adam()
 
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt_state = optimizer.init(params)
-    if default_adam:
-        opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
-    best = (params, jnp.asarray(jnp.inf, jnp.float32), jnp.asarray(0, jnp.int32))
-    if replicated is not None:
-        params, opt_state, best = jax.device_put((params, opt_state, best), replicated)
-    track_train_best = validation is None
-
-    step = _compiled_step(static, optimizer, loss, accuracy, track_train_best)
+        def hook(opt_state):
+            opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, jnp.float32)
+            return opt_state
 
     rng = np.random.default_rng(seed)
     transform_rng = np.random.default_rng([seed, 1])
     order = np.empty(0, dtype=np.int64)
-    rows: list[dict[str, float]] = []
-    best_val = (np.inf, 0, params)
-    train_seconds = 0.0
-    interrupted = False
-    bar = _progress(progress, iterations, description)
-    task = bar.add_task(description, total=iterations, info="")
 
-    def run_evaluations(it: int, with_eval_fn: bool = True) -> dict[str, float]:
-        nonlocal best_val
-        out: dict[str, float] = {}
-        current = eqx.combine(params, static)
-        if validation is not None:
-            scores = evaluate(
-                current,
-                validation[0],
-                validation[1],
-                loss=loss,
-                accuracy=accuracy,
-                batch_size=max(batch, 256),
-            )
-            out["val_loss"] = scores["loss"]
-            if "accuracy" in scores:
-                out["val_accuracy"] = scores["accuracy"]
-            if scores["loss"] < best_val[0]:
-                best_val = (scores["loss"], it, params)
-        if eval_fn is not None and with_eval_fn:
-            out.update({k: float(v) for k, v in dict(eval_fn(current)).items()})
-        return out
+    def batches(it: int) -> tuple[Any, Any]:
+        nonlocal order
+        if order.shape[0] < batch:
+            order = rng.permutation(n)
+        idx, order = order[:batch], order[batch:]
+        xb, yb = x[idx], y[idx]
+        if transform is not None:
+            xb = transform(xb, transform_rng)
+        if batch_sharding is not None:
+            xb, yb = jax.device_put((xb, yb), batch_sharding)
+        return xb, yb
 
-    try:
-        with bar:
+    validate = None
+    if validation is not None or eval_fn is not None:
+
+        def validate(current: Any, it: int) -> dict[str, float]:
+            out: dict[str, float] = {}
             if validation is not None:
-                # Score the starting model so "best" is defined even if the first update makes it worse.
-                run_evaluations(0, with_eval_fn=False)
-            for it in range(1, iterations + 1):
-                t_start = time.perf_counter()
-                if order.shape[0] < batch:
-                    order = rng.permutation(n)
-                idx, order = order[:batch], order[batch:]
-                xb, yb = x[idx], y[idx]
-                if transform is not None:
-                    xb = transform(xb, transform_rng)
-                if batch_sharding is not None:
-                    xb, yb = jax.device_put((xb, yb), batch_sharding)
-                params, opt_state, best, metrics = step(
-                    params, opt_state, best, jnp.asarray(it, jnp.int32), xb, yb
-                )
-                value, acc, nfe_f, nfe_b = jax.device_get(metrics)
-                train_seconds += time.perf_counter() - t_start
-                row: dict[str, float] = {"iteration": it, "loss": float(value)}
-                if acc_fn is not None:
-                    row["accuracy"] = float(acc)
-                row["nfe_forward"] = int(nfe_f)
-                row["nfe_backward"] = int(round(float(nfe_b)))
-                row["seconds"] = train_seconds
-                if (validation is not None or eval_fn is not None) and (
-                    it % eval_every == 0 or it == iterations
-                ):
-                    row.update(run_evaluations(it))
-                rows.append(row)
-                bar.update(
-                    task,
-                    advance=1,
-                    info=f"loss {row['loss']:.4g}  NFE {row['nfe_forward']}/{row['nfe_backward']}",
-                )
-                if callback is not None:
-                    callback(it, eqx.combine(params, static), row)
-    except KeyboardInterrupt:
-        interrupted = True
+                scores = evaluate(current, validation[0], validation[1], loss=loss, accuracy=accuracy,
+                                  batch_size=max(batch, 256))
+                out["val_loss"] = scores["loss"]
+                if "accuracy" in scores:
+                    out["val_accuracy"] = scores["accuracy"]
+            if eval_fn is not None and it > 0:
+                out.update({k: float(v) for k, v in dict(eval_fn(current)).items()})
+            return out
 
-    history = pd.DataFrame(rows)
-    if history.empty:
-        history = pd.DataFrame(columns=["iteration", "loss", "nfe_forward", "nfe_backward", "seconds"])
-    else:
-        history["iteration"] = history["iteration"].astype(int)
-        history["nfe_forward"] = history["nfe_forward"].astype(int)
-        history["nfe_backward"] = history["nfe_backward"].astype(int)
-    final_model = eqx.combine(params, static)
-    if track_train_best:
-        best_params, best_loss, best_it = best
-        best_iteration = int(best_it)
-        best_model = eqx.combine(best_params, static) if np.isfinite(float(best_loss)) else final_model
-    else:
-        best_iteration = int(best_val[1])
-        best_model = eqx.combine(best_val[2], static)
-    return TrainResult(
-        model=best_model,
-        final_model=final_model,
-        history=history,
-        best_iteration=best_iteration,
-        interrupted=interrupted,
+    return run_loop(
+        model, _supervised_loss(loss, accuracy), batches, optimizer, iterations,
+        validate=validate, validate_every=eval_every, validate_at_start=validation is not None,
+        select_from=0, keep_lowest_train_loss=validation is None, callback=callback, progress=progress,
+        description=description, replicated=replicated, opt_state_hook=hook,
     )
 
 

@@ -61,7 +61,7 @@ def test_end_to_end_with_test_file(tmp_path):
     again = _cli(["train.csv", "--test", "test.csv", "--iterations", "6"], tmp_path)
     _one_line_error(again, "forecast.csv", "--force")
     # The saved model loads and reproduces the written forecast.
-    import pyanode.forecaster as F
+    import pyanode.forecast as F
 
     fc = F.load(tmp_path / "m.pyanode")
     np.testing.assert_allclose(fc.predict(dates=out.index).to_numpy(), out.to_numpy(), rtol=1e-5)

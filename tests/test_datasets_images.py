@@ -13,8 +13,8 @@ import struct
 import numpy as np
 import pytest
 import scipy.io
+from shared_data import DATA
 
-from pyanode._shared import shared_dir
 from pyanode.datasets.images import (
     ImageDataError,
     load_cifar10,
@@ -31,8 +31,8 @@ from pyanode.errors import PyanodeError
 
 Image = pytest.importorskip("PIL.Image")
 
-MNIST = shared_dir() / "data" / "mnist"
-CIFAR = shared_dir() / "data" / "cifar10"
+MNIST = DATA / "mnist"
+CIFAR = DATA / "cifar10"
 
 
 def _js_labels(path) -> np.ndarray:

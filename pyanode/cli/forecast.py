@@ -44,7 +44,10 @@ def _outputs(paths: list[Path | None], force: bool) -> None:
 
 @app.command("forecast")
 def forecast(
-    train: Path = typer.Argument(..., help="Training CSV: a date column and numeric columns."),
+    train: Path | None = typer.Argument(None, help="Training CSV: a date column and numeric columns."),
+    example: str | None = typer.Option(
+        None, "--example", help="Run on a packaged data set instead of TRAIN: delhi."
+    ),
     test: Path | None = typer.Option(None, "--test", help="Test CSV: forecast its dates and score them."),
     horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast (default 30)."),
     date_column: str | None = typer.Option(None, "--date-column", help="Name of the date column."),
@@ -69,10 +72,33 @@ def forecast(
 ) -> None:
     """Fit an augmented neural ODE forecaster to TRAIN and forecast (and score) the future."""
     try:
+        if example is not None:
+            _run_example(example, train, test, horizon, date_column, columns, augment, solver, rtol, atol,
+                         sensealg, iterations, seed, out, plot, metrics, save, resample, dedupe, force, quiet)
+            return
+        if train is None:
+            raise PyanodeError("give a training CSV file (pyanode forecast FILE) or --example delhi")
         _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
              seed, out, plot, metrics, save, resample, dedupe, force, quiet)
     except PyanodeError as err:
         fail(str(err))
+
+
+EXAMPLES = ("delhi",)
+
+
+def _run_example(example, train, test, horizon, *options) -> None:
+    """The main job on a packaged data set: fit its training file, forecast and score its test file."""
+    from pyanode.datasets import delhi_climate_files
+
+    if example not in EXAMPLES:
+        raise PyanodeError(f"unknown example {example!r}; choose one of: {', '.join(EXAMPLES)}")
+    if train is not None:
+        raise PyanodeError("give a training file or --example, not both")
+    with delhi_climate_files() as (train_csv, test_csv):
+        if test is None and horizon is None:
+            test = test_csv
+        _run(train_csv, test, horizon, *options)
 
 
 def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
@@ -96,8 +122,8 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
     _outputs([out, plot_path, metrics, save], force)
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
 
-    import pyanode.forecaster as F
-    from pyanode.timeseries import load_frame
+    from pyanode.forecast import fit
+    from pyanode.forecast.data import load_frame
 
     # Read both files first, so that bad data fail at once rather than after fitting.
     train_df, _ = load_frame(train, date_column=date_column, columns=cols, dedupe=dedupe, resample=resample)
@@ -109,7 +135,7 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
             raise PyanodeError(f"{test}: lacks the training column(s) {', '.join(map(repr, missing))} "
                                f"(test columns: {', '.join(test_df.columns)})")
     out_console = Console(quiet=quiet, highlight=False, soft_wrap=True)
-    fc = F.fit(train, augment=augment, columns=cols, date_column=date_column, solver=solver, rtol=rtol,
+    fc = fit(train, augment=augment, columns=cols, date_column=date_column, solver=solver, rtol=rtol,
                atol=atol, sensealg=sensealg, iterations=iterations, seed=seed, dedupe=dedupe,
                resample=resample, progress=not quiet)
     for line in fc.report.lines():

@@ -1,5 +1,7 @@
-"""Data sets: the paper's toys (:mod:`pyanode.datasets.toy`)."""
+"""Data sets: the paper's toys (:mod:`~pyanode.datasets.toy`), image loaders (:mod:`~pyanode.datasets.images`)
+and the packaged Delhi climate data (:mod:`~pyanode.datasets.delhi`)."""
 
+from pyanode.datasets.delhi import delhi_climate, delhi_climate_files
 from pyanode.datasets.images import (
     ImageData,
     ImageDataError,
@@ -17,6 +19,8 @@ __all__ = [
     "ImageData",
     "ImageDataError",
     "ToyData",
+    "delhi_climate",
+    "delhi_climate_files",
     "g1d",
     "identity",
     "load_cifar10",

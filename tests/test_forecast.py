@@ -10,11 +10,12 @@ import pytest
 
 matplotlib.use("Agg")
 
-import pyanode.forecaster as F  # noqa: E402
-from pyanode._shared import shared_dir  # noqa: E402
+import pyanode.forecast as F  # noqa: E402
+from pyanode.datasets import delhi_climate  # noqa: E402
 from pyanode.errors import PyanodeError  # noqa: E402
+from pyanode.forecast.grid import grid_positions, lag_windows, seasonal_periods  # noqa: E402
+from pyanode.forecast.model import masked_mse, rollout  # noqa: E402
 
-DATA = shared_dir() / "data"
 SMALL = dict(iterations=12, window=16, lookback=14, batch=8, hidden=16, progress=False)
 
 
@@ -39,12 +40,13 @@ def test_predict_shape_units_and_report(fitted):
     fc = fitted
     pred = fc.predict(horizon=10)
     assert list(pred.columns) == ["temp", "level"]
-    assert pred.index[0] == pd.Timestamp("2021-07-20") and len(pred) == 10 and pred.index.freq is None or True
-    assert (pd.Series(pred.index).diff().dropna() == pd.Timedelta(days=1)).all()
+    # The ten days after the last training date (2021-07-19), one row each.
+    assert pred.index.equals(pd.date_range("2021-07-20", periods=10, freq="D"))
     # Same units as the input: the forecast stays near the recent values, not near 0 (scaled units).
     assert abs(pred["temp"].iloc[0] - fc.train["temp"].iloc[-3:].mean()) < 3.0
     assert fc.report.outliers["level"] == 1 and fc.report.missing["temp"] == 1
-    assert list(fc.history.columns) == ["loss", "nfe_forward", "nfe_backward", "seconds"]
+    assert list(fc.history.columns) == ["loss", "nfe_forward", "nfe_backward", "seconds", "val_loss"]
+    assert fc.history.index.tolist() == list(range(1, len(fc.history) + 1))
     assert (fc.history["nfe_forward"] > 0).all() and (fc.history["nfe_backward"] > 0).all()
     # Forecasting at explicit dates matches the horizon forecast on those dates.
     sub = fc.predict(dates=pred.index[[2, 5]])
@@ -63,8 +65,22 @@ def test_evaluate_and_plot(fitted):
     # The persistence MAE by hand.
     last = fc.train["temp"].dropna().iloc[-1]
     assert table.loc["persistence", ("temp", "mae")] == pytest.approx((future["temp"] - last).abs().mean())
+    # The model row is the forecast at the test dates, scored against the test values.
+    pred = fc.predict(dates=future.index)
+    for col in ("temp", "level"):
+        err = pred[col] - future[col]
+        assert table.loc["model", (col, "mae")] == pytest.approx(err.abs().mean())
+        assert table.loc["model", (col, "rmse")] == pytest.approx(np.sqrt((err**2).mean()))
+    # The figure draws exactly these data: per column, history, the forecast (joined to the last
+    # observation) and the truth.
     fig = fc.plot(future)
-    assert len(fig.axes) == 2 and len(fig.axes[0].lines) >= 3
+    assert len(fig.axes) == 2
+    for ax, col in zip(fig.axes, ("temp", "level"), strict=True):
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        np.testing.assert_allclose(lines["forecast"].get_ydata()[1:], pred[col].to_numpy())
+        assert lines["forecast"].get_ydata()[0] == fc.train[col].dropna().iloc[-1]
+        np.testing.assert_allclose(lines["truth"].get_ydata(), future[col].to_numpy())
+        np.testing.assert_allclose(lines["history"].get_ydata(), fc.train[col].dropna().to_numpy())
     with pytest.raises(PyanodeError, match="lack the training column"):
         fc.evaluate(future[["temp"]])
 
@@ -117,15 +133,16 @@ def test_seasonality_auto():
     rng = np.random.default_rng(0)
     x = np.sin(2 * np.pi * np.arange(800) / 365.25) + rng.normal(0, 0.3, 800)
     weather = pd.DataFrame({"x": x}, index=idx)
-    assert F._auto_periods(idx, 1.0, weather) == (365.25,)
+    assert seasonal_periods(idx, 1.0, weather) == (365.25,)
     shop = weather.assign(x=weather["x"] + 2.0 * (idx.day_of_week >= 5))
-    assert F._auto_periods(idx, 1.0, shop) == (365.25, 7.0)
+    assert seasonal_periods(idx, 1.0, shop) == (365.25, 7.0)
 
 
 def test_delhi_default_settings_beat_naive_baselines():
     """The issue's check: default settings, fixed seed, every column beats seasonal naive and persistence."""
-    fc = F.fit(DATA / "DailyDelhiClimateTrain.csv", progress=False)
-    table = fc.evaluate(DATA / "DailyDelhiClimateTest.csv")
+    train, test = delhi_climate()
+    fc = F.fit(train, progress=False)
+    table = fc.evaluate(test)
     mae = table.xs("mae", axis=1, level="metric")
     print(mae.round(3).to_string())
     for col in ["meantemp", "humidity", "wind_speed", "meanpressure"]:
@@ -174,11 +191,11 @@ def test_example_sciml_recipe_runs(tmp_path):
 
 def test_grid_month_starts_and_gaps():
     months = pd.date_range("2020-01-01", periods=30, freq="MS").append(pd.DatetimeIndex(["2022-06-28"]))
-    step, pos, merged = F._grid(months)
+    step, pos, merged = grid_positions(months)
     assert step == pytest.approx(365.25 / 12) and merged == 0
     np.testing.assert_array_equal(pos, np.arange(31))
     days = pd.date_range("2020-01-01", periods=10, freq="D").delete([3, 4, 7])
-    step, pos, merged = F._grid(days)
+    step, pos, merged = grid_positions(days)
     assert step == 1.0 and pos.tolist() == [0, 1, 2, 5, 6, 8, 9] and merged == 0
 
 
@@ -208,7 +225,7 @@ def test_default_gradient_matches_the_interpolating_adjoint(fitted):
     c = trained.config
     assert c.sensealg == "checkpoint"  # the default
     rng = np.random.default_rng(1)
-    lags = jnp.asarray(F._lag_windows(rng.normal(size=(60, c.n)), c.lookback)[-8:], jnp.float32)
+    lags = jnp.asarray(lag_windows(rng.normal(size=(60, c.n)), c.lookback)[-8:], jnp.float32)
     days = jnp.asarray(np.arange(8) * 20.0 + 18_700.0, jnp.float32)
     taus = jnp.asarray(c.dt * np.arange(129), jnp.float32)
     target = jnp.asarray(rng.normal(size=(8, 129, c.n)), jnp.float32)
@@ -218,8 +235,8 @@ def test_default_gradient_matches_the_interpolating_adjoint(fitted):
         model = eqx.tree_at(lambda m: (m.encoder, m.field), model, (trained.encoder, trained.field))
 
         def loss(m):
-            pred, _ = F._rollout(m, lags, days, taus)
-            return F._masked_mse(pred, target, jnp.ones((1, 129, 1)))
+            pred, _ = rollout(m, lags, days, taus)
+            return masked_mse(pred, target, jnp.ones((1, 129, 1)))
 
         grads = eqx.filter_grad(loss)(model)
         return np.concatenate([np.ravel(g) for g in jax.tree_util.tree_leaves(grads)])

@@ -1,9 +1,14 @@
-"""Time-series data handling for forecasting: read, find dates, clean, mask outliers, scale, baselines.
+"""Step 1 of the forecaster: data in. Read a CSV or DataFrame, find the dates, clean, mask outliers.
 
-Data flows one way: a CSV path or a DataFrame goes through :func:`load_frame` (dates found, rows
-sorted, duplicate dates refused or merged, non-numeric columns reported and dropped), then
-:func:`clean` (infinite values refused, outliers masked), and the result is modelled by
-:mod:`pyanode.forecaster`. Missing values stay missing (NaN); they are masked in the loss, never
+Data flow through :mod:`pyanode.forecast` (each module reads only what the ones before it produce):
+**data** (this module: a frame of dated numeric columns and a report of what was done to it) ->
+:mod:`~pyanode.forecast.grid` (arrays on the time grid) -> :mod:`~pyanode.forecast.model` (the ODE) ->
+:mod:`~pyanode.forecast.fit` (training on :mod:`pyanode.loop`) -> :mod:`~pyanode.forecast.forecaster`
+(predict, evaluate, plot) -> :mod:`~pyanode.forecast.io` (the model file).
+
+A CSV path or a DataFrame goes through :func:`load_frame` (dates found, rows sorted, duplicate dates
+refused or merged, non-numeric columns reported and dropped), then :func:`clean` (infinite values
+refused, outliers masked). Missing values stay missing (NaN); they are masked in the loss, never
 invented.
 
 Outliers are found with the robust z-score of Iglewicz & Hoaglin, ``z = 0.6745 (x - median) / MAD``
@@ -13,16 +18,6 @@ against their 15 neighbours (rolling median/MAD) are masked; the second test spa
 The default threshold is deliberately loose (6, not the textbook 3.5) because real daily series have
 heavy but genuine tails (a stormy day's wind speed) while data-entry errors are far out (Delhi's
 7679 hPa is at ``z`` of about 670, a 938 hPa day at 7).
-
-Baselines (:func:`baseline_forecasts`):
-
-* persistence -- the last valid training value of each column, for every future date;
-* seasonal naive -- the value on the same date one season earlier (:func:`season_of`: a year when the
-  training data span at least two years, else a week for daily or finer data spanning two weeks; with no
-  season it equals persistence); when that date is missing or masked, the nearest valid training value
-  within half a season's step is used, and dates more than one season ahead go back whole seasons until
-  they land inside the training data;
-* mean -- the training mean of each column.
 """
 
 from __future__ import annotations
@@ -36,17 +31,7 @@ import pandas as pd
 
 from pyanode.errors import PyanodeError
 
-__all__ = [
-    "DataError",
-    "DataReport",
-    "Scaler",
-    "baseline_forecasts",
-    "clean",
-    "load_frame",
-    "metrics",
-    "resample_frame",
-    "season_of",
-]
+__all__ = ["DataError", "DataReport", "clean", "load_frame", "resample_frame"]
 
 DATE_NAMES = ("date", "datetime", "time", "timestamp", "ds", "day", "period", "month")
 DEDUPE = ("mean", "first", "last")
@@ -385,88 +370,3 @@ def clean(
         else:
             report.outliers[c] = 0
     return out, report, center, spread
-
-
-@dataclasses.dataclass(frozen=True)
-class Scaler:
-    """Per-column affine scaling ``(x - mean) / std`` with training statistics (saved with a model)."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def fit(cls, df: pd.DataFrame) -> Scaler:
-        mean = np.nan_to_num(df.mean().to_numpy(dtype=np.float64))
-        std = df.std(ddof=0).to_numpy(dtype=np.float64)
-        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
-        return cls(mean, std)
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) / self.std
-
-    def inverse(self, z: np.ndarray) -> np.ndarray:
-        return z * self.std + self.mean
-
-
-# ----------------------------------------------------------------------------------------------
-# Baselines and metrics
-
-
-def season_of(index: pd.DatetimeIndex) -> pd.DateOffset | None:
-    """The seasonal period used by the seasonal-naive baseline (see the module docstring)."""
-    if len(index) < 2:
-        return None
-    span = index[-1] - index[0]
-    if span >= pd.Timedelta(days=730):
-        return pd.DateOffset(years=1)
-    step = pd.Series(index).diff().median()
-    if step <= pd.Timedelta(days=1) and span >= pd.Timedelta(days=14):
-        return pd.DateOffset(weeks=1)
-    return None
-
-
-def _seasonal_naive(train: pd.DataFrame, dates: pd.DatetimeIndex, season: pd.DateOffset | None,
-                    last: pd.Series) -> pd.DataFrame:
-    if season is None:
-        return pd.DataFrame(np.tile(last.to_numpy(), (len(dates), 1)), index=dates, columns=train.columns)
-    step = pd.Series(train.index).diff().median()
-    out = pd.DataFrame(index=dates, columns=train.columns, dtype="float64")
-    end = train.index[-1]
-    for c in train.columns:
-        col = train[c].dropna()
-        vals = []
-        for d in dates:
-            back = d - season
-            while back > end:
-                back = back - season
-            j = col.index.get_indexer([back], method="nearest")[0]
-            if j >= 0 and abs(col.index[j] - back) <= max(step / 2, pd.Timedelta(0)):
-                vals.append(col.iloc[j])
-            else:  # no observation near that date: fall back to the nearest one within a season's step
-                vals.append(col.iloc[j] if j >= 0 else last[c])
-        out[c] = vals
-    return out
-
-
-def baseline_forecasts(train: pd.DataFrame, dates: pd.DatetimeIndex) -> dict[str, pd.DataFrame]:
-    """Forecasts of the three naive baselines for ``dates`` from cleaned training data."""
-    last = train.apply(lambda s: s.dropna().iloc[-1] if s.notna().any() else np.nan)
-    mean = train.mean()
-    return {
-        "persistence": pd.DataFrame(np.tile(last.to_numpy(), (len(dates), 1)), index=dates,
-                                    columns=train.columns),
-        "seasonal_naive": _seasonal_naive(train, dates, season_of(train.index), last),
-        "mean": pd.DataFrame(np.tile(mean.to_numpy(), (len(dates), 1)), index=dates, columns=train.columns),
-    }
-
-
-def metrics(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """MAE and RMSE per column over the dates where the truth is present."""
-    out = {}
-    for c in truth.columns:
-        err = (pred[c] - truth[c]).dropna()
-        out[c] = {
-            "mae": float(err.abs().mean()) if len(err) else float("nan"),
-            "rmse": float(np.sqrt((err**2).mean())) if len(err) else float("nan"),
-        }
-    return out

@@ -1,0 +1,284 @@
+"""Step 4 of the forecaster: fitting the model to the series, on the one training loop.
+
+Training is multiple shooting anchored on the data: each training window starts at an observed date ``t0``
+(the encoder reads the last ``W`` observations, exactly what a forecast from the end of the data does) and the
+ODE is integrated ``L`` steps ahead; the loss is the masked mean squared error between the readout and the
+observations in the window (missing and outlier values carry no weight). A curriculum grows the part of the
+window that counts in the loss (L/8, L/4, L/2, then all of it), the SciML tutorial's growing-prefix trick
+applied to each window. Gradients come from :func:`pyanode.solve` with the chosen ``sensealg``, by default
+``"checkpoint"`` (backpropagation through the solver's steps): the loss reads every day of a 128-day window,
+and a continuous adjoint (``"interpolating"``, the SciML tutorial's choice) must stop at each of those 129
+save times, so it costs 10x-12x more per gradient here while giving the same forecasts (Delhi, three seeds:
+equal test MAE to three digits; BENCHMARKS.md). AdamW with warm-up and cosine decay, gradient clipping.
+
+Windows are drawn more often the more recent they are (the chance halves every ``half_life`` steps back), so
+the learned seasonal attractor follows the present regime (Delhi's dry 2016) rather than the average of all
+years. The model kept is a running average (EMA) of the parameters, steadier than the last iterate. A
+validation tail (the last steps of the data) is forecast from just before it every few iterations; training
+stops early when it stops improving and the best averaged parameters are kept. All of this (steps, EMA,
+validation, early stopping, progress bar, Ctrl-C) is :func:`pyanode.loop.run_loop`, the loop the classifiers
+train on too; this module supplies only the window loss, its data and the validation score.
+
+This windowed training is a form of multiple shooting in which each shooting node's state comes from the data
+through the encoder (rather than being a free parameter), which keeps the cost per iteration independent of
+the series' length and trains exactly the map a forecast uses.
+
+The series travels into the compiled step as arguments (:class:`WindowData`), padded to a size bucket, so
+that fits of the same model on other data of similar length reuse one compiled program (in this process,
+and across processes through JAX's persistent compilation cache, see :mod:`pyanode.cache`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from pyanode.cache import enable_compilation_cache
+from pyanode.errors import PyanodeError
+from pyanode.forecast.data import DataError, clean, load_frame, resample_frame
+from pyanode.forecast.forecaster import Forecaster
+from pyanode.forecast.grid import (
+    GridArrays,
+    Scaler,
+    days_since_epoch,
+    grid_arrays,
+    grid_positions,
+    lag_windows,
+    seasonal_periods,
+)
+from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, masked_mse, rollout
+from pyanode.loop import LoopResult, run_loop
+
+__all__ = ["WindowData", "fit", "fit_model"]
+
+PERIODS = {"none": (), "yearly": (365.25,), "weekly": (7.0,), "yearly+weekly": (365.25, 7.0)}
+
+
+def bucket(size: int) -> int:
+    """``size`` rounded up to the next of 4, 5, 6 or 7 times a power of two (at most 25% padding).
+
+    Arrays padded to these sizes give the compiled training step a handful of shapes across all series
+    lengths, so the compilation cache is hit by fits on other data of similar length.
+    """
+    if size <= 8:
+        return max(size, 1)
+    power = 2 ** (int(math.log2(size)) - 2)
+    return power * math.ceil(size / power)
+
+
+def _pad(x: np.ndarray, size: int, value: float) -> np.ndarray:
+    return np.concatenate([x, np.full((size - len(x), *x.shape[1:]), value, dtype=x.dtype)], axis=0)
+
+
+class WindowData(eqx.Module):
+    """What the window loss reads, passed to the compiled step as arguments (never baked in as constants).
+
+    ``lags``/``days``: the encoder's inputs and the date of every grid step; ``targets``: the scaled
+    training values, NaN beyond the training part, so that the ``L + 1`` values after origin ``i`` are
+    ``targets[i : i + L + 1]``; ``cdf``: cumulative probability of drawing each origin; ``key``: the
+    seed's random key. All but ``key`` are padded to a size bucket (padding is never drawn).
+    """
+
+    lags: jax.Array
+    days: jax.Array
+    targets: jax.Array
+    cdf: jax.Array
+    key: jax.Array
+
+    @classmethod
+    def build(cls, arrays: GridArrays, config: Config) -> WindowData:
+        c = config
+        T, L = len(arrays.y), c.window
+        t_fit = T - c.validation
+        n_origins = max(t_fit - 1, 1)
+        # Recent windows are drawn more often (weight halves every ``half_life`` steps back), so the
+        # learned seasonal attractor follows the present regime rather than the average of all years.
+        age = (n_origins - 1 - np.arange(n_origins)).astype(np.float64)
+        logits = -np.log(2.0) * age / c.half_life if c.half_life > 0 else np.zeros(n_origins)
+        p = np.exp(logits - logits.max())
+        cdf = np.cumsum(p / p.sum())
+        size = bucket(T)
+        targets = np.concatenate([arrays.y[:t_fit], np.full((L, c.n), np.nan)], axis=0)
+        ft = ftype()
+        return cls(
+            lags=jnp.asarray(_pad(lag_windows(arrays.filled, c.lookback), size, 0.0), ft),
+            days=jnp.asarray(_pad(arrays.days, size, 0.0), ft),
+            targets=jnp.asarray(_pad(targets, size + L, np.nan), ft),
+            cdf=jnp.asarray(_pad(cdf, size, cdf[-1]), ft),
+            key=jax.random.PRNGKey(c.seed),
+        )
+
+
+def window_loss(model: ForecastModel, probe: jax.Array, data: WindowData, it: jax.Array
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Masked MSE of ``batch`` windows drawn by recency, over the curriculum's part of each window."""
+    c = model.config
+    L = c.window
+    k = it - 1
+    # Draw origins by inverse-CDF sampling (what jax.random.choice does, with the CDF precomputed once).
+    u = jax.random.uniform(jax.random.fold_in(data.key, k), (c.batch,), dtype=data.cdf.dtype)
+    idx = jnp.searchsorted(data.cdf, data.cdf[-1] * (1 - u))
+    # Curriculum: the loss counts the first L/8, L/4, L/2 steps of the windows, then all of them.
+    stage = jnp.minimum(4 * k // max(c.iterations, 1), 3)
+    horizon = jnp.maximum(L // (2 ** (3 - stage)), 1)
+    weight = (jnp.arange(L + 1) <= horizon).astype(ftype())
+    target = data.targets[idx[:, None] + jnp.arange(L + 1)[None, :]]
+    taus = jnp.asarray(c.dt * np.arange(L + 1), ftype())
+    pred, nfe = rollout(model, data.lags[idx], data.days[idx], taus, probe)
+    return masked_mse(pred, target, weight[None, :, None]), {"nfe_forward": nfe}
+
+
+@eqx.filter_jit
+def validation_loss(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array,
+                    target: jax.Array) -> jax.Array:
+    """Masked MSE of one forecast over the validation tail."""
+    pred, _ = rollout(model, lags, days, taus, max_steps=16384)
+    return masked_mse(pred, target, jnp.ones((1, taus.shape[0], 1)))
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer(lr: float, iterations: int, weight_decay: float) -> optax.GradientTransformation:
+    # Cached: the same options give the same optimiser object, so the loop reuses its compiled step.
+    schedule = optax.warmup_cosine_decay_schedule(lr / 10, lr, max(1, iterations // 20), iterations, lr / 20)
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay))
+
+
+def fit_model(model: ForecastModel, arrays: GridArrays, *, progress: bool = True, console: Any = None
+              ) -> LoopResult:
+    """Train ``model`` on the grid arrays of one series (the recipe in the module docstring)."""
+    c = model.config
+    data = WindowData.build(arrays, c)
+    validate = None
+    if c.validation > 0:
+        o = len(arrays.y) - c.validation - 1  # forecast the tail from just before it
+        val = (data.lags[o : o + 1], data.days[o : o + 1],
+               jnp.asarray(c.dt * np.arange(c.validation + 1), ftype()),
+               jnp.asarray(arrays.y[o : o + c.validation + 1][None], ftype()))
+
+        def validate(m: ForecastModel, it: int) -> dict[str, float]:
+            return {"val_loss": float(validation_loss(m, *val))}
+
+    return run_loop(
+        model, window_loss, lambda it: data, _optimizer(c.lr, c.iterations, c.weight_decay), c.iterations,
+        ema=c.ema, validate=validate, validate_every=max(10, c.iterations // 30),
+        # Only the later curriculum stages train on windows as long as a forecast; judge those.
+        select_from=-(-c.iterations // 4) + 1, patience=c.patience, progress=progress, description="fitting",
+        console=console,
+    )
+
+
+def fit(
+    data: pd.DataFrame | str | Path,
+    augment: int = 2,
+    *,
+    columns: Sequence[str] | None = None,
+    date_column: str | None = None,
+    hidden: int = 32,
+    depth: int = 2,
+    activation: str = "tanh",
+    solver: str = "tsit5",
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    sensealg: str = "checkpoint",
+    seasonality: str = "auto",
+    iterations: int | None = None,
+    lr: float = 1e-2,
+    batch: int = 32,
+    window: int | None = None,
+    lookback: int | None = None,
+    validation: int | None = None,
+    half_life: float | None = None,
+    patience: int = 10,
+    dedupe: str | None = None,
+    resample: str | None = None,
+    outlier_threshold: float = 6.0,
+    seed: int = 0,
+    progress: bool = True,
+    console: Any = None,
+) -> Forecaster:
+    """Fit an augmented neural ODE forecaster to a time series (the model: :mod:`pyanode.forecast.model`).
+
+    Args:
+        data: a DataFrame (DatetimeIndex or a date column) or a CSV path.
+        augment: extra state dimensions beyond the n modelled columns (0: a plain neural ODE).
+        columns: the columns to model (default: all numeric ones; others are reported and ignored).
+        date_column: the date column's name (default: found automatically).
+        hidden, depth, activation: the vector field MLP's width, number of hidden layers, nonlinearity.
+        solver, rtol, atol, sensealg: passed to :func:`pyanode.solve` (adaptive solvers only).
+        seasonality: ``auto`` (yearly and/or weekly chosen from the data), ``none`` (autonomous model),
+            ``yearly``, ``weekly`` or ``yearly+weekly``.
+        iterations: optimiser steps (default 400).
+        lr, batch: AdamW learning rate (warm-up then cosine decay) and windows per step.
+        window: training window in data steps (default: 128, at most half the data).
+        lookback: steps the encoder reads before each forecast origin (default: about 90 days, at
+            most an eighth of the data).
+        validation: steps held out at the end for early stopping (default: about 4% of the data,
+            at most ``window``; 0 disables early stopping).
+        half_life: recency weighting of the training windows, in steps: a window's chance of being
+            drawn halves every ``half_life`` steps back (default: the larger of ``window`` and an
+            eighth of the data; 0 for uniform).
+        patience: validation checks (every ~10 iterations) without improvement before stopping.
+        dedupe, resample: see :func:`pyanode.forecast.data.load_frame`.
+        outlier_threshold: robust z-score above which a value is masked as an outlier.
+        seed: seeds the initial parameters and the choice of windows (same seed, same forecast).
+        progress: show a progress bar (stderr) with loss, validation loss, NFE and ETA.
+
+    Returns:
+        A fitted :class:`~pyanode.forecast.forecaster.Forecaster`.
+    """
+    check_options(augment, hidden, depth, solver, rtol, atol, sensealg, seasonality, iterations, activation)
+    enable_compilation_cache()
+    df, report = load_frame(data, date_column=date_column, columns=list(columns) if columns else None,
+                            dedupe=dedupe)
+    # Outliers are judged at the data's own resolution, before any averaging would smear them.
+    df, report, center, spread = clean(df, report, threshold=outlier_threshold)
+    if resample is not None:
+        df = resample_frame(df, resample, report)
+    for col in df.columns:
+        if df[col].notna().sum() < 2:
+            raise DataError(f"column {col!r} has fewer than 2 usable values after masking outliers")
+    if len(df) < 8:
+        raise DataError(f"{len(df)} rows are too few to fit a forecaster; at least 8 dated rows are needed")
+    step_days, pos, merged = grid_positions(df.index)
+    if merged:
+        report.notes.append(f"{merged} rows fell on the same {step_days:.4g}-day grid step as another row "
+                            "and were averaged into it")
+    T = int(pos[-1]) + 1
+    periods = seasonal_periods(df.index, step_days, df) if seasonality == "auto" else PERIODS[seasonality]
+    win = window if window is not None else min(128, max(2, T // 2))
+    # About three months of history (90 daily steps, 13 weekly, 3 monthly), at most an eighth of the data.
+    look = lookback if lookback is not None else max(1, min(round(90 / step_days) or 1, T // 8))
+    if validation is None:
+        validation = min(win, T // 24) if T >= 48 else 0
+    if not 0 <= validation < T // 2:
+        raise PyanodeError(
+            f"validation must be between 0 and {T // 2 - 1} steps for these data, got {validation}")
+    if half_life is None:
+        half_life = max(win, T // 8)
+    config = Config(
+        columns=tuple(df.columns), augment=int(augment), hidden=hidden, depth=depth, activation=activation,
+        solver=solver, rtol=rtol, atol=atol, sensealg=sensealg, periods=periods, lookback=look,
+        window=win, batch=batch, patience=patience, half_life=float(half_life or 0.0),
+        iterations=iterations if iterations is not None else 400, lr=lr, validation=validation, seed=seed,
+        step_days=step_days, unit_days=365.25 if step_days >= 1 else 1.0,
+        epoch_days=float(days_since_epoch(df.index[:1])[0]),
+    )
+    scaler = Scaler.fit(df)
+    model = ForecastModel(config, jax.random.PRNGKey(seed))
+    arrays = grid_arrays(df, scaler, pos, config.epoch_days, config.step_days)
+    result = fit_model(model, arrays, progress=progress, console=console)
+    history = result.history.set_index("iteration")
+    info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
+            "best_validation": result.best_validation}
+    return Forecaster(result.model, scaler, df, report, history, info, center, spread, outlier_threshold,
+                      resample)

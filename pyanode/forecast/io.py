@@ -1,0 +1,79 @@
+"""Step 6 of the forecaster: the model file, one zip of JSON and ``.npy`` arrays (never a pickle).
+
+``meta.json`` holds the format tag and version, the :class:`~pyanode.forecast.model.Config` and whatever
+else the forecaster keeps as plain values; ``model.eqx`` the model's parameters (equinox's leaf
+serialisation, read back into a model rebuilt from the config); ``NAME.npy`` one array each, read with
+``allow_pickle=False``. Writing is atomic (a temporary file in the same folder, then renamed); reading
+never runs code from the file and turns every way a file can be wrong into one :class:`ModelFileError`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from pyanode._io import atomic_path
+from pyanode.errors import PyanodeError
+from pyanode.forecast.model import Config, ForecastModel
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "read_model_file", "write_model_file"]
+
+FORMAT = "pyanode-forecaster"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(PyanodeError):
+    """A saved forecaster file that cannot be read (missing, corrupt, or not a pyanode model)."""
+
+
+def write_model_file(path: Path, meta: dict[str, Any], model: ForecastModel,
+                     arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``meta`` (plus the format tag and the model's config), the model and ``arrays`` to ``path``."""
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": model.config.to_json(), **meta}
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, model)
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("meta.json", json.dumps(meta, indent=1))
+        z.writestr("model.eqx", buf.getvalue())
+        for name, arr in arrays.items():
+            b = io.BytesIO()
+            np.save(b, np.ascontiguousarray(arr), allow_pickle=False)
+            z.writestr(f"{name}.npy", b.getvalue())
+    return path
+
+
+def read_model_file(path: Path) -> tuple[dict[str, Any], ForecastModel, dict[str, np.ndarray]]:
+    """``(meta, model, arrays)`` from a file written by :func:`write_model_file`."""
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a directory, not a saved forecaster")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if "meta.json" not in names:
+                raise ModelFileError(f"{path} is not a pyanode forecaster (no meta.json inside)")
+            meta = json.loads(z.read("meta.json").decode("utf-8"))
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ModelFileError(f"{path} is not a pyanode forecaster file")
+            if meta.get("version") != FORMAT_VERSION:
+                raise ModelFileError(f"{path} has format version {meta.get('version')}; this pyanode reads "
+                                     f"version {FORMAT_VERSION}")
+            arrays = {n[:-4]: np.load(io.BytesIO(z.read(n)), allow_pickle=False)
+                      for n in names if n.endswith(".npy")}
+            skeleton = ForecastModel(Config.from_json(meta["config"]), jax.random.PRNGKey(0))
+            model = eqx.tree_deserialise_leaves(io.BytesIO(z.read("model.eqx")), skeleton)
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError, RuntimeError) as err:
+        raise ModelFileError(f"{path} is not a readable pyanode forecaster file "
+                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+                             ) from None
+    return meta, model, arrays

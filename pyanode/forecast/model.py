@@ -1,0 +1,216 @@
+"""Step 3 of the forecaster: the model, an Augmented Neural ODE driven by the calendar.
+
+The model (Dupont, Doucet & Teh, "Augmented Neural ODEs", NeurIPS 2019):
+
+    h(t0) = E([x(t0 - (W-1) dt), ..., x(t0)], s(t0))        (encoder, linear; h in R^(n + augment))
+    dh/dt = r * f_theta(h, s(t))                               (vector field, MLP)
+    x_hat(t) = h(t)[:n]                                        (readout: the first n components)
+
+``x`` are the n modelled columns, scaled with training statistics; ``s(t)`` are calendar Fourier
+features (``sin/cos(2 pi k t / P)`` for a yearly and/or weekly period ``P``; none for the autonomous model
+of the SciML weather tutorial); ``r`` is a fixed rate that makes O(1) outputs of the MLP mean an O(1)
+change over a few data steps. The ``augment`` extra dimensions start from the encoder (zeros in the
+tutorial's model), so they can carry what the observed columns alone do not determine, such as how far
+the present is from the usual season (an anomaly that persists for months).
+
+:func:`rollout` encodes the initial states from the lag windows of :mod:`pyanode.forecast.grid` and
+integrates the ODE with :func:`pyanode.solve`; everything that varies with the data (lags, dates, save
+times) is an argument, so one compiled program serves every series of the same shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pyanode.engine import SENSEALGS, SOLVERS, solve
+from pyanode.errors import PyanodeError
+from pyanode.forecast.grid import lag_count, recent_count
+
+__all__ = ["ACTIVATIONS", "Config", "ForecastModel", "SEASONALITIES", "calendar_features", "check_options",
+           "ftype", "masked_mse", "rollout"]
+
+SEASONALITIES = ("auto", "none", "yearly", "weekly", "yearly+weekly")
+ACTIVATIONS = {"tanh": jnp.tanh, "swish": jax.nn.swish, "softplus": jax.nn.softplus, "relu": jax.nn.relu}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines a forecaster's model and training (stored as JSON in saved files)."""
+
+    columns: tuple[str, ...]
+    augment: int = 2
+    hidden: int = 32
+    depth: int = 2
+    activation: str = "tanh"
+    solver: str = "tsit5"
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    sensealg: str = "checkpoint"
+    periods: tuple[float, ...] = ()  # seasonal periods in days
+    harmonics: int = 2
+    lookback: int = 90  # encoder window in steps
+    window: int = 128  # training window in steps
+    batch: int = 32
+    iterations: int = 400
+    lr: float = 1e-2
+    weight_decay: float = 1e-4
+    validation: int = 0  # steps held out at the end for early stopping
+    patience: int = 10  # validation checks without improvement before stopping
+    ema: float = 0.95  # decay of the running average of the parameters (the returned model)
+    half_life: float = 0.0  # recency weighting of training windows, in steps (0: uniform)
+    seed: int = 0
+    step_days: float = 1.0  # grid step
+    unit_days: float = 365.25  # ODE time unit
+    epoch_days: float = 0.0  # first grid date, days since 1970-01-01
+
+    @property
+    def n(self) -> int:
+        return len(self.columns)
+
+    @property
+    def state(self) -> int:
+        return self.n + self.augment
+
+    @property
+    def dt(self) -> float:
+        """The grid step in ODE time units."""
+        return self.step_days / self.unit_days
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> Config:
+        d = dict(d)
+        d["columns"] = tuple(d["columns"])
+        d["periods"] = tuple(d["periods"])
+        return cls(**d)
+
+
+def check_options(
+    augment: int, hidden: int, depth: int, solver: str, rtol: float, atol: float, sensealg: str,
+    seasonality: str, iterations: int | None, activation: str,
+) -> None:
+    if not isinstance(augment, (int, np.integer)) or augment < 0:
+        raise PyanodeError(f"augment must be a non-negative integer, got {augment!r}")
+    if hidden < 1 or depth < 1:
+        raise PyanodeError(f"hidden and depth must be positive, got hidden={hidden}, depth={depth}")
+    if solver not in SOLVERS or not SOLVERS[solver].adaptive:
+        adaptive = [k for k, v in SOLVERS.items() if v.adaptive]
+        raise PyanodeError(f"unknown or fixed-step solver {solver!r}; choose one of: {', '.join(adaptive)}")
+    if not (rtol > 0 and atol > 0):
+        raise PyanodeError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
+    if sensealg not in SENSEALGS:
+        raise PyanodeError(f"unknown sensealg {sensealg!r}; choose one of: {', '.join(SENSEALGS)}")
+    if seasonality not in SEASONALITIES:
+        raise PyanodeError(f"unknown seasonality {seasonality!r}; choose one of: {', '.join(SEASONALITIES)}")
+    if iterations is not None and iterations < 1:
+        raise PyanodeError(f"iterations must be a positive integer, got {iterations}")
+    if activation not in ACTIVATIONS:
+        raise PyanodeError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+
+
+def ftype() -> Any:
+    """JAX's default float (float32, or float64 after :func:`pyanode.enable_x64`): all arrays use it."""
+    return jnp.result_type(float)
+
+
+def calendar_features(t_days: jax.Array, periods: Sequence[float], harmonics: int) -> jax.Array:
+    """``[sin(2 pi k t / P), cos(2 pi k t / P)]`` for each period P and k = 1..harmonics (t in days)."""
+    feats = []
+    for p in periods:
+        for k in range(1, harmonics + 1):
+            w = 2 * math.pi * k / p
+            feats += [jnp.sin(w * t_days), jnp.cos(w * t_days)]
+    if not feats:
+        return jnp.zeros((*jnp.shape(t_days), 0), dtype=jnp.result_type(t_days))
+    return jnp.stack(feats, axis=-1)
+
+
+class ForecastModel(eqx.Module):
+    """Encoder and vector field of the forecaster (an equinox pytree; see the module docstring)."""
+
+    encoder: eqx.nn.Linear
+    field: eqx.nn.MLP
+    config: Config = eqx.field(static=True)
+
+    def __init__(self, config: Config, key: jax.Array):
+        c = config
+        nf = 2 * c.harmonics * len(c.periods)
+        k1, k2 = jax.random.split(key)
+        m = lag_count(c.lookback)
+        enc = eqx.nn.Linear(m * c.n + nf, c.state, key=k1)
+        # Start the encoder at "the mean of the last few observations, augmented dims at zero".
+        w = np.zeros((c.state, m * c.n + nf))
+        k = recent_count(c.lookback)
+        recent = min(k, 3)
+        for j in range(c.n):
+            for lag in range(recent):
+                w[j, (k - 1 - lag) * c.n + j] = 1.0 / recent
+        self.encoder = eqx.tree_at(lambda m: (m.weight, m.bias), enc,
+                                   (jnp.asarray(w, ftype()), jnp.zeros((c.state,), ftype())))
+        field = eqx.nn.MLP(c.state + nf, c.state, c.hidden, c.depth, activation=ACTIVATIONS[c.activation],
+                           key=k2)
+        # A small last layer: the model starts close to "nothing changes" (persistence).
+        last = field.layers[-1]
+        field = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), field,
+                            (last.weight * 0.1, jnp.zeros_like(last.bias)))
+        self.field = field
+        self.config = config
+
+    @property
+    def rate(self) -> float:
+        # O(1) field outputs mean an O(1) change over about eight grid steps.
+        return 1.0 / (8.0 * self.config.dt)
+
+    def features(self, t_days: jax.Array) -> jax.Array:
+        return calendar_features(t_days, self.config.periods, self.config.harmonics)
+
+    def encode(self, lags: jax.Array, t_days: jax.Array) -> jax.Array:
+        """Initial states from the last ``lookback`` (scaled, gap-filled) observations, shape (B, W, n)."""
+        x = jnp.concatenate([lags.reshape(lags.shape[0], -1), self.features(t_days)], axis=-1)
+        return jax.vmap(self.encoder)(x)
+
+
+def _vector_field(t: jax.Array, h: jax.Array, args: Any) -> jax.Array:
+    """``dh/dt`` for a batch of windows: ``args = (model, origin_days)``; ``t`` is time since the origin."""
+    model, origin_days = args
+    c = model.config
+    s = model.features(origin_days + t * c.unit_days)
+    return model.rate * jax.vmap(model.field)(jnp.concatenate([h, s.astype(h.dtype)], axis=-1))
+
+
+def rollout(
+    model: ForecastModel, lags: jax.Array, origin_days: jax.Array, taus: jax.Array,
+    nfe_probe: jax.Array | None = None, max_steps: int = 4096,
+) -> tuple[jax.Array, jax.Array]:
+    """Readouts (B, len(taus), n) at times ``taus`` (ODE units, taus[0] = 0) after each origin."""
+    c = model.config
+    h0 = model.encode(lags, origin_days)
+    # The engine passes ``args`` through as arrays (gradients flow to them); the static parts of the
+    # model (activation functions, configuration) travel in the closure.
+    params, static = eqx.partition(model, eqx.is_array)
+
+    def f(t, h, args):
+        return _vector_field(t, h, (eqx.combine(args[0], static), args[1]))
+
+    sol = solve(
+        f, h0, taus, args=(params, origin_days), solver=c.solver, rtol=c.rtol, atol=c.atol,
+        sensealg=c.sensealg, max_steps=max_steps, nfe_probe=nfe_probe,
+    )
+    return jnp.swapaxes(sol.ys[..., : c.n], 0, 1), sol.stats.nfe_forward
+
+
+def masked_mse(pred: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
+    obs = ~jnp.isnan(target)
+    w = jnp.where(obs, weight, 0.0)
+    sq = jnp.where(obs, (pred - jnp.nan_to_num(target)) ** 2, 0.0)
+    return jnp.sum(w * sq) / jnp.maximum(jnp.sum(w), 1.0)

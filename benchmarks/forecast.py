@@ -20,12 +20,11 @@ import numpy as np
 
 
 def pyanode_seconds(iterations: int, sensealg: str) -> tuple[float, float]:
-    import pyanode.forecaster as F
-    from pyanode._shared import shared_dir
+    from pyanode import fit
+    from pyanode.datasets import delhi_climate
 
     start = time.perf_counter()
-    fc = F.fit(shared_dir() / "data" / "DailyDelhiClimateTrain.csv", iterations=iterations, validation=0,
-               sensealg=sensealg, progress=False)
+    fc = fit(delhi_climate()[0], iterations=iterations, validation=0, sensealg=sensealg, progress=False)
     total = time.perf_counter() - start
     s = fc.history["seconds"].to_numpy()
     return (s[-1] - s[0]) / (len(s) - 1), total  # the first iteration includes compilation
@@ -35,20 +34,21 @@ def torch_seconds(iterations: int, adjoint: bool, threads: int) -> float:
     import torch
     from torchdiffeq import odeint, odeint_adjoint
 
-    import pyanode.forecaster as F
-    from pyanode._shared import shared_dir
-    from pyanode.timeseries import Scaler, clean, load_frame
+    from pyanode.datasets import delhi_climate
+    from pyanode.forecast.data import clean, load_frame
+    from pyanode.forecast.grid import Scaler, days_since_epoch, grid_arrays, grid_positions, lag_windows
+    from pyanode.forecast.model import Config
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    df, rep = load_frame(shared_dir() / "data" / "DailyDelhiClimateTrain.csv")
+    df, rep = load_frame(delhi_climate()[0])
     df, rep, _, _ = clean(df, rep)
-    step, pos, _ = F._grid(df.index)
+    step, pos, _ = grid_positions(df.index)
     n, aug, L, B, look = 4, 2, 128, 32, 90
-    cfg = F.Config(columns=tuple(df.columns), step_days=step, lookback=look, window=L, periods=(365.25,),
-                   epoch_days=float((df.index[0] - __import__("pandas").Timestamp("1970-01-01")).days))
-    arrays = F._grid_arrays(df, Scaler.fit(df), cfg, pos)
-    lags = torch.tensor(F._lag_windows(arrays.filled, look), dtype=torch.float32)
+    cfg = Config(columns=tuple(df.columns), step_days=step, lookback=look, window=L, periods=(365.25,),
+                 epoch_days=float(days_since_epoch(df.index[:1])[0]))
+    arrays = grid_arrays(df, Scaler.fit(df), pos, cfg.epoch_days, cfg.step_days)
+    lags = torch.tensor(lag_windows(arrays.filled, look), dtype=torch.float32)
     T = len(arrays.y)
     ypad = np.concatenate([arrays.y, np.full((L, n), np.nan)])
     targets = torch.tensor(np.stack([ypad[i : i + L + 1] for i in range(T - 1)]), dtype=torch.float32)
@@ -114,10 +114,10 @@ def main() -> None:
     for name, sec, note in rows:
         print(f"{name:45s} {sec:12.4f} {odeint / sec:11.1f}x  {note}")
     start = time.perf_counter()
-    import pyanode.forecaster as F
-    from pyanode._shared import shared_dir
+    from pyanode import fit
+    from pyanode.datasets import delhi_climate
 
-    F.fit(shared_dir() / "data" / "DailyDelhiClimateTrain.csv", progress=False)
+    fit(delhi_climate()[0], progress=False)
     print(f"default fit on Delhi (what `pyanode forecast` does): {time.perf_counter() - start:.1f} s")
 
 

@@ -18,19 +18,17 @@
 # masks the gross pressure outliers, scales each column, and fits an augmented neural ODE driven by a
 # yearly calendar. The forecast starts from the last training observations and runs 113 days ahead.
 #
-# The same thing on the command line:
+# The data ship with pyanode (`pyanode.datasets.delhi_climate()`). The same thing on the command line:
+# `pyanode forecast --example delhi`, or with your own files
 # `pyanode forecast DailyDelhiClimateTrain.csv --test DailyDelhiClimateTest.csv`
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from pyanode import fit, load
-from pyanode._shared import shared_dir
+from pyanode.datasets import delhi_climate
 
-DATA = shared_dir() / "data"
-train = pd.read_csv(DATA / "DailyDelhiClimateTrain.csv", parse_dates=["date"], index_col="date")
-test = pd.read_csv(DATA / "DailyDelhiClimateTest.csv", parse_dates=["date"], index_col="date")
+train, test = delhi_climate()
 train.describe().round(1)
 
 # %% [markdown]

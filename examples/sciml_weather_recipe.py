@@ -43,18 +43,16 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pandas as pd  # noqa: E402
 
-import pyanode.forecaster as F  # noqa: E402
-from pyanode._shared import shared_dir  # noqa: E402
-from pyanode.timeseries import clean, load_frame  # noqa: E402
-
-DATA = shared_dir() / "data"
+from pyanode.datasets import delhi_climate  # noqa: E402
+from pyanode.forecast import fit  # noqa: E402
+from pyanode.forecast.baselines import baseline_forecasts  # noqa: E402
+from pyanode.forecast.data import clean, load_frame  # noqa: E402
 
 # %% [markdown]
 # ## Monthly data and the split
 
 # %%
-daily = pd.concat([pd.read_csv(DATA / "DailyDelhiClimateTrain.csv"),
-                   pd.read_csv(DATA / "DailyDelhiClimateTest.csv")])
+daily = pd.concat(delhi_climate())
 daily, report = load_frame(daily, dedupe="first")  # 2017-01-01 is in both files
 daily, report, _, _ = clean(daily, report)
 print("\n".join(report.lines()[1:]))
@@ -116,7 +114,7 @@ recipe = pd.DataFrame(curve, index=monthly.index, columns=monthly.columns)
 
 # %%
 start = time.perf_counter()
-fc = F.fit(train, progress=False)
+fc = fit(train, progress=False)
 default_seconds = time.perf_counter() - start
 default_pred = fc.predict(dates=test.index)
 
@@ -129,8 +127,8 @@ table = pd.DataFrame({
     "tutorial recipe": mae(recipe.loc[test.index], test),
     "pyanode defaults": mae(default_pred, test),
     # 20 months are less than the two years the seasonal-naive baseline needs, so no seasonal row.
-    "persistence": mae(F.baseline_forecasts(train, test.index)["persistence"], test),
-    "training mean": mae(F.baseline_forecasts(train, test.index)["mean"], test),
+    "persistence": mae(baseline_forecasts(train, test.index)["persistence"], test),
+    "training mean": mae(baseline_forecasts(train, test.index)["mean"], test),
 }).T
 print(f"test MAE over {len(test)} months (recipe fit {recipe_seconds:.0f} s, pyanode defaults "
       f"{default_seconds:.0f} s):")

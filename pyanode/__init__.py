@@ -16,12 +16,18 @@ Public API:
   experiments), :mod:`pyanode.plots` (figures).
 """
 
-from pyanode import datasets, experiments, forecast, loop, models, plots, train
-from pyanode.cache import enable_compilation_cache
-from pyanode.engine import SENSEALGS, SOLVERS, Solution, SolveError, Stats, enable_x64, solve
-from pyanode.errors import PyanodeError
-from pyanode.forecast import Forecaster, fit, load
-from pyanode.models import ConvODEFunc, ConvODENet, ODEBlock, ODEFunc, ODENet, ResNet
+import os as _os
+
+# XLA's own C++ log lines (slow-compilation alarms and the like) are not for pyanode's users; they must be
+# silenced before JAX loads XLA. A TF_CPP_MIN_LOG_LEVEL the user set wins (0 shows everything).
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from pyanode import datasets, experiments, forecast, loop, models, plots, train  # noqa: E402
+from pyanode.cache import enable_compilation_cache  # noqa: E402
+from pyanode.engine import SENSEALGS, SOLVERS, Solution, SolveError, Stats, enable_x64, solve  # noqa: E402
+from pyanode.errors import PyanodeError  # noqa: E402
+from pyanode.forecast import Forecaster, fit, load  # noqa: E402
+from pyanode.models import ConvODEFunc, ConvODENet, ODEBlock, ODEFunc, ODENet, ResNet  # noqa: E402
 
 __all__ = [
     "SENSEALGS",

@@ -184,7 +184,7 @@ def _solve(
         dt0 = -step if backwards else step
 
     def run(first_step):
-        return diffrax.diffeqsolve(
+        return solvers.diffeqsolve(
             problem.make_term(vf),
             problem.make_solver(controller),
             t0=t_start,

@@ -41,6 +41,7 @@ from pyanode.solvers import (
     Problem,
     SolveError,
     Stats,
+    diffeqsolve,
     forward_nfe,
     get_solver,
     make_problem,
@@ -187,7 +188,7 @@ def _diffeqsolve(
     saveat: diffrax.SaveAt,
 ) -> diffrax.Solution:
     """One forward diffrax solve to ``t1`` (never raises inside; failures are in ``sol.result``)."""
-    return diffrax.diffeqsolve(
+    return diffeqsolve(
         problem.make_term(f),
         problem.make_solver(),
         t0=t0,

@@ -7,8 +7,9 @@ dispatches to the adjoints, the adjoints read the problem description from here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import diffrax
@@ -27,6 +28,7 @@ __all__ = [
     "SolveError",
     "SolverSpec",
     "Stats",
+    "diffeqsolve",
     "forward_nfe",
     "get_solver",
     "make_problem",
@@ -203,3 +205,35 @@ def make_problem(
     return Problem(spec, diffrax.ConstantStepSize(), float(step), max_steps)
 
 
+
+
+# ----------------------------------------------------------------------------------------------
+# The one call into diffrax
+
+
+@contextlib.contextmanager
+def _runtime_errors_as_nan() -> Iterator[None]:
+    """Trace equinox's run-time checks as NaN outputs rather than host callbacks, for this block only.
+
+    diffrax checks ``saveat.ts`` at run time with ``equinox.error_if``, which (in equinox's default
+    ``EQX_ON_ERROR=raise`` mode) compiles to a host callback, and JAX never writes a program with a
+    host callback to its persistent compilation cache. pyanode checks concrete save times itself before
+    solving (:func:`pyanode.solve`), and a failed solve under ``jit`` is documented to give non-finite
+    outputs, so nothing is lost. A user who set ``EQX_ON_ERROR`` keeps their choice.
+    """
+    from equinox import _errors
+
+    if getattr(_errors, "EQX_ON_ERROR", None) != "raise":
+        yield
+        return
+    _errors.EQX_ON_ERROR = "nan"
+    try:
+        yield
+    finally:
+        _errors.EQX_ON_ERROR = "raise"
+
+
+def diffeqsolve(*args: Any, **kwargs: Any) -> diffrax.Solution:
+    """:func:`diffrax.diffeqsolve`, traced so that the program can be cached (see above)."""
+    with _runtime_errors_as_nan():
+        return diffrax.diffeqsolve(*args, **kwargs)

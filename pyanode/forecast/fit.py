@@ -161,9 +161,12 @@ def fit_model(model: ForecastModel, arrays: GridArrays, *, progress: bool = True
     validate = None
     if c.validation > 0:
         o = len(arrays.y) - c.validation - 1  # forecast the tail from just before it
-        val = (data.lags[o : o + 1], data.days[o : o + 1],
-               jnp.asarray(c.dt * np.arange(c.validation + 1), ftype()),
-               jnp.asarray(arrays.y[o : o + c.validation + 1][None], ftype()))
+        # Solved up to the next power of two of steps (NaN targets, no weight, past the tail), so that
+        # other series of similar length reuse the compiled program; one trajectory, cheap to extend.
+        steps = 2 ** math.ceil(math.log2(c.validation))
+        tail = _pad(arrays.y[o : o + c.validation + 1], steps + 1, np.nan)
+        val = (data.lags[o : o + 1], data.days[o : o + 1], jnp.asarray(c.dt * np.arange(steps + 1), ftype()),
+               jnp.asarray(tail[None], ftype()))
 
         def validate(m: ForecastModel, it: int) -> dict[str, float]:
             return {"val_loss": float(validation_loss(m, *val))}

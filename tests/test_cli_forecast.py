@@ -158,3 +158,27 @@ def test_a_csv_nobody_tuned_for_seattle_weather(tmp_path):
     numeric = raw.drop(columns=["date", "weather"])
     assert ((forecast >= numeric.min()) & (forecast <= numeric.max())).all().all(), forecast.describe()
     assert (tmp_path / "forecast.png").stat().st_size > 20_000
+
+
+def test_example_delhi_runs_without_a_file(tmp_path):
+    """`pyanode forecast --example delhi`: the packaged training file is fitted and its test file scored."""
+    res = _cli(["--example", "delhi", "--iterations", "4", "--quiet"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
+    # The test file's dates after the last training date (2017-01-01), one forecast each.
+    assert out.index.equals(pd.date_range("2017-01-02", "2017-04-24", freq="D"))
+    assert list(out.columns) == ["meantemp", "humidity", "wind_speed", "meanpressure"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == set(out.columns)
+    from pyanode.datasets import delhi_climate
+
+    _, test = delhi_climate()
+    err = (out["meantemp"] - test["meantemp"].loc[out.index]).abs().mean()
+    assert metrics["meantemp"]["model"]["mae"] == pytest.approx(err, rel=1e-4)
+
+
+def test_example_bad_uses(tmp_path):
+    _csv(tmp_path / "train.csv")
+    _one_line_error(_cli(["--example", "paris"], tmp_path), "unknown example 'paris'", "delhi")
+    _one_line_error(_cli(["train.csv", "--example", "delhi"], tmp_path), "not both")
+    _one_line_error(_cli([], tmp_path), "--example delhi")

@@ -244,3 +244,61 @@ def test_default_gradient_matches_the_interpolating_adjoint(fitted):
     g_checkpoint, g_interpolating = gradient("checkpoint"), gradient("interpolating")
     rel = np.linalg.norm(g_checkpoint - g_interpolating) / np.linalg.norm(g_interpolating)
     assert 0 < rel < 1e-2, rel
+
+
+def test_ctrl_c_keeps_the_trained_running_average_and_says_so(monkeypatch):
+    """Ctrl-C before the first validation check keeps the trained average, never the untrained model."""
+    import jax
+
+    import pyanode.forecast.fitting as fit_module
+
+    real = fit_module.run_loop
+
+    def interrupted_at_6(*args, **kwargs):
+        def press_ctrl_c(it, model, row):
+            if it == 6:
+                raise KeyboardInterrupt
+
+        return real(*args, **kwargs, callback=press_ctrl_c)
+
+    monkeypatch.setattr(fit_module, "run_loop", interrupted_at_6)
+    fc = F.fit(_series(), augment=2, seed=0, **{**SMALL, "iterations": 60})
+    assert fc.info["stopped"] == ("interrupted at iteration 6; kept the running average of the parameters at "
+                                  "iteration 6 (no validation score yet)")
+    assert fc.info["best_iteration"] == 6 and len(fc.history) == 6
+    untrained = F.ForecastModel(fc.config, jax.random.PRNGKey(0))
+    moved = np.abs(np.asarray(fc.model.field.layers[0].weight) - np.asarray(untrained.field.layers[0].weight))
+    assert moved.max() > 1e-3
+
+
+def test_other_data_of_the_same_shape_reuse_the_compiled_programs(tmp_path):
+    """Data are arguments, not constants: a second process fitting other values, dates, column names and
+    length (same frequency and size bucket) writes no new training, validation or forecast program to
+    the persistent compilation cache; it loads the first process's."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, pandas as pd, pyanode\n"
+        "n, seed, start, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]\n"
+        "rng = np.random.default_rng(seed)\n"
+        "idx = pd.date_range(start, periods=n, freq='D')\n"
+        "df = pd.DataFrame({name: np.sin(np.arange(n) / 9) + rng.normal(0, 0.1, n)}, index=idx)\n"
+        "fc = pyanode.fit(df, iterations=4, window=16, lookback=14, batch=8, hidden=8, progress=False)\n"
+        "fc.predict(horizon=7)\n"
+    )
+    env = dict(os.environ, PYANODE_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
+
+    def programs():
+        kinds = ("jit_step", "jit_validation_loss", "jit__forecast")
+        return sorted(n for n in os.listdir(tmp_path / "cache") if n.split("-")[0] in kinds)
+
+    for args in (["200", "0", "2021-01-01", "a"], ["215", "1", "2015-06-03", "b"]):
+        res = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        if args[0] == "200":
+            first = programs()
+    assert len(first) == 3, first
+    assert programs() == first

@@ -1,23 +1,22 @@
 """Forecasting a time series with an augmented neural ODE: ``pyanode.fit(df) -> Forecaster``.
 
-The modules follow the data, one way (each imports only those before it):
+The modules follow the data, one way; each imports only modules listed before it:
 
 * :mod:`~pyanode.forecast.data` -- a CSV or DataFrame in: dates found, rows sorted, columns chosen,
   outliers masked, and a :class:`~pyanode.forecast.data.DataReport` of what was done;
 * :mod:`~pyanode.forecast.grid` -- arrays on the time grid: scaling, lag windows, seasonal periods;
 * :mod:`~pyanode.forecast.model` -- the calendar-driven augmented neural ODE and its rollout;
-* :mod:`~pyanode.forecast.fit` -- :func:`fit`: windows, loss and validation on :mod:`pyanode.loop`;
-* :mod:`~pyanode.forecast.forecaster` -- :class:`Forecaster`: ``predict``, ``evaluate``, ``plot``,
-  ``save``; :func:`load`;
-* :mod:`~pyanode.forecast.io` -- the model file (JSON and arrays, never a pickle);
+* :mod:`~pyanode.forecast.fitting` -- training windows, the window loss and validation on
+  :mod:`pyanode.loop`;
+* :mod:`~pyanode.forecast.io` -- the model file format (JSON and arrays, never a pickle);
+* :mod:`~pyanode.forecast.forecaster` -- :func:`fit`, which runs the steps above in order, and the
+  :class:`Forecaster` it returns: ``predict``, ``evaluate``, ``plot``, ``save``; :func:`load`.
 
-beside them :mod:`~pyanode.forecast.baselines`, the naive forecasts and metrics every forecast is scored
-against.
+:mod:`~pyanode.forecast.baselines` holds the naive forecasts and metrics every forecast is scored against.
 """
 
 from pyanode.forecast.data import DataError, DataReport
-from pyanode.forecast.fit import fit
-from pyanode.forecast.forecaster import Forecaster, load
+from pyanode.forecast.forecaster import Forecaster, fit, load
 from pyanode.forecast.io import ModelFileError
 from pyanode.forecast.model import Config, ForecastModel
 

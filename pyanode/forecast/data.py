@@ -3,7 +3,7 @@
 Data flow through :mod:`pyanode.forecast` (each module reads only what the ones before it produce):
 **data** (this module: a frame of dated numeric columns and a report of what was done to it) ->
 :mod:`~pyanode.forecast.grid` (arrays on the time grid) -> :mod:`~pyanode.forecast.model` (the ODE) ->
-:mod:`~pyanode.forecast.fit` (training on :mod:`pyanode.loop`) -> :mod:`~pyanode.forecast.forecaster`
+:mod:`~pyanode.forecast.fitting` (training on :mod:`pyanode.loop`) -> :mod:`~pyanode.forecast.forecaster`
 (predict, evaluate, plot) -> :mod:`~pyanode.forecast.io` (the model file).
 
 A CSV path or a DataFrame goes through :func:`load_frame` (dates found, rows sorted, duplicate dates

@@ -1,4 +1,4 @@
-"""Step 4 of the forecaster: fitting the model to the series, on the one training loop.
+"""Step 4 of the forecaster: training the model on the series, on the one training loop.
 
 Training is multiple shooting anchored on the data: each training window starts at an observed date ``t0``
 (the encoder reads the last ``W`` observations, exactly what a forecast from the end of the data does) and the
@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -41,28 +39,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pandas as pd
 
-from pyanode.cache import enable_compilation_cache
-from pyanode.errors import PyanodeError
-from pyanode.forecast.data import DataError, clean, load_frame, resample_frame
-from pyanode.forecast.forecaster import Forecaster
-from pyanode.forecast.grid import (
-    GridArrays,
-    Scaler,
-    days_since_epoch,
-    grid_arrays,
-    grid_positions,
-    lag_windows,
-    seasonal_periods,
-)
-from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, masked_mse, rollout
+from pyanode.forecast.grid import GridArrays, lag_windows
+from pyanode.forecast.model import Config, ForecastModel, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
 
-__all__ = ["WindowData", "fit", "fit_model"]
-
-PERIODS = {"none": (), "yearly": (365.25,), "weekly": (7.0,), "yearly+weekly": (365.25, 7.0)}
-
+__all__ = ["WindowData", "bucket", "fit_model", "validation_loss", "window_loss"]
 
 def bucket(size: int) -> int:
     """``size`` rounded up to the next of 4, 5, 6 or 7 times a power of two (at most 25% padding).
@@ -178,110 +160,3 @@ def fit_model(model: ForecastModel, arrays: GridArrays, *, progress: bool = True
         select_from=-(-c.iterations // 4) + 1, patience=c.patience, progress=progress, description="fitting",
         console=console,
     )
-
-
-def fit(
-    data: pd.DataFrame | str | Path,
-    augment: int = 2,
-    *,
-    columns: Sequence[str] | None = None,
-    date_column: str | None = None,
-    hidden: int = 32,
-    depth: int = 2,
-    activation: str = "tanh",
-    solver: str = "tsit5",
-    rtol: float = 1e-3,
-    atol: float = 1e-4,
-    sensealg: str = "checkpoint",
-    seasonality: str = "auto",
-    iterations: int | None = None,
-    lr: float = 1e-2,
-    batch: int = 32,
-    window: int | None = None,
-    lookback: int | None = None,
-    validation: int | None = None,
-    half_life: float | None = None,
-    patience: int = 10,
-    dedupe: str | None = None,
-    resample: str | None = None,
-    outlier_threshold: float = 6.0,
-    seed: int = 0,
-    progress: bool = True,
-    console: Any = None,
-) -> Forecaster:
-    """Fit an augmented neural ODE forecaster to a time series (the model: :mod:`pyanode.forecast.model`).
-
-    Args:
-        data: a DataFrame (DatetimeIndex or a date column) or a CSV path.
-        augment: extra state dimensions beyond the n modelled columns (0: a plain neural ODE).
-        columns: the columns to model (default: all numeric ones; others are reported and ignored).
-        date_column: the date column's name (default: found automatically).
-        hidden, depth, activation: the vector field MLP's width, number of hidden layers, nonlinearity.
-        solver, rtol, atol, sensealg: passed to :func:`pyanode.solve` (adaptive solvers only).
-        seasonality: ``auto`` (yearly and/or weekly chosen from the data), ``none`` (autonomous model),
-            ``yearly``, ``weekly`` or ``yearly+weekly``.
-        iterations: optimiser steps (default 400).
-        lr, batch: AdamW learning rate (warm-up then cosine decay) and windows per step.
-        window: training window in data steps (default: 128, at most half the data).
-        lookback: steps the encoder reads before each forecast origin (default: about 90 days, at
-            most an eighth of the data).
-        validation: steps held out at the end for early stopping (default: about 4% of the data,
-            at most ``window``; 0 disables early stopping).
-        half_life: recency weighting of the training windows, in steps: a window's chance of being
-            drawn halves every ``half_life`` steps back (default: the larger of ``window`` and an
-            eighth of the data; 0 for uniform).
-        patience: validation checks (every ~10 iterations) without improvement before stopping.
-        dedupe, resample: see :func:`pyanode.forecast.data.load_frame`.
-        outlier_threshold: robust z-score above which a value is masked as an outlier.
-        seed: seeds the initial parameters and the choice of windows (same seed, same forecast).
-        progress: show a progress bar (stderr) with loss, validation loss, NFE and ETA.
-
-    Returns:
-        A fitted :class:`~pyanode.forecast.forecaster.Forecaster`.
-    """
-    check_options(augment, hidden, depth, solver, rtol, atol, sensealg, seasonality, iterations, activation)
-    enable_compilation_cache()
-    df, report = load_frame(data, date_column=date_column, columns=list(columns) if columns else None,
-                            dedupe=dedupe)
-    # Outliers are judged at the data's own resolution, before any averaging would smear them.
-    df, report, center, spread = clean(df, report, threshold=outlier_threshold)
-    if resample is not None:
-        df = resample_frame(df, resample, report)
-    for col in df.columns:
-        if df[col].notna().sum() < 2:
-            raise DataError(f"column {col!r} has fewer than 2 usable values after masking outliers")
-    if len(df) < 8:
-        raise DataError(f"{len(df)} rows are too few to fit a forecaster; at least 8 dated rows are needed")
-    step_days, pos, merged = grid_positions(df.index)
-    if merged:
-        report.notes.append(f"{merged} rows fell on the same {step_days:.4g}-day grid step as another row "
-                            "and were averaged into it")
-    T = int(pos[-1]) + 1
-    periods = seasonal_periods(df.index, step_days, df) if seasonality == "auto" else PERIODS[seasonality]
-    win = window if window is not None else min(128, max(2, T // 2))
-    # About three months of history (90 daily steps, 13 weekly, 3 monthly), at most an eighth of the data.
-    look = lookback if lookback is not None else max(1, min(round(90 / step_days) or 1, T // 8))
-    if validation is None:
-        validation = min(win, T // 24) if T >= 48 else 0
-    if not 0 <= validation < T // 2:
-        raise PyanodeError(
-            f"validation must be between 0 and {T // 2 - 1} steps for these data, got {validation}")
-    if half_life is None:
-        half_life = max(win, T // 8)
-    config = Config(
-        columns=tuple(df.columns), augment=int(augment), hidden=hidden, depth=depth, activation=activation,
-        solver=solver, rtol=rtol, atol=atol, sensealg=sensealg, periods=periods, lookback=look,
-        window=win, batch=batch, patience=patience, half_life=float(half_life or 0.0),
-        iterations=iterations if iterations is not None else 400, lr=lr, validation=validation, seed=seed,
-        step_days=step_days, unit_days=365.25 if step_days >= 1 else 1.0,
-        epoch_days=float(days_since_epoch(df.index[:1])[0]),
-    )
-    scaler = Scaler.fit(df)
-    model = ForecastModel(config, jax.random.PRNGKey(seed))
-    arrays = grid_arrays(df, scaler, pos, config.epoch_days, config.step_days)
-    result = fit_model(model, arrays, progress=progress, console=console)
-    history = result.history.set_index("iteration")
-    info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
-            "best_validation": result.best_validation}
-    return Forecaster(result.model, scaler, df, report, history, info, center, spread, outlier_threshold,
-                      resample)

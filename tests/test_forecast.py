@@ -302,3 +302,31 @@ def test_other_data_of_the_same_shape_reuse_the_compiled_programs(tmp_path):
             first = programs()
     assert len(first) == 3, first
     assert programs() == first
+
+
+def test_nothing_trained_is_never_a_forecast(monkeypatch):
+    """Ctrl-C before the first step ends the fit (KeyboardInterrupt: the command exits 130); a loss that is
+    not finite at the first step is a clear error, not a forecast from the untrained model."""
+    import pyanode.forecast.fitting as fit_module
+
+    real_loop, real_loss = fit_module.run_loop, fit_module.window_loss
+
+    def no_batches(model, loss, batches, *args, **kwargs):
+        def interrupted(it):
+            raise KeyboardInterrupt
+
+        return real_loop(model, loss, interrupted, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "run_loop", no_batches)
+    with pytest.raises(KeyboardInterrupt):
+        F.fit(_series(), **SMALL)
+    monkeypatch.setattr(fit_module, "run_loop", real_loop)
+
+    def nan_loss(model, probe, data, it):
+        value, aux = real_loss(model, probe, data, it)
+        return value * np.nan, aux
+
+    monkeypatch.setattr(fit_module, "window_loss", nan_loss)
+    first_step = r"training failed at its first step \(loss became nan at iteration 1\)"
+    with pytest.raises(PyanodeError, match=first_step):
+        F.fit(_series(), **SMALL)

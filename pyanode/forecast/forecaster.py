@@ -347,6 +347,11 @@ def fit(
     model = ForecastModel(config, jax.random.PRNGKey(seed))
     arrays = grid_arrays(df, scaler, pos, config.epoch_days, config.step_days)
     result = fit_model(model, arrays, progress=progress, console=console)
+    if result.history.empty:  # nothing was trained: there is no model to forecast with
+        if result.interrupted:
+            raise KeyboardInterrupt
+        raise PyanodeError(f"training failed at its first step ({result.stopped.split(';')[0]}); look for "
+                           "extreme values in the data, or try a smaller lr or tighter rtol/atol")
     history = result.history.set_index("iteration")
     info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
             "best_validation": result.best_validation}

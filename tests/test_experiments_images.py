@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
+import equinox as eqx
+import jax
 import numpy as np
 import pandas as pd
 import pytest
+from figures import saved_figures
 from typer.testing import CliRunner
 
 from pyanode.cli import app
@@ -31,9 +35,14 @@ def test_image_experiments_are_registered_with_the_paper_defaults():
 
 
 def test_digits_anode_learns_held_out_images(tmp_path):
-    summary = run_experiment(
-        "digits", out=tmp_path, models="anode", iterations=50, lr=1e-2, seed=0, progress=False
-    )
+    from pyanode.datasets.images import load_image_dataset
+    from pyanode.experiments.images import score_images
+    from pyanode.train import load_model
+
+    with saved_figures() as figures:
+        summary = run_experiment(
+            "digits", out=tmp_path, models="anode", iterations=50, lr=1e-2, seed=0, progress=False
+        )
     (m,) = summary["models"]
     assert m["train_size"] == 1438 and m["test_size"] == 359
     assert m["test_accuracy"] > 0.5  # on images not trained on; chance is 0.1
@@ -44,15 +53,54 @@ def test_digits_anode_learns_held_out_images(tmp_path):
     assert len(history) == 50 and set(history["model"]) == {"anode"}
     evaluated = history.dropna(subset=["test_accuracy"])
     assert len(evaluated) == 10 and evaluated["iteration"].iloc[-1] == 50
-    # the last evaluation during training scored the final model, as the summary does
-    assert evaluated["test_accuracy"].iloc[-1] == pytest.approx(m["test_accuracy"], abs=0.01)
+    # The last evaluation during training and the summary score the same final parameters on the same
+    # 359 test images, in the same batches, with the same compiled scorer: the run is deterministic, so
+    # they agree exactly (measured: identical). A gap of even one image would be a different model.
+    assert evaluated["test_accuracy"].iloc[-1] == m["test_accuracy"]
     assert evaluated["test_accuracy"].iloc[-1] > evaluated["test_accuracy"].iloc[0]
-    for name in ("loss_nfe.png", "test_curves.png", "predictions.png", "model_anode.eqx"):
-        assert (tmp_path / name).stat().st_size > 5000, name
+
+    # The saved model is the final model: loaded back, it scores what the summary says, image for image.
+    _, test = load_image_dataset("digits", None, seed=0)
+    loaded = load_model(tmp_path / "model_anode.eqx")
+    scores = score_images(loaded, test, m["batch_size"])
+    assert scores["accuracy"] == m["test_accuracy"] and scores["loss"] == pytest.approx(m["test_loss"])
+
     from matplotlib.image import imread
 
-    picture = imread(tmp_path / "predictions.png")
-    assert picture.std() > 0.1  # not blank
+    assert set(figures) == {"loss_nfe.png", "test_curves.png", "predictions.png"}
+    for name in figures:
+        assert imread(tmp_path / name).shape[0] > 200, name  # a real PNG on disk (light check)
+    # loss_nfe.png: one thin line per column with exactly the history's values, on its iterations.
+    curves = {ax.get_title(): ax for ax in figures["loss_nfe.png"].axes}
+    titles = {"training loss": "loss", "training accuracy": "accuracy", "NFE (forward)": "nfe_forward",
+              "NFE (backward)": "nfe_backward"}  # fmt: skip
+    assert set(curves) == set(titles)
+    for title, column in titles.items():
+        raw, smooth = curves[title].lines  # per-iteration values, then their running mean
+        np.testing.assert_array_equal(raw.get_xdata(), history["iteration"])
+        np.testing.assert_allclose(raw.get_ydata(), history[column], rtol=1e-12)
+        assert smooth.get_label() == m["label"]
+        (x0, y0), (x1, y1) = curves[title].dataLim.get_points()
+        assert x0 <= 1 and x1 >= 50 and y0 <= history[column].min() and y1 >= history[column].max()
+    # test_curves.png: the 10 evaluations, as test accuracy in % and test NFE.
+    acc_ax, nfe_ax = figures["test_curves.png"].axes
+    (acc_line,), (nfe_line,) = acc_ax.lines, nfe_ax.lines
+    np.testing.assert_array_equal(acc_line.get_xdata(), evaluated["iteration"])
+    np.testing.assert_allclose(acc_line.get_ydata(), 100 * evaluated["test_accuracy"], rtol=1e-12)
+    np.testing.assert_allclose(nfe_line.get_ydata(), evaluated["test_nfe_forward"], rtol=1e-12)
+    # predictions.png: 16 test images as drawn, each titled with its true class and the final model's
+    # prediction for it (green when right, red when wrong).
+    shown = [ax for ax in figures["predictions.png"].axes if ax.images]
+    assert len(shown) == 16
+    flat = test.images.reshape(len(test), -1)
+    for ax in shown:
+        picture = np.asarray(ax.images[0].get_array())
+        (index,) = np.flatnonzero((flat == picture.reshape(1, -1)).all(axis=1))[:1]
+        truth, guess = int(test.labels[index]), int(scores["predictions"][index])
+        assert ax.get_title() == f"true: {truth}"
+        (text,) = ax.texts
+        assert text.get_text() == f"ANODE: {guess}"
+        assert text.get_color() == ("tab:green" if guess == truth else "tab:red")
 
 
 def test_cli_refuses_bad_options_with_one_line(tmp_path):
@@ -82,8 +130,8 @@ def test_cli_refuses_bad_options_with_one_line(tmp_path):
     for args, message in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
-        assert message in result.output, (args, result.output)
-        assert "Traceback" not in result.output
+        (line,) = result.output.strip().splitlines()  # one line, nothing else
+        assert line.startswith("error: ") and message in line, (args, result.output)
 
 
 def test_subset_and_epochs_set_the_training_size_and_iterations(tmp_path):
@@ -103,10 +151,47 @@ def test_subset_and_epochs_set_the_training_size_and_iterations(tmp_path):
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 6
 
 
-def test_shift_and_cosine_schedule_are_used_and_recorded(tmp_path):
+def _adam_step_bound(k: int, b1: float = 0.9, b2: float = 0.999) -> float:
+    """The most one parameter can move at Adam's k-th update, in units of that update's learning rate.
+
+    With bias correction, |m_hat| / sqrt(v_hat) <= (1 - b1) / (1 - b1^k) * sqrt(sum_j b1^(2j) / b2^j)
+    * sqrt((1 - b2^k) / (1 - b2)) (Cauchy-Schwarz over the k gradients seen, j = 0 .. k-1); eps only
+    lowers it. It is 1 for k = 1 and 1.016 for k = 6.
+    """
+    weights = sum((b1 * b1 / b2) ** j for j in range(k))
+    return (1 - b1) / (1 - b1**k) * math.sqrt(weights) * math.sqrt((1 - b2**k) / (1 - b2))
+
+
+def test_shift_and_cosine_schedule_are_used_and_recorded(tmp_path, monkeypatch):
     """--shift moves the training images (a different loss curve than without, same batches) and
-    --schedule cosine decays the learning rate; summary.json records both."""
-    args = ["experiment", "digits", "--model", "anode", "--subset", "128", "--iterations", "6", "--quiet"]
+    --schedule cosine decays the learning rate of the updates training makes; summary.json records both.
+
+    The learning rate actually used is read off the parameters: training is wrapped to keep the
+    parameters after every update, and Adam moves no parameter by more than its learning rate times
+    :func:`_adam_step_bound` (about 1), while the parameters with a steady gradient move by almost
+    exactly the learning rate. So the largest move of the k-th update measures the k-th learning rate.
+    """
+    import pyanode.train as train_module
+
+    real_train = train_module.train
+    moves = []  # per training run: the largest parameter change of each update
+
+    def leaves(model):
+        return [np.asarray(a) for a in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))]
+
+    def recording_train(model, *args, **kwargs):
+        params = [leaves(model)]
+        result = real_train(model, *args, callback=lambda it, m, row: params.append(leaves(m)), **kwargs)
+        moves.append([
+            max(float(np.max(np.abs(a - b))) for a, b in zip(new, old, strict=True))
+            for old, new in zip(params, params[1:], strict=False)
+        ])  # fmt: skip
+        return result
+
+    monkeypatch.setattr(train_module, "train", recording_train)
+    iterations, lr = 6, EXPERIMENTS["digits"].defaults["lr"]
+    args = ["experiment", "digits", "--model", "anode", "--subset", "128", "--iterations", str(iterations),
+            "--quiet"]  # fmt: skip
     runs = {}
     for name, extra in [("plain", []), ("shifted", ["--shift", "1", "--schedule", "cosine"])]:
         result = CliRunner().invoke(app, [*args, *extra, "--out", str(tmp_path / name)])
@@ -119,6 +204,18 @@ def test_shift_and_cosine_schedule_are_used_and_recorded(tmp_path):
     # The first step starts from the same model on the same batch of images, shifted or not.
     assert plain.iloc[0] != shifted.iloc[0]
     assert np.isfinite(shifted).all()
+
+    # The learning rate of update k (optax counts from 0): constant, or cosine from lr down to 1% of lr
+    # at the end of the run, lr * (0.01 + 0.99 * (1 + cos(pi k / iterations)) / 2).
+    constant = [lr] * iterations
+    cosine = [lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * k / iterations))) for k in range(iterations)]
+    assert cosine[-1] < 0.1 * lr
+    assert len(moves) == 2
+    for measured, rates in zip(moves, [constant, cosine], strict=True):
+        assert len(measured) == iterations
+        for k, (move, rate) in enumerate(zip(measured, rates, strict=True)):
+            # 1% for float32 rounding; a constant rate breaks it from the second update (by 7%)
+            assert 0.5 * rate <= move <= _adam_step_bound(k + 1) * rate * 1.01, (k, move, rate)
 
 
 def test_a_node_alone_is_sized_to_the_anode_that_augment_describes(tmp_path):
@@ -166,4 +263,22 @@ def test_mnist_sample_node_vs_anode_benchmark(tmp_path):
             f"{m['seconds_per_epoch']:.0f} s/epoch, {m['epochs']:.2f} epochs"
         )
     node, anode = result.summaries
-    assert anode["test_accuracy"] > 0.5 and node["test_accuracy"] > 0.5
+    assert (node["model"], anode["model"]) == ("node", "anode")
+    # The same images, batches and number of updates for both, and the paper's equal-size pair: the
+    # NODE's filters are matched to the ANODE's parameter count (25,892 vs 26,128).
+    for key in ("train_size", "test_size", "iterations", "batch_size"):
+        assert node[key] == anode[key], key
+    assert (node["num_filters"], node["augment"]) == (44, 0)
+    assert (anode["num_filters"], anode["augment"]) == (16, 2)
+    assert abs(node["parameters"] - anode["parameters"]) / anode["parameters"] < 0.02
+    # Both learn (chance is 10%) and end level: BENCHMARKS.md records 87.7% vs 87.3% after two epochs
+    # (the paper's accuracy gap needs its 20 epochs and full-size models).
+    assert anode["test_accuracy"] > 0.8 and node["test_accuracy"] > 0.8
+    assert abs(anode["test_accuracy"] - node["test_accuracy"]) < 0.03
+    # The paper's NFE claim, as far as two epochs show it: the ANODE never needs more forward or backward
+    # evaluations than the NODE (both stay at the minimum 25 here: 4 dopri5 steps).
+    assert anode["nfe_forward_mean"] <= node["nfe_forward_mean"]
+    assert anode["nfe_backward_mean"] <= node["nfe_backward_mean"]
+    # Equal parameters, unequal cost: the ANODE's 16 filters make an evaluation about 3x cheaper on CPU
+    # than the NODE's 44 (63-75 vs 206-208 s per epoch in BENCHMARKS.md).
+    assert anode["seconds_per_epoch"] < node["seconds_per_epoch"]

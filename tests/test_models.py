@@ -94,13 +94,41 @@ def test_ode_block_matches_matrix_exponential():
     assert int(nfe) == int(block.solve(h0).stats.nfe_forward)
 
 
-def test_batch_is_one_ode_with_a_shared_step():
-    """The whole batch is one solve: its NFE is at least that of any single row solved alone."""
-    model = ODENet(2, 16, 1, key=KEY)
-    x = jax.random.normal(jax.random.PRNGKey(3), (16, 2)) * 2
-    _, nfe_batch = model.forward(x)
-    singles = [int(model.forward(x[i : i + 1])[1]) for i in range(3)]
-    assert int(nfe_batch) >= max(singles)
+class _RowDecay(eqx.Module):
+    """Each row (y, k) decays as y' = -k y with its own constant rate k: a fast row and a slow row."""
+
+    def __call__(self, t, h, args=None):
+        return jnp.stack([-h[..., 1] * h[..., 0], jnp.zeros_like(h[..., 1])], axis=-1)
+
+
+def test_batch_is_one_ode_with_a_shared_step(x64):
+    """The whole batch is one solve: every row takes the steps its hardest row needs.
+
+    A row decaying at rate 40 needs ~16 dopri5 steps at rtol = atol = 1e-3, one at rate 2 only 4. In one
+    shared solve the slow row rides along the fast row's small steps, so the batch costs what the fast
+    row costs and the slow row comes out far more accurate than when it is solved alone; solving the
+    rows separately would give each row exactly its solo result.
+    """
+    model = ODENet(2, 8, 1, readout=False, rtol=1e-3, atol=1e-3, key=KEY)
+    model = eqx.tree_at(lambda m: m.block.func, model, _RowDecay())
+    fast, slow = jnp.array([[1.0, 40.0]]), jnp.array([[1.0, 2.0]])
+    both = jnp.concatenate([fast, slow])
+    (y_fast, nfe_fast), (y_slow, nfe_slow) = model.forward(fast), model.forward(slow)
+    y_both, nfe_both = model.forward(both)
+    assert int(nfe_slow) == 1 + 6 * 4 and int(nfe_fast) > 4 * int(nfe_slow)
+    # One NFE for the batch, that of its hardest row: the error norm covers both rows, so the fast row's
+    # error, averaged with the slow row's, sets the step (a few more rejected steps at most).
+    assert int(nfe_fast) <= int(nfe_both) <= int(nfe_fast) + 3 * 6
+    solo_error = abs(float(y_slow[0, 0]) - np.exp(-2.0))
+    shared_error = abs(float(y_both[1, 0]) - np.exp(-2.0))
+    assert solo_error > 1e-4  # 4 steps of size 0.25 at rate 2
+    assert shared_error < 1e-3 * solo_error  # 16 small steps: the slow row took the fast row's steps
+    # The fast row too is not its solo solve: the step is chosen from the whole batch's error.
+    assert float(y_both[0, 0]) != float(y_fast[0, 0])
+    # Row order does not matter: the same single solve.
+    y_swapped, nfe_swapped = model.forward(both[::-1])
+    assert int(nfe_swapped) == int(nfe_both)
+    np.testing.assert_allclose(np.asarray(y_swapped[::-1]), np.asarray(y_both), rtol=1e-12)
 
 
 def test_resnet_shared_weights_is_explicit_euler():

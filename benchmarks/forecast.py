@@ -17,6 +17,7 @@ import math
 import time
 
 import numpy as np
+import pandas as pd
 
 
 def pyanode_seconds(iterations: int, sensealg: str) -> tuple[float, float]:
@@ -36,7 +37,7 @@ def torch_seconds(iterations: int, adjoint: bool, threads: int) -> float:
 
     from pyanode.datasets import delhi_climate
     from pyanode.forecast.data import clean, load_frame
-    from pyanode.forecast.grid import Scaler, days_since_epoch, grid_arrays, grid_positions, lag_windows
+    from pyanode.forecast.grid import GridArrays, days_since_epoch, grid_positions, lag_windows
     from pyanode.forecast.model import Config
 
     torch.set_num_threads(threads)
@@ -47,7 +48,10 @@ def torch_seconds(iterations: int, adjoint: bool, threads: int) -> float:
     n, aug, L, B, look = 4, 2, 128, 32, 90
     cfg = Config(columns=tuple(df.columns), step_days=step, lookback=look, window=L, periods=(365.25,),
                  epoch_days=float(days_since_epoch(df.index[:1])[0]))
-    arrays = grid_arrays(df, Scaler.fit(df), pos, cfg.epoch_days, cfg.step_days)
+    y = np.full((pos[-1] + 1, n), np.nan)
+    y[pos] = ((df - df.mean()) / df.std(ddof=0)).to_numpy()
+    arrays = GridArrays(y=y, filled=pd.DataFrame(y).ffill().bfill().to_numpy(),
+                        days=cfg.epoch_days + step * np.arange(len(y)))
     lags = torch.tensor(lag_windows(arrays.filled, look), dtype=torch.float32)
     T = len(arrays.y)
     ypad = np.concatenate([arrays.y, np.full((L, n), np.nan)])

@@ -170,6 +170,7 @@ def run_loop(
     console: Any = None,
     replicated: Any = None,
     opt_state_hook: Callable[[Any], Any] | None = None,
+    program_key: str | None = None,
 ) -> LoopResult:
     """Train ``model`` for ``iterations`` optimiser steps (see the module docstring for the rules).
 
@@ -196,6 +197,9 @@ def run_loop(
             ``batches`` then returns batches placed with the matching batch sharding).
         opt_state_hook: ``opt_state -> opt_state`` applied once after ``optimizer.init`` (e.g. to set an
             injected learning rate).
+        program_key: names everything static in the step (model structure, optimiser, loss) so that its
+            traced program is kept on disk and later processes skip tracing it
+            (:func:`pyanode.cache.cached_program`); None: trace in every process.
 
     Returns:
         :class:`LoopResult`.
@@ -212,6 +216,11 @@ def run_loop(
     if replicated is not None:
         state = jax.device_put(state, replicated)
     step = _compiled_step(static, optimizer, loss, ema, keep_lowest_train_loss)
+    if program_key is not None and replicated is None:
+        from pyanode.cache import cached_program
+
+        step = cached_program(step, (state, jnp.asarray(1, jnp.int32), batches(1)),
+                              f"run_loop-step|{program_key}|ema={ema}|keep_lowest={keep_lowest_train_loss}")
 
     def candidate(s: _State) -> Any:
         return s.average if ema is not None else s.params

@@ -54,7 +54,15 @@ def test_end_to_end_with_test_file(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) == {"a", "b"}
     assert set(metrics["a"]) == {"model", "persistence", "seasonal_naive", "mean"}
-    assert set(metrics["a"]["model"]) == {"mae", "rmse"}
+    assert set(metrics["a"]["model"]) == {"mae", "rmse", "mase"}
+    # The scores are those of the written forecast against the test file (MASE: over the in-sample MAE of
+    # the one-step naive forecast, M4's scale for daily data).
+    train, test = pd.read_csv(tmp_path / "train.csv"), pd.read_csv(tmp_path / "test.csv")
+    for col in ("a", "b"):
+        mae = float(np.mean(np.abs(out[col].to_numpy() - test[col].to_numpy())))
+        scale = float(np.mean(np.abs(np.diff(train[col].to_numpy()))))
+        assert metrics[col]["model"]["mae"] == pytest.approx(mae, rel=1e-4)
+        assert metrics[col]["model"]["mase"] == pytest.approx(mae / scale, rel=1e-4)
     assert (tmp_path / "forecast.png").stat().st_size > 10_000
     assert "MAE" in res.stdout and "persistence" in res.stdout
     # Outputs exist now: a second run is refused before any work, naming the file.
@@ -91,7 +99,7 @@ BAD = [
     (["empty.csv"], "empty"),
     (["header.csv"], "no data rows"),
     (["image.csv"], "binary"),
-    (["packed.csv"], "binary"),
+    (["packed.csv"], "'a' has fewer than 2"),  # a gzip-compressed CSV is read (issue 14): its one row
     (["latin1.csv"], "UTF-8"),
     (["nodate.csv"], "no date column"),
     (["baddate.csv"], "yesterday"),
@@ -182,3 +190,73 @@ def test_example_bad_uses(tmp_path):
     _one_line_error(_cli(["--example", "paris"], tmp_path), "unknown example 'paris'", "delhi")
     _one_line_error(_cli(["train.csv", "--example", "delhi"], tmp_path), "not both")
     _one_line_error(_cli([], tmp_path), "--example delhi")
+
+
+# ----------------------------------------------------------------------------------------------
+# Files as people write them (issue 14), through the real command line.
+
+
+def _de_file(path, n=40):
+    """As German Excel writes a daily series: ';' between fields, day-first dates, decimal commas and '.'
+    grouping thousands; then gzip-compressed."""
+    idx = pd.date_range("2021-01-01", periods=n, freq="D")
+    values = 1000.0 + 300.0 * np.sin(np.arange(n) / 4.0)
+    german = [f"{v:,.2f}".replace(",", "_").replace(".", ",").replace("_", ".") for v in values]  # 1.234,56
+    rows = [f"{d:%d.%m.%Y};{v}" for d, v in zip(idx, german, strict=True)]
+    path.write_bytes(gzip.compress(("Datum;Umsatz\n" + "\n".join(rows) + "\n").encode()))
+    return idx, values
+
+
+def test_cli_gzip_semicolon_decimal_comma_day_first(tmp_path):
+    idx, values = _de_file(tmp_path / "umsatz.csv.gz")
+    res = _cli(["umsatz.csv.gz", "--horizon", "3", "--iterations", "2", "--save", "m.pyanode", "--plot", ""],
+               tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert ("read as: gzip-compressed CSV; delimiter ';'; decimal mark ','; thousands separator '.'; "
+            "dates day-first") in res.stdout
+    import pyanode.forecast as F
+
+    fc = F.load(tmp_path / "m.pyanode")
+    assert fc.train.index.equals(idx)  # 01.02.2021 is 1 February, as every row with a day above 12 says
+    np.testing.assert_allclose(fc.train["Umsatz"].to_numpy(), np.round(values, 2))
+    out = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
+    assert list(out.index) == list(pd.date_range(idx[-1] + pd.Timedelta(days=1), periods=3, freq="D"))
+
+
+def test_cli_utc_offset_forecasts_in_the_data_zone(tmp_path):
+    n = 40
+    idx = pd.date_range("2020-01-01", periods=n, freq="D", tz="Asia/Kolkata")
+    pd.DataFrame({"date": [d.isoformat() for d in idx], "x": np.sin(np.arange(n) / 5.0) + 3.0}).to_csv(
+        tmp_path / "ist.csv", index=False)
+    res = _cli(["ist.csv", "--horizon", "4", "--iterations", "2", "--save", "m.pyanode", "--plot", ""],
+               tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "time zone +05:30" in res.stdout
+    text = (tmp_path / "forecast.csv").read_text().splitlines()
+    assert text[1].startswith("2020-02-10 00:00:00+05:30,"), text[:2]  # local midnight, not 18:30 UTC
+    import pyanode.forecast as F
+
+    fc = F.load(tmp_path / "m.pyanode")  # the saved model keeps the zone
+    assert str(fc.train.index[0]) == "2020-01-01 00:00:00+05:30"
+    assert str(fc.future_dates(1)[0]) == "2020-02-10 00:00:00+05:30"
+
+
+def test_cli_refusals_for_files_people_write(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "amb.csv").write_text("date,x\n" + "".join(f"{d:02d}/01/2020,{d}\n" for d in range(1, 13)))
+    (tmp_path / "semi.csv").write_text("date;x\n2020-01-01;1,200\n2020-01-02;950\n2020-01-03;970\n")
+    cases = [
+        (["amb.csv"], ["'01/01/2020'", "--dayfirst"]),
+        (["amb.csv", "--date-format", "%Y-%m-%d"], ["not dates", "01/01/2020"]),
+        (["semi.csv"], ["'1,200'", "--decimal", "--thousands"]),
+        (["semi.csv", "--sep", ","], ["one column", "--sep"]),
+        (["semi.csv", "--decimal", "x"], ["decimal mark"]),
+    ]
+    for args, needles in cases:
+        res = runner.invoke(app, ["forecast", *args])
+        _one_line_error(res, *needles)
+    # Told the order, the ambiguous file reads (refused later only for being short: 12 rows are enough).
+    from pyanode.forecast.data import load_frame
+
+    df, _ = load_frame(tmp_path / "amb.csv", dayfirst=True)
+    assert df.index[1] == pd.Timestamp("2020-01-02")

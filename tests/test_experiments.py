@@ -142,6 +142,43 @@ def test_a_registered_experiment_runs_through_the_runner(tmp_path):
         EXPERIMENTS.pop(exp.name)
 
 
+def test_a_refused_run_leaves_no_output_folder(tmp_path):
+    """An experiment's check refuses before the folder exists; a refusal from inside the run removes the
+    folder the runner made for it, but never a folder that was there before or holds something."""
+    calls = []
+
+    def check(config):
+        calls.append(("check", config.out.exists()))
+        if config["hidden"] == 1:
+            raise PyanodeError("hidden 1 refused by check")
+
+    def run(config):
+        calls.append(("run", config.out.is_dir()))
+        if config["hidden"] == 2:
+            (config.out / "partial.txt").write_text("x")
+        raise PyanodeError("refused by run")
+
+    defaults = dict(augment=1, iterations=2, hidden=8, batch_size=None, lr=1e-3, solver="dopri5",
+                    rtol=1e-3, atol=1e-3, sensealg="checkpoint")
+    exp = register(Experiment("fake-refusing", "a test experiment", run, defaults, check=check))
+    try:
+        with pytest.raises(PyanodeError, match="refused by check"):
+            run_experiment("fake-refusing", out=tmp_path / "a", hidden=1)
+        assert calls == [("check", False)] and not (tmp_path / "a").exists()  # run never called
+        with pytest.raises(PyanodeError, match="refused by run"):
+            run_experiment("fake-refusing", out=tmp_path / "b")
+        assert calls[-2:] == [("check", False), ("run", True)] and not (tmp_path / "b").exists()
+        (tmp_path / "mine").mkdir()  # the user's empty folder stays
+        with pytest.raises(PyanodeError, match="refused by run"):
+            run_experiment("fake-refusing", out=tmp_path / "mine")
+        assert (tmp_path / "mine").is_dir()
+        with pytest.raises(PyanodeError, match="refused by run"):  # what the run wrote stays
+            run_experiment("fake-refusing", out=tmp_path / "c", hidden=2)
+        assert (tmp_path / "c" / "partial.txt").exists()
+    finally:
+        EXPERIMENTS.pop(exp.name)
+
+
 def test_ctrl_c_during_an_experiment_writes_what_was_done(tmp_path, monkeypatch):
     import pyanode.train as train_module
 

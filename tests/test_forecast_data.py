@@ -7,7 +7,6 @@ import pytest
 from pyanode.datasets import delhi_climate_files
 from pyanode.forecast.baselines import baseline_forecasts, metrics, season_of
 from pyanode.forecast.data import DataError, clean, load_frame
-from pyanode.forecast.grid import Scaler
 
 
 def _frame(n=10, start="2020-01-01"):
@@ -102,14 +101,6 @@ def test_missing_values_stay_missing():
     got, rep = load_frame(df)
     cleaned, rep, _, _ = clean(got, rep)
     assert np.isnan(cleaned.iloc[2, 1]) and rep.missing["b"] == 1
-
-
-def test_scaler_round_trip():
-    df = _frame(7)
-    s = Scaler.fit(df)
-    z = s.transform(df.to_numpy())
-    assert np.allclose(z.mean(0), 0) and np.allclose(z.std(0), 1)
-    assert np.allclose(s.inverse(z), df.to_numpy())
 
 
 def test_seasonal_naive_and_persistence_definitions():

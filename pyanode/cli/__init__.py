@@ -62,7 +62,10 @@ def main() -> None:
     """Entry point of the console script."""
     try:
         # Non-standalone mode lets usage errors (unknown option, missing argument) be one line too.
-        code = app(standalone_mode=False)
+        # "--level 80 95": one flag per value, as click reads list options (pyanode.cli._multivalue).
+        from pyanode.cli._multivalue import spread_values
+
+        code = app(args=spread_values(sys.argv[1:]), standalone_mode=False)
     except UsageError as err:
         hint = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
         typer.echo(f"error: {err.format_message()}{hint}", err=True)

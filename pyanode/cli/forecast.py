@@ -69,25 +69,55 @@ def forecast(
     dedupe: str | None = typer.Option(None, "--dedupe", help="Merge same-date rows: mean/first/last."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or summary."),
+    dayfirst: bool = typer.Option(
+        False, "--dayfirst", help="Read 02/01/2020 as 2 January (default: decided by the values)."),
+    monthfirst: bool = typer.Option(
+        False, "--monthfirst", help="Read 02/01/2020 as February 1 (default: decided by the values)."),
+    date_format: str | None = typer.Option(
+        None, "--date-format", help="strftime format of the dates, e.g. '%d.%m.%Y %H:%M'."),
+    sep: str | None = typer.Option(None, "--sep", help="Delimiter (default: found among , ; tab |)."),
+    decimal: str | None = typer.Option(None, "--decimal", help="Decimal mark, . or , (default: found)."),
+    thousands: str | None = typer.Option(
+        None, "--thousands", help="Thousands separator (default: found; '' for none)."),
+    level: list[float] | None = typer.Option(
+        None, "--level", help="Intervals in percent: --level 80 95 (columns c-lo-80, c-hi-80, ...)."),
+    quantiles: list[float] | None = typer.Option(
+        None, "--quantiles", help="Quantile forecasts: --quantiles 0.1 0.5 0.9 (columns c-q0.1, ...)."),
 ) -> None:
     """Fit an augmented neural ODE forecaster to TRAIN and forecast (and score) the future."""
     try:
+        # How to read the files (issue 14): passed to load_frame and fit as they are.
+        if dayfirst and monthfirst:
+            raise PyanodeError("give --dayfirst or --monthfirst, not both")
+        read = {"dayfirst": True if dayfirst else False if monthfirst else None, "date_format": date_format,
+                "decimal": decimal, "thousands": thousands,
+                "sep": {"tab": "\t", "\\t": "\t"}.get(sep, sep) if sep is not None else None}
+        intervals = _interval_options(level, quantiles)  # issue 12, checked before any work
         if example is not None:
             _run_example(example, train, test, horizon, date_column, columns, augment, solver, rtol, atol,
-                         sensealg, iterations, seed, out, plot, metrics, save, resample, dedupe, force, quiet)
+                         sensealg, iterations, seed, out, plot, metrics, save, resample, dedupe, force, quiet,
+                         read, intervals=intervals)
             return
         if train is None:
             raise PyanodeError("give a training CSV file (pyanode forecast FILE) or --example delhi")
         _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
-             seed, out, plot, metrics, save, resample, dedupe, force, quiet)
+             seed, out, plot, metrics, save, resample, dedupe, force, quiet, read, intervals=intervals)
     except PyanodeError as err:
         fail(str(err))
+
+
+def _interval_options(level: list[float] | None, quantiles: list[float] | None) -> dict:
+    """``--level`` and ``--quantiles`` checked: ``{"level": [...] or None, "quantiles": [...] or None}``."""
+    from pyanode.forecast.intervals import check_levels, check_quantiles
+
+    return {"level": check_levels(level) if level else None,
+            "quantiles": check_quantiles(quantiles) if quantiles else None}
 
 
 EXAMPLES = ("delhi",)
 
 
-def _run_example(example, train, test, horizon, *options) -> None:
+def _run_example(example, train, test, horizon, *options, **keywords) -> None:
     """The main job on a packaged data set: fit its training file, forecast and score its test file."""
     from pyanode.datasets import delhi_climate_files
 
@@ -98,11 +128,11 @@ def _run_example(example, train, test, horizon, *options) -> None:
     with delhi_climate_files() as (train_csv, test_csv):
         if test is None and horizon is None:
             test = test_csv
-        _run(train_csv, test, horizon, *options)
+        _run(train_csv, test, horizon, *options, **keywords)
 
 
 def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
-         seed, out, plot, metrics, save, resample, dedupe, force, quiet) -> None:
+         seed, out, plot, metrics, save, resample, dedupe, force, quiet, read=None, intervals=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -126,46 +156,59 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
     from pyanode.forecast.data import load_frame
 
     # Read both files first, so that bad data fail at once rather than after fitting.
-    train_df, _ = load_frame(train, date_column=date_column, columns=cols, dedupe=dedupe, resample=resample)
+    read = read or {}
+    train_df, _ = load_frame(train, date_column=date_column, columns=cols, dedupe=dedupe, resample=resample,
+                             **read)
     # The test frame stays at its own resolution: the forecaster masks its outliers, then resamples it.
     if test is not None:
-        test_df, _ = load_frame(test, date_column=date_column, dedupe=dedupe)
+        test_df, _ = load_frame(test, date_column=date_column, dedupe=dedupe, **read)
         missing = [c for c in train_df.columns if c not in test_df.columns]
         if missing:
             raise PyanodeError(f"{test}: lacks the training column(s) {', '.join(map(repr, missing))} "
                                f"(test columns: {', '.join(test_df.columns)})")
     out_console = Console(quiet=quiet, highlight=False, soft_wrap=True)
+    # The structure's backtest judges forecasts as far ahead as this run will forecast.
+    ahead = horizon or (int((test_df.index > train_df.index[-1]).sum()) if test is not None else 30) or None
     fc = fit(train, augment=augment, columns=cols, date_column=date_column, solver=solver, rtol=rtol,
                atol=atol, sensealg=sensealg, iterations=iterations, seed=seed, dedupe=dedupe,
-               resample=resample, progress=not quiet)
+               resample=resample, progress=not quiet, horizon=ahead, **read)
     for line in fc.report.lines():
         out_console.print(line, markup=False)
     out_console.print(f"training: {len(fc.history)} iterations in {fc.history['seconds'].iloc[-1]:.1f} s; "
                       f"{fc.info['stopped']}; best iteration {fc.info['best_iteration']}", markup=False)
 
     if test is not None:
-        table = fc.evaluate(test_df)
-        pred = fc.predict(dates=fc._test_frame(test_df)[0].index)
+        bands = intervals or {"level": None, "quantiles": None}
+        table = fc.evaluate(test_df, level=bands["level"])
+        pred = fc.predict(dates=fc._test_frame(test_df)[0].index, **bands)
         for line in fc.test_report.lines()[1:]:
             out_console.print("test " + line, markup=False)
-        t = Table(title=f"test MAE / RMSE over {len(pred)} dates after {fc.end.date()}")
+        t = Table(title=f"test MAE / RMSE / MASE over {len(pred)} dates after {fc.end.date()}")
         t.add_column("")
         for c in fc.columns:
             t.add_column(c, justify="right")
         for name in table.index:
-            t.add_row(name, *[f"{table.loc[name, (c, 'mae')]:.3g} / {table.loc[name, (c, 'rmse')]:.3g}"
+            t.add_row(name, *[" / ".join(f"{table.loc[name, (c, m)]:.3g}" for m in ("mae", "rmse", "mase"))
                               for c in fc.columns])
         out_console.print(t)
-        payload = {c: {name: {m: float(table.loc[name, (c, m)]) for m in ("mae", "rmse")}
+        payload = {c: {name: {m: float(table.loc[name, (c, m)]) for m in ("mae", "rmse", "mase")}
                        for name in table.index} for c in fc.columns}
+        extra = [m for m in table.columns.get_level_values("metric").unique()
+                 if m not in ("mae", "rmse", "mase")]
+        for c in fc.columns:  # interval scores (issue 12): the model's only
+            payload[c]["model"].update({m: float(table.loc["model", (c, m)]) for m in extra})
+            if extra:
+                out_console.print(f"test intervals {c}: " + ", ".join(
+                    f"{m} {table.loc['model', (c, m)]:.3g}" for m in extra), markup=False)
         _atomic(metrics, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
     else:
-        pred = fc.predict(horizon=horizon or 30)
+        pred = fc.predict(horizon=horizon or 30, **(intervals or {}))
 
     _atomic(out, lambda p: pred.to_csv(p, float_format="%.6g"))
     written = [out]
     if plot_path is not None:
-        fig = fc.plot(test_df if test is not None else None, horizon=None if test is not None else len(pred))
+        fig = fc.plot(test_df if test is not None else None, horizon=None if test is not None else len(pred),
+                      level=(intervals or {}).get("level"))
 
         def _savefig(p: Path) -> None:
             fig.savefig(p, dpi=110, format=plot_path.suffix.lstrip(".") or "png")

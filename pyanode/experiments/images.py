@@ -32,7 +32,14 @@ from pyanode.datasets.images import ImageData, load_image_dataset, random_shift
 from pyanode.errors import PyanodeError
 from pyanode.experiments.registry import Experiment, ExperimentResult, RunConfig, register
 
-__all__ = ["IMAGE_EXPERIMENTS", "ImageSpec", "build_image_model", "run_images", "score_images"]
+__all__ = [
+    "IMAGE_EXPERIMENTS",
+    "ImageSpec",
+    "build_image_model",
+    "check_images",
+    "run_images",
+    "score_images",
+]
 
 IMAGE_MODELS = ("node", "anode")
 
@@ -144,6 +151,26 @@ def _label(kind: str, model: Any) -> str:
     return f"NODE ({model.num_filters} filters)"
 
 
+#: Height and width of each data set's images, known before any file is read.
+IMAGE_SIDES = {"mnist": 28, "cifar10": 32, "svhn": 32, "digits": 8}
+
+
+def _check_shift(shift: int, height: int, width: int) -> None:
+    if shift >= min(height, width):
+        raise PyanodeError(
+            f"--shift {shift} could move a {height}x{width} image out of its frame; use a shift below "
+            f"{min(height, width)} pixels (1 or 2 is usual)"
+        )
+
+
+def check_images(spec: ImageSpec, config: RunConfig) -> None:
+    """Refuse, before anything is read or written, the options this data set cannot run with."""
+    if config.data_dir is None and spec.dataset not in ("mnist", "digits"):
+        raise PyanodeError(f"{spec.dataset} needs --data-dir: the folder holding its files")
+    side = IMAGE_SIDES[spec.dataset]
+    _check_shift(config.shift or 0, side, side)
+
+
 def run_images(spec: ImageSpec, config: RunConfig) -> ExperimentResult:
     """Train ``config.models`` on the image data and write the figures into ``config.out``."""
     import optax
@@ -171,11 +198,7 @@ def run_images(spec: ImageSpec, config: RunConfig) -> ExperimentResult:
         iterations = max(1, epochs * (len(train_data) // batch))
     shift = config.shift or 0
     _, height, width = train_data.img_size
-    if shift >= min(height, width):
-        raise PyanodeError(
-            f"--shift {shift} could move a {height}x{width} image out of its frame; use a shift below "
-            f"{min(height, width)} pixels (1 or 2 is usual)"
-        )
+    _check_shift(shift, height, width)
     schedule = config.schedule or "constant"
     transform = functools.partial(random_shift, max_shift=shift) if shift else None
     parallel = DataParallel.create(config.devices)
@@ -331,6 +354,7 @@ for _name, (_description, _spec, _defaults) in IMAGE_EXPERIMENTS.items():
             name=_name,
             description=_description,
             run=lambda config, _spec=_spec: run_images(_spec, config),
+            check=lambda config, _spec=_spec: check_images(_spec, config),
             defaults=_defaults,
             models=IMAGE_MODELS,
             default_models=IMAGE_MODELS,

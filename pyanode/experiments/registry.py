@@ -6,8 +6,10 @@ An :class:`Experiment` names a paper experiment, its default settings, the model
 experiments live in :mod:`pyanode.experiments.toy`; image experiments register themselves the same way
 from :mod:`pyanode.experiments.images`.
 
-:func:`run_experiment` owns what every experiment shares: validating options, refusing to overwrite a
-non-empty output folder without ``force``, and writing ``summary.json`` and ``history.csv`` atomically.
+:func:`run_experiment` owns what every experiment shares: validating options (with the experiment's own
+``check``) before the output folder is created, refusing to overwrite a non-empty output folder without
+``force``, removing the folder it created when the run is refused before writing anything, and writing
+``summary.json`` and ``history.csv`` atomically.
 The run function trains its models, writes its figures into ``config.out`` and returns the numbers.
 """
 
@@ -115,6 +117,8 @@ class Experiment:
         options: extra options it accepts, from :data:`EXTRA_OPTIONS`.
         node_matches_anode: the NODE is sized to match the ANODE of ``hidden`` and ``augment`` (the
             paper's equal-parameter comparison), so ``--augment`` applies to a NODE-only run too.
+        check: ``check(config)`` raises :class:`PyanodeError` for options this experiment refuses; it runs
+            before the output folder is created (``config.out`` does not exist yet).
     """
 
     name: str
@@ -125,6 +129,7 @@ class Experiment:
     default_models: tuple[str, ...] = ("node", "anode")
     options: frozenset[str] = frozenset()
     node_matches_anode: bool = False
+    check: Callable[[RunConfig], None] | None = None
 
     def __post_init__(self) -> None:
         missing = [k for k in SETTINGS if k not in self.defaults]
@@ -282,11 +287,10 @@ def run_experiment(
     resolved = _resolve_settings(exp, chosen, settings)
     if data_dir is not None and not Path(data_dir).is_dir():
         raise PyanodeError(f"--data-dir {data_dir} is not a folder")
-    out = prepare_out(out, force)
     config = RunConfig(
         name=name,
         models=chosen,
-        out=out,
+        out=Path(out),
         seed=seed,
         settings=resolved,
         progress=progress,
@@ -297,7 +301,18 @@ def run_experiment(
         shift=shift,
         schedule=schedule,
     )
-    result = exp.run(config)
+    if exp.check is not None:
+        exp.check(config)
+    created = not config.out.exists()
+    out = prepare_out(out, force)
+    try:
+        result = exp.run(config)
+    except PyanodeError:
+        # A run refused after the folder was made (e.g. a data file missing from --data-dir) leaves
+        # nothing behind: remove the folder if this run created it and nothing was written into it.
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     summary = {
         "experiment": name,
         "seed": seed,

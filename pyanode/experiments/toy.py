@@ -240,7 +240,7 @@ TOYS: dict[str, tuple[str, ToySpec, dict[str, Any]]] = {
         dict(augment=1, iterations=600, hidden=32, batch_size=64, lr=1e-3, **_ODE_DEFAULTS),
     ),
     "identity": (
-        "the identity map on [-1, 1]: the easy case, learned by a near-zero vector field",
+        "the identity map on [-1, 1] (1-D regression through a linear readout, smooth-L1 loss)",
         ToySpec(data=lambda seed: toydata.identity(seed=seed)),
         dict(augment=1, iterations=300, hidden=32, batch_size=64, lr=1e-3, **_ODE_DEFAULTS),
     ),

@@ -7,6 +7,11 @@
   within half a season's step is used, and dates more than one season ahead go back whole seasons until
   they land inside the training data;
 * mean -- the training mean of each column.
+
+Point metrics: MAE, RMSE and MASE (Hyndman & Koehler 2006, with the M4 competition's scale: the
+in-sample MAE of the seasonal-naive forecast with the M4 season of the data's frequency -- 24 steps for
+hourly data, 12 monthly, 4 quarterly, 1 daily, weekly and yearly; :func:`mase_season`). A MASE below 1
+beats that in-sample naive forecast.
 """
 
 from __future__ import annotations
@@ -14,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["baseline_forecasts", "metrics", "season_of"]
-
+__all__ = ["baseline_forecasts", "mase_scales", "mase_season", "metrics", "season_of"]
 
 
 def season_of(index: pd.DatetimeIndex) -> pd.DateOffset | None:
@@ -66,13 +70,39 @@ def baseline_forecasts(train: pd.DataFrame, dates: pd.DatetimeIndex) -> dict[str
     }
 
 
-def metrics(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """MAE and RMSE per column over the dates where the truth is present."""
+def mase_season(step_days: float) -> int:
+    """The M4 competition's season (in steps) for MASE's scale: a day of sub-daily steps, 12 for
+    monthly, 4 for quarterly, 1 otherwise (daily, weekly, yearly)."""
+    if step_days < 1.0 - 1e-9:
+        return max(1, round(1.0 / step_days))
+    if abs(step_days - 365.25 / 12) < 4:
+        return 12
+    if abs(step_days - 365.25 / 4) < 10:
+        return 4
+    return 1
+
+
+def mase_scales(train: pd.DataFrame, step_days: float) -> dict[str, float]:
+    """Per column, the in-sample MAE of the seasonal-naive forecast (MASE's denominator), over the
+    training rows (in order; rows with a missing or masked value are skipped)."""
+    m = mase_season(step_days)
+    scales = {}
+    for c in train.columns:
+        v = train[c].dropna().to_numpy(dtype=np.float64)
+        scales[c] = float(np.mean(np.abs(v[m:] - v[:-m]))) if len(v) > m else float("nan")
+    return scales
+
+
+def metrics(pred: pd.DataFrame, truth: pd.DataFrame, scales: dict[str, float] | None = None
+            ) -> dict[str, dict[str, float]]:
+    """MAE, RMSE and (given ``scales`` from :func:`mase_scales`) MASE per column over the dates where the
+    truth is present."""
     out = {}
     for c in truth.columns:
         err = (pred[c] - truth[c]).dropna()
-        out[c] = {
-            "mae": float(err.abs().mean()) if len(err) else float("nan"),
-            "rmse": float(np.sqrt((err**2).mean())) if len(err) else float("nan"),
-        }
+        mae = float(err.abs().mean()) if len(err) else float("nan")
+        out[c] = {"mae": mae, "rmse": float(np.sqrt((err**2).mean())) if len(err) else float("nan")}
+        if scales is not None:
+            scale = scales.get(c, float("nan"))
+            out[c]["mase"] = mae / scale if scale > 0 else float("nan")
     return out

@@ -11,6 +11,16 @@ refused or merged, non-numeric columns reported and dropped), then :func:`clean`
 refused, outliers masked). Missing values stay missing (NaN); they are masked in the loss, never
 invented.
 
+Files are read as people write them: plain, gzip- or zip-compressed CSV text, or Parquet (with the
+optional ``pyarrow``). The delimiter (``,`` ``;`` tab ``|``), the decimal mark and the thousands separator
+are found from the values (or given: ``sep``, ``decimal``, ``thousands``) and reported when they are not
+the default. Numbers are converted strictly: a cell that does not fit the chosen marks is reported as
+non-numeric, never read as another number. Dates written day and month as numbers (``02/01/2020``) are
+read in one order for the whole column, decided by a value whose day is above 12; when no value decides it
+the column is refused with an example (give ``dayfirst`` or ``date_format``), never guessed. Dates with a
+UTC offset or a time zone name stay in that zone; several offsets (daylight saving time) are converted
+to UTC and reported.
+
 Outliers are found with the robust z-score of Iglewicz & Hoaglin, ``z = 0.6745 (x - median) / MAD``
 (the MAD of a normal sample is 0.6745 sigma, so ``z`` is on the scale of a standard score but is not
 dragged by the outliers themselves). Values with ``|z| > threshold`` both against the whole column and
@@ -22,8 +32,16 @@ heavy but genuine tails (a stormy day's wind speed) while data-entry errors are 
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import datetime
+import gzip
+import importlib.util
 import io
+import re
+import zipfile
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +49,13 @@ import pandas as pd
 
 from pyanode.errors import PyanodeError
 
-__all__ = ["DataError", "DataReport", "clean", "load_frame", "resample_frame"]
+__all__ = ["DataError", "DataReport", "clean", "load_frame", "parse_dates", "resample_frame", "tz_from_name",
+           "tz_name"]
 
 DATE_NAMES = ("date", "datetime", "time", "timestamp", "ds", "day", "period", "month")
 DEDUPE = ("mean", "first", "last")
+SEPARATORS = (",", ";", "\t", "|")
+DECIMALS = (".", ",")
 
 
 class DataError(PyanodeError):
@@ -57,10 +78,36 @@ class DataReport:
     outliers: dict[str, int] = dataclasses.field(default_factory=dict)
     outlier_examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # How the file was read; each is shown by lines() only when it is not the default.
+    source: str = ""  # "gzip", "zip" or "parquet" ("" for plain CSV text or a DataFrame)
+    delimiter: str = ","
+    decimal: str = "."
+    thousands: str = ""
+    date_order: str = ""  # "day-first" or "month-first" when dates were written as 02/01/2020
+    timezone: str = ""  # the dates' time zone ("+05:30", "UTC", "Europe/Berlin"); "" for none
+
+    def read_as(self) -> str:
+        """One line on what was detected about the file, or "" when everything was the default."""
+        parts = []
+        if self.source:
+            parts.append("Parquet file" if self.source == "parquet" else f"{self.source}-compressed CSV")
+        if self.delimiter != ",":
+            parts.append(f"delimiter {'tab' if self.delimiter == chr(9) else repr(self.delimiter)}")
+        if self.decimal != ".":
+            parts.append(f"decimal mark {self.decimal!r}")
+        if self.thousands:
+            parts.append(f"thousands separator {self.thousands!r}")
+        if self.date_order:
+            parts.append(f"dates {self.date_order}")
+        if self.timezone:
+            parts.append(f"time zone {self.timezone}")
+        return "read as: " + "; ".join(parts) if parts else ""
 
     def lines(self) -> list[str]:
-        """A few human-readable lines: what was read, ignored, merged and masked."""
+        """A few human-readable lines: what was read, detected, ignored, merged and masked."""
         out = [f"{self.rows} rows from {self.start} to {self.end}; modelled: {', '.join(self.columns)}"]
+        if self.read_as():
+            out.append(self.read_as())
         for col, why in self.ignored.items():
             out.append(f"ignored column {col!r}: {why}")
         if self.unsorted:
@@ -85,14 +132,16 @@ class DataReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> DataReport:
-        return cls(**d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # ----------------------------------------------------------------------------------------------
 # Reading
 
 
-def _read_csv(path: str | Path) -> pd.DataFrame:
+def _read_file(path: str | Path, sep: str | None) -> tuple[pd.DataFrame, str, str]:
+    """Read a CSV (plain, gzip or zip) as text cells, or a Parquet file; returns (frame, source, sep)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file")
@@ -101,7 +150,20 @@ def _read_csv(path: str | Path) -> pd.DataFrame:
     raw = p.read_bytes()
     if not raw.strip():
         raise DataError(f"{p} is empty; give a CSV file with a header row and data rows")
-    if raw[:2] == b"\x1f\x8b" or raw[:4] in (b"PK\x03\x04", b"\x89PNG") or b"\x00" in raw[:4096]:
+    if raw[:4] == b"PAR1" or p.suffix.lower() in (".parquet", ".pq"):
+        return _read_parquet(p), "parquet", ","
+    source = ""
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise DataError(f"{p} is a damaged gzip file ({err}); compress the CSV again") from None
+        source = "gzip"
+    elif raw[:4] == b"PK\x03\x04":
+        raw, source = _unzip(p, raw), "zip"
+    if not raw.strip():
+        raise DataError(f"{p} holds an empty file; give a CSV file with a header row and data rows")
+    if raw[:4] in (b"PK\x03\x04", b"\x89PNG", b"PAR1") or raw[:2] == b"\x1f\x8b" or b"\x00" in raw[:4096]:
         raise DataError(f"{p} is a binary file, not a CSV text file")
     try:
         text = raw.decode("utf-8-sig")
@@ -115,38 +177,390 @@ def _read_csv(path: str | Path) -> pd.DataFrame:
     text = "".join(lines[skip:])
     if not text.strip():
         raise DataError(f"{p} has only comment lines; give a CSV file with a header row and data rows")
+    if sep is None:
+        sep = _sniff_separator(text)
     try:
-        df = pd.read_csv(io.StringIO(text))
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{p} is not a readable CSV file: {first}") from None
     if len(df) == 0:
         raise DataError(f"{p} has a header but no data rows")
     if df.shape[1] < 2:
-        raise DataError(f"{p} has one column; a CSV with a date column and numeric columns is needed")
+        raise DataError(f"{p} has one column (no , ; tab or | between the values); a date column and numeric "
+                        "columns are needed: give the delimiter with --sep (sep=)")
+    return df, source, sep
+
+
+def _unzip(p: Path, raw: bytes) -> bytes:
+    """The one data file inside a zip archive."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
+            names = [n for n in z.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+            if "[Content_Types].xml" in names:
+                raise DataError(f"{p} is a spreadsheet (Excel/OpenDocument), not a CSV; save it as CSV")
+            if len(names) != 1:
+                raise DataError(f"{p} is a zip archive of {len(names)} files; it must hold exactly one CSV "
+                                f"({', '.join(names[:5])})")
+            return z.read(names[0])
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{p} is a damaged zip file ({err})") from None
+
+
+def _read_parquet(p: Path) -> pd.DataFrame:
+    if importlib.util.find_spec("pyarrow") is None:
+        raise DataError(f"reading the Parquet file {p} needs pyarrow: pip install 'pyanode[parquet]'")
+    try:
+        df = pd.read_parquet(p, engine="pyarrow")
+    except Exception as err:  # noqa: BLE001 - pyarrow raises its own error types for damaged files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"{p} is not a readable Parquet file: {first}") from None
+    if len(df) == 0:
+        raise DataError(f"{p} has no data rows")
+    if isinstance(df.index, pd.DatetimeIndex):
+        df = df.reset_index(names=df.index.name or "date")
+    if df.shape[1] < 2:
+        raise DataError(f"{p} has one column; a date column and numeric columns are needed")
     return df
 
 
-def _parse_dates(values: pd.Series | pd.Index) -> pd.DatetimeIndex | None:
-    """Parse dates if (nearly) all of them parse, else None."""
+def _sniff_separator(text: str) -> str:
+    """The delimiter that splits the header and (nearly) every row of the first 50 lines alike.
+
+    Among ``,`` ``;`` tab ``|``, one qualifies when the header splits into at least two fields and at
+    least 90% of the rows into as many (quotes respected); the most fields wins, ties go to the comma.
+    """
+    sample = [ln for ln in text.splitlines()[:50] if ln.strip()]
+    best, best_k = ",", 1
+    for cand in SEPARATORS:
+        rows = list(csv.reader(sample, delimiter=cand, quotechar='"'))
+        if not rows:
+            continue
+        k = len(rows[0])
+        same = sum(len(r) == k for r in rows[1:])
+        if k > best_k and (len(rows) == 1 or same >= 0.9 * (len(rows) - 1)):
+            best, best_k = cand, k
+    return best
+
+
+# ----------------------------------------------------------------------------------------------
+# Numbers
+
+
+def _number_kind(cell: str) -> str | None:
+    """What a cell says about the decimal mark and thousands separator.
+
+    ``plain`` (digits only), ``point``/``comma`` (that mark is the decimal mark: ``3.14``, ``1.200,5``),
+    ``group.``/``group,`` (that mark groups thousands: ``1,200,300``), ``amb.``/``amb,`` (one mark
+    before exactly three digits, ``1,200``: either), or None (not a number, e.g. ``02.01.2020``).
+    """
+    m = re.fullmatch(r"[+-]?\s*(\d[\d.,]*|[.,]\d+)(?:[eE][+-]?\d+)?", cell.strip())
+    if m is None:
+        return None
+    body = m.group(1)
+    if body[-1] in ".,":
+        return None
+    dots, commas = body.count("."), body.count(",")
+    if not dots and not commas:
+        return "plain"
+    if dots and commas:
+        last = "." if body.rfind(".") > body.rfind(",") else ","
+        other = "," if last == "." else "."
+        whole = body[: body.rfind(last)]
+        if body.count(last) > 1 or not re.fullmatch(rf"\d{{1,3}}(?:\{other}\d{{3}})+", whole):
+            return None
+        return "point" if last == "." else "comma"
+    mark = "." if dots else ","
+    name = "point" if dots else "comma"
+    if dots + commas > 1:
+        return f"group{mark}" if re.fullmatch(rf"\d{{1,3}}(?:\{mark}\d{{3}})+", body) else None
+    whole, frac = body.split(mark)
+    if len(frac) == 3 and re.fullmatch(r"[1-9]\d{0,2}", whole):
+        return f"amb{mark}"
+    return name
+
+
+def _decide_marks(cells: dict[str, list[str]], sep: str, decimal: str | None, thousands: str | None
+                  ) -> tuple[str, str]:
+    """The decimal mark and thousands separator for the value columns' text cells (column -> cells).
+
+    Decided by the values that decide it (``3.14`` or ``1,200,300``: a decimal point; ``1,5`` or
+    ``1.200,5``: a decimal comma). ``1,200`` alone could be either: in a comma-delimited file (where such
+    a cell must be quoted) the comma groups thousands; in any other file it is refused.
+    """
+    if decimal is not None and decimal not in DECIMALS:
+        raise DataError(f"decimal mark must be '.' or ',', got {decimal!r}")
+    if thousands is not None and len(thousands) > 1:
+        raise DataError(f"thousands separator must be one character, got {thousands!r}")
+    examples: dict[str, str] = {}
+    for values in cells.values():
+        kinds = {v: _number_kind(v) for v in values}
+        if sum(k is not None for k in kinds.values()) < 0.5 * max(1, len(kinds)):
+            continue  # a text column: its cells say nothing about numbers
+        for v, k in kinds.items():
+            if k is not None:
+                examples.setdefault(k, v)
+            if k in ("point", "comma") and "." in v and "," in v:
+                examples.setdefault("group," if k == "point" else "group.", v)
+    point = examples.get("point") or examples.get("group,")
+    comma = examples.get("comma") or examples.get("group.")
+    if decimal is None:
+        if thousands in DECIMALS:
+            decimal = "," if thousands == "." else "."
+        elif point and comma:
+            raise DataError(f"numbers are written with both '.' and ',' as the decimal mark (e.g. {point!r} "
+                            f"and {comma!r}); give --decimal . or --decimal , (decimal=)")
+        elif comma:
+            decimal = ","
+        elif point or "amb," not in examples or sep == ",":
+            decimal = "."
+        else:
+            ex = examples["amb,"]
+            raise DataError(f"numbers such as {ex!r} could have a decimal comma or a thousands separator; "
+                            "give --decimal , or --thousands , (decimal= / thousands=)")
+    if thousands is None:
+        other = "," if decimal == "." else "."
+        thousands = other if (f"amb{other}" in examples or f"group{other}" in examples) else ""
+    if thousands == decimal:
+        raise DataError(f"the decimal mark and the thousands separator must differ (both {decimal!r})")
+    return decimal, thousands
+
+
+def _to_numbers(col: pd.Series, decimal: str, thousands: str) -> pd.Series:
+    """Text cells to float, strictly: a cell that does not fit the marks becomes NaN (and is reported)."""
+    text = col.astype(object).where(col.notna())
+    text = text.map(lambda v: v.strip() if isinstance(v, str) else v)
+    if thousands:
+        t = re.escape(thousands)
+        d = re.escape(decimal)
+        grouped = text.str.fullmatch(rf"[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?(?:[eE][+-]?\d+)?", na=False)
+        has = text.str.contains(t, na=False)
+        text = text.where(~has | grouped)  # a separator out of place: not a number
+        text = text.str.replace(thousands, "", regex=False)
+    if decimal != ".":
+        text = text.where(~text.str.contains(".", regex=False, na=False))
+        text = text.str.replace(decimal, ".", regex=False)
+    return pd.to_numeric(text, errors="coerce")
+
+
+# ----------------------------------------------------------------------------------------------
+# Dates
+
+_TZ_SUFFIX = re.compile(
+    r"^(?P<base>.*\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s*[AaPp]\.?[Mm]\.?)?)\s*"
+    r"(?P<tz>Z|[+-]\d{2}(?::?\d{2})?|UTC|GMT|[A-Za-z]+/[A-Za-z_]+(?:/[A-Za-z_]+)?)$")
+_YEAR_LAST = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})(?=$|[ T])(.*)$")
+_YEAR_FIRST = re.compile(r"^(\d{4})([/.-])(\d{1,2})\2(\d{1,2})(?=$|[ T])(.*)$")
+_MONTH_YEAR = re.compile(r"^(\d{1,2})[/.-](\d{4})$")
+
+
+def tz_name(tz: datetime.tzinfo) -> str:
+    """A time zone as text: ``UTC``, a fixed offset ``+05:30``, or a zone name ``Europe/Berlin``."""
+    name = getattr(tz, "key", None) or getattr(tz, "zone", None)
+    offset = tz.utcoffset(None)
+    if offset is not None and (name is None or name == "UTC"):
+        minutes = int(offset.total_seconds() // 60)
+        if minutes == 0:
+            return "UTC"
+        sign = "+" if minutes > 0 else "-"
+        return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return str(name or tz)
+
+
+def tz_from_name(name: str) -> datetime.tzinfo | str:
+    """The inverse of :func:`tz_name` (zone names are left to pandas)."""
+    m = re.fullmatch(r"([+-])(\d{2}):?(\d{2})?", name)
+    if m is None:
+        return "UTC" if name in ("Z", "UTC", "GMT") else name
+    minutes = int(m.group(2)) * 60 + int(m.group(3) or 0)
+    if minutes == 0:
+        return "UTC"
+    return datetime.timezone(datetime.timedelta(minutes=minutes if m.group(1) == "+" else -minutes))
+
+
+@dataclasses.dataclass
+class _Dates:
+    """A parsed date column: the index (NaT where a value did not parse) and what was found out."""
+
+    index: pd.DatetimeIndex
+    order: str = ""
+    timezone: str = ""
+    note: str = ""
+    problem: str = ""  # why the column cannot be used as it is (ambiguous order, mixed zones)
+
+
+def _two_digit_year(y: str) -> int:
+    return int(y) if len(y) == 4 else (2000 + int(y) if int(y) < 69 else 1900 + int(y))
+
+
+def _parse_dates(values: pd.Series | pd.Index, dayfirst: bool | None = None, date_format: str | None = None
+                 ) -> _Dates | None:
+    """Parse a column of dates, or return None when it is not one (numbers, or mostly not dates)."""
     if isinstance(values, pd.DatetimeIndex):
-        return values
+        return _Dates(values, timezone=tz_name(values.tz) if values.tz is not None else "")
     s = pd.Series(values)
+    if pd.api.types.is_datetime64_any_dtype(s):
+        idx = pd.DatetimeIndex(s)
+        return _Dates(idx, timezone=tz_name(idx.tz) if idx.tz is not None else "")
     if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
         return None  # numbers are data, not dates
-    try:
-        parsed = pd.to_datetime(s, errors="coerce", format="mixed")
-    except (ValueError, TypeError):
+    text = s.astype(object).where(s.notna()).map(lambda v: str(v).strip() if v == v and v is not None else v)
+    present = text.notna() & (text != "")
+    if not present.any() or text[present].map(lambda v: _number_kind(v) is not None).all():
         return None
-    if parsed.isna().all() or parsed.isna().mean() > 0.0:
-        return None if parsed.notna().mean() < 0.5 else pd.DatetimeIndex(parsed)
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert(None)
-    return pd.DatetimeIndex(parsed)
+    if date_format is not None:
+        out = _parse_with_format(text, date_format)
+    else:
+        out = _parse_auto(text, dayfirst)
+    if out.problem:
+        return out  # dates, but not usable as written: the caller says why
+    if out.index.notna().mean() < 0.5 or out.index[present.to_numpy()].notna().mean() < 0.5:
+        return None
+    return out
 
 
-def _find_dates(df: pd.DataFrame, date_column: str | None) -> tuple[pd.DataFrame, str]:
-    """Return the frame indexed by its dates (a DatetimeIndex) and the name of the date column."""
+def _parse_with_format(text: pd.Series, date_format: str) -> _Dates:
+    try:
+        parsed = pd.to_datetime(text, format=date_format, errors="coerce")
+    except (ValueError, TypeError) as err:
+        raise DataError(f"bad --date-format {date_format!r}: {str(err).splitlines()[0]}") from None
+    note = ""
+    if not pd.api.types.is_datetime64_any_dtype(parsed):  # several UTC offsets
+        parsed = pd.to_datetime(text, format=date_format, errors="coerce", utc=True)
+        note = "dates had several UTC offsets; converted them to UTC"
+    idx = pd.DatetimeIndex(parsed)
+    return _Dates(idx, timezone=tz_name(idx.tz) if idx.tz is not None else "", note=note)
+
+
+def _parse_auto(text: pd.Series, dayfirst: bool | None) -> _Dates:
+    """Dates in any common writing, one day/month order for the whole column, zones kept."""
+    cells = text.where(text != "")
+    split = cells.str.extract(_TZ_SUFFIX)
+    base = split["base"].where(split["base"].notna(), cells)
+    zone = split["tz"]
+    # Numeric dates with the year last: decide the order from the values, once for the column.
+    m = base.str.extract(_YEAR_LAST)
+    has = m[0].notna()
+    order, problem = "", ""
+    if has.any():
+        first, second = m[0][has].astype(int), m[2][has].astype(int)
+        day_first_ex = base[has][(first > 12).to_numpy()]
+        month_first_ex = base[has][(second > 12).to_numpy()]
+        if dayfirst is not None:
+            order = "day-first" if dayfirst else "month-first"
+        elif len(day_first_ex) and len(month_first_ex):
+            problem = (f"dates are written both day first ({day_first_ex.iloc[0]!r}) and month first "
+                       f"({month_first_ex.iloc[0]!r}); make them one order or give --date-format")
+        elif len(day_first_ex):
+            order = "day-first"
+        elif len(month_first_ex):
+            order = "month-first"
+        else:
+            ex = cells[has].iloc[0]
+            problem = (f"dates such as {ex!r} could be day first or month first and no value decides it; "
+                       "give --dayfirst or --monthfirst (dayfirst=True/False), or --date-format "
+                       f"(date_format=, e.g. '%d{m[1][has].iloc[0]}%m{m[1][has].iloc[0]}%Y')")
+        if order:
+            day, month = (m[0], m[2]) if order == "day-first" else (m[2], m[0])
+            iso = [f"{_two_digit_year(y):04d}-{int(mo):02d}-{int(d):02d}{rest}"
+                   for d, mo, y, rest in zip(day[has], month[has], m[3][has], m[4][has], strict=True)]
+            base = base.copy()
+            base[has] = iso
+    m = base.str.extract(_YEAR_FIRST)
+    yf = m[0].notna()
+    if yf.any():
+        base = base.copy()
+        base[yf] = [f"{y}-{int(mo):02d}-{int(d):02d}{rest}" for y, mo, d, rest in
+                    zip(m[0][yf], m[2][yf], m[3][yf], m[4][yf], strict=True)]
+    m = base.str.extract(_MONTH_YEAR)
+    my = m[0].notna()
+    if my.any():
+        base = base.copy()
+        base[my] = [f"{y}-{int(mo):02d}" for mo, y in zip(m[0][my], m[1][my], strict=True)]
+    numeric_form = has | yf | my
+    parsed = pd.Series(pd.to_datetime(base, format="ISO8601", errors="coerce"), index=base.index)
+    rest = parsed.isna() & base.notna() & ~numeric_form
+    if rest.any():  # month names and other wordy forms ("2 Jan 2020", "January 2020")
+        parsed[rest] = pd.to_datetime(base[rest], format="mixed", errors="coerce")
+    naive = pd.DatetimeIndex(parsed)
+    if naive.tz is not None:
+        naive = naive.tz_localize(None)
+    return _localize(naive, zone, cells, order, problem)
+
+
+def _zone_key(z: str) -> str:
+    """One spelling per zone: ``Z``, ``GMT``, ``+00:00`` are all ``UTC``; ``+0530`` is ``+05:30``."""
+    t = tz_from_name(z)
+    return t if isinstance(t, str) else tz_name(t)
+
+
+def _localize(naive: pd.DatetimeIndex, zone: pd.Series, cells: pd.Series, order: str, problem: str) -> _Dates:
+    """Put the parsed wall times in their zones: one zone is kept; several are converted to UTC."""
+    ok = np.asarray(naive.notna())
+    zones = zone[ok]
+    if problem or not zones.notna().any():
+        return _Dates(naive, order=order, problem=problem)
+    if zones.isna().any():
+        seen = cells[ok]
+        with_tz = seen[zones.notna().to_numpy()].iloc[0]
+        without = seen[zones.isna().to_numpy()].iloc[0]
+        return _Dates(naive, order=order, problem="some dates have a time zone and some do not "
+                                                  f"(e.g. {with_tz!r} and {without!r})")
+    keys = zone.map(lambda z: _zone_key(z) if isinstance(z, str) else z)
+    unique = list(dict.fromkeys(keys[ok]))
+    try:
+        if len(unique) == 1:
+            idx = naive.tz_localize(tz_from_name(unique[0]), ambiguous="raise", nonexistent="raise")
+            return _Dates(idx, order=order, timezone=tz_name(idx.tz))
+        utc = np.full(len(naive), np.datetime64("NaT"), dtype="datetime64[ns]")
+        for z in unique:
+            sel = (keys == z).to_numpy() & ok
+            part = naive[sel].tz_localize(tz_from_name(z), ambiguous="raise", nonexistent="raise")
+            utc[sel] = part.tz_convert("UTC").tz_localize(None).to_numpy().astype("datetime64[ns]")
+    except Exception as err:  # noqa: BLE001 - unknown zone names, times that do not exist in a zone
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        return _Dates(naive, order=order, problem=f"cannot place the dates in their time zone ({first})")
+    shown = ", ".join(unique[:4]) + (" ..." if len(unique) > 4 else "")
+    return _Dates(pd.DatetimeIndex(utc).tz_localize("UTC"), order=order, timezone="UTC",
+                  note=f"dates had {len(unique)} different UTC offsets or zones ({shown}); "
+                       "converted them to UTC")
+
+
+def parse_dates(values: Sequence | pd.Index | pd.Series, *, dayfirst: bool | None = None,
+                date_format: str | None = None) -> pd.DatetimeIndex:
+    """Parse dates by the rules of :func:`load_frame` (one day/month order, zones kept); refuse otherwise."""
+    if isinstance(values, pd.DatetimeIndex):
+        return values
+    res = _parse_dates(pd.Index(values), dayfirst, date_format)
+    if res is not None and res.problem:
+        raise DataError(res.problem)
+    if res is None or res.index.isna().any():
+        vals = pd.Series(pd.Index(values))
+        bad = vals[np.asarray(res.index.isna())] if res is not None else vals
+        raise DataError(f"not parseable as dates: {bad.iloc[0]!r}" if len(bad) else "no dates given")
+    return res.index
+
+
+def _find_dates(df: pd.DataFrame, date_column: str | None, dayfirst: bool | None = None,
+                date_format: str | None = None) -> tuple[pd.DataFrame, str, _Dates]:
+    """Return the frame indexed by its dates (a DatetimeIndex), the date column's name, and the parse."""
+
+    def checked(c: str, res: _Dates | None, what: str) -> _Dates:
+        if res is None:
+            col = df[c] if c in df.columns else pd.Series(df.index)
+            bad = col[pd.to_datetime(col, errors="coerce", format="mixed").isna()] if len(col) else col
+            bad = bad if len(bad) else col.dropna()
+            example = f" (e.g. {bad.iloc[0]!r})" if len(bad) else ""
+            raise DataError(f"{what} {c!r} has values that are not dates{example}")
+        if res.problem:
+            raise DataError(f"{what} {c!r}: {res.problem}")
+        if res.index.isna().any():
+            k = int(res.index.isna().sum())
+            col = df[c] if c in df.columns else pd.Series(df.index)
+            bad = col[np.asarray(res.index.isna())].iloc[0]
+            raise DataError(f"{what} {c!r}: {k} values do not parse as dates (e.g. {bad!r})")
+        return res
+
     if date_column is not None:
         if date_column not in df.columns:
             if df.index.name == date_column:
@@ -155,21 +569,15 @@ def _find_dates(df: pd.DataFrame, date_column: str | None) -> tuple[pd.DataFrame
                 raise DataError(
                     f"no column named {date_column!r}; the columns are: {', '.join(map(str, df.columns))}"
                 )
-        idx = _parse_dates(df[date_column])
-        if idx is None or idx.isna().any():
-            bad = df[date_column][pd.to_datetime(df[date_column], errors="coerce", format="mixed").isna()]
-            example = f" (e.g. {bad.iloc[0]!r})" if len(bad) else ""
-            raise DataError(f"column {date_column!r} has values that are not dates{example}")
-        return df.drop(columns=[date_column]).set_index(idx.rename(date_column)), date_column
+        res = checked(date_column, _parse_dates(df[date_column], dayfirst, date_format), "column")
+        return df.drop(columns=[date_column]).set_index(res.index.rename(date_column)), date_column, res
     if isinstance(df.index, pd.DatetimeIndex):
-        idx = df.index
-        if idx.tz is not None:
-            idx = idx.tz_convert(None)
-        return df.set_axis(idx, axis=0), str(df.index.name or "date")
+        res = _parse_dates(df.index)
+        return df, str(df.index.name or "date"), res
     if not isinstance(df.index, pd.RangeIndex):
-        idx = _parse_dates(df.index)
-        if idx is not None and not idx.isna().any():
-            return df.set_axis(idx, axis=0), str(df.index.name or "date")
+        res = _parse_dates(df.index, dayfirst, date_format)
+        if res is not None and not res.problem and not res.index.isna().any():
+            return df.set_axis(res.index, axis=0), str(df.index.name or "date"), res
     named = [c for c in df.columns if str(c).strip().lower() in DATE_NAMES]
     named += [
         c for c in df.columns
@@ -177,18 +585,11 @@ def _find_dates(df: pd.DataFrame, date_column: str | None) -> tuple[pd.DataFrame
     ]
     candidates = named + [c for c in df.columns if c not in named]
     for c in candidates:
-        idx = _parse_dates(df[c])
-        if idx is None:
-            if c in named:
-                bad = df[c][pd.to_datetime(df[c], errors="coerce", format="mixed").isna()]
-                example = f" (e.g. {bad.iloc[0]!r})" if len(bad) else ""
-                raise DataError(f"date column {c!r} has values that do not parse as dates{example}")
+        res = _parse_dates(df[c], dayfirst, date_format)
+        if res is None and c not in named:
             continue
-        if idx.isna().any():
-            k = int(idx.isna().sum())
-            bad = df[c][np.asarray(idx.isna())].iloc[0]
-            raise DataError(f"date column {c!r}: {k} values do not parse as dates (e.g. {bad!r})")
-        return df.drop(columns=[c]).set_index(idx.rename(str(c))), str(c)
+        res = checked(c, res, "date column")
+        return df.drop(columns=[c]).set_index(res.index.rename(str(c))), str(c), res
     raise DataError(
         "no date column found: name one with --date-column / date_column=, or give a column "
         f"named date/time/timestamp (columns: {', '.join(map(str, df.columns))})"
@@ -202,17 +603,29 @@ def load_frame(
     columns: list[str] | None = None,
     dedupe: str | None = None,
     resample: str | None = None,
+    dayfirst: bool | None = None,
+    date_format: str | None = None,
+    sep: str | None = None,
+    decimal: str | None = None,
+    thousands: str | None = None,
 ) -> tuple[pd.DataFrame, DataReport]:
-    """Read a CSV path or a DataFrame into a float frame indexed by sorted, unique dates.
+    """Read a file (CSV, gzip/zip CSV, Parquet) or a DataFrame into a float frame of sorted, unique dates.
 
     Args:
-        data: a CSV path or a DataFrame (with a DatetimeIndex or a date column).
+        data: a file path or a DataFrame (with a DatetimeIndex or a date column).
         date_column: the name of the date column (default: found, see the module docstring).
         columns: the columns to model (default: every numeric column).
         dedupe: what to do with rows sharing a date: ``None`` refuses them (naming the dates);
             ``"mean"``, ``"first"`` or ``"last"`` merge them.
         resample: a pandas offset alias (e.g. ``"MS"`` for month starts, ``"W"``): average the data
             over those periods first.
+        dayfirst: ``True`` reads ``02/01/2020`` as 2 January, ``False`` as February 1; ``None`` (default)
+            decides from the values and refuses a column that no value decides.
+        date_format: a ``strftime`` format for the dates (e.g. ``"%d.%m.%Y %H:%M"``), instead of finding
+            it.
+        sep: the delimiter (default: found among ``,`` ``;`` tab ``|``).
+        decimal: the decimal mark, ``"."`` or ``","`` (default: found from the values).
+        thousands: the thousands separator (default: found; ``""`` for none).
 
     Returns:
         The frame (float64 columns, NaN where missing) and a :class:`DataReport`.
@@ -224,12 +637,19 @@ def load_frame(
         if len(df) == 0:
             raise DataError("the DataFrame has no rows")
     elif isinstance(data, (str, Path)):
-        df = _read_csv(data)
+        if sep is not None and (len(sep) != 1 or sep in '"0123456789'):
+            raise DataError(f"the delimiter must be one character such as ';' or a tab, got {sep!r}")
+        df, source, found_sep = _read_file(data, sep)
     else:
-        raise DataError(f"expected a CSV path or a pandas DataFrame, got {type(data).__name__}")
-    df.columns = [str(c) for c in df.columns]
-    df, date_col = _find_dates(df, date_column)
-    report = DataReport(date_column=date_col)
+        raise DataError(f"expected a file path or a pandas DataFrame, got {type(data).__name__}")
+    if not isinstance(data, (str, Path)):
+        source, found_sep = "", ","
+    df.columns = [str(c).strip() for c in df.columns]
+    df, date_col, dates = _find_dates(df, date_column, dayfirst, date_format)
+    report = DataReport(date_column=date_col, source=source, delimiter=found_sep, date_order=dates.order,
+                        timezone=dates.timezone)
+    if dates.note:
+        report.notes.append(dates.note)
 
     if columns is not None:
         missing = [c for c in columns if c not in df.columns]
@@ -243,15 +663,19 @@ def load_frame(
                 report.ignored[c] = "not selected"
         df = df[list(columns)]
 
+    text_cols = {c: [str(v) for v in pd.unique(df[c].dropna())] for c in df.columns
+                 if not pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}
+    report.decimal, report.thousands = _decide_marks(text_cols, found_sep, decimal, thousands)
     keep = []
     for c in df.columns:
         col = df[c]
         if pd.api.types.is_bool_dtype(col):
             report.ignored[c] = "boolean, not numeric"
             continue
-        num = pd.to_numeric(col, errors="coerce") if not pd.api.types.is_numeric_dtype(col) else col
+        numeric = pd.api.types.is_numeric_dtype(col)
+        num = col if numeric else _to_numbers(col, report.decimal, report.thousands)
         text_bad = int(num.isna().sum() - col.isna().sum())
-        if not pd.api.types.is_numeric_dtype(col) and text_bad > 0.5 * max(1, int(col.notna().sum())):
+        if not numeric and text_bad > 0.5 * max(1, int(col.notna().sum())):
             report.ignored[c] = "not numeric"
             continue
         if text_bad:

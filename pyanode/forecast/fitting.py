@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pyanode.cache import cached_program
 from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config, ForecastModel, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
@@ -120,12 +121,14 @@ def window_loss(model: ForecastModel, probe: jax.Array, data: WindowData, it: ja
     return masked_mse(pred, target, weight[None, :, None]), {"nfe_forward": nfe}
 
 
-@eqx.filter_jit
 def validation_loss(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array,
                     target: jax.Array) -> jax.Array:
-    """Masked MSE of one forecast over the validation tail."""
+    """Masked MSE of the forecasts from each validation origin over the rest of the validation tail."""
     pred, _ = rollout(model, lags, days, taus, max_steps=16384)
     return masked_mse(pred, target, jnp.ones((1, taus.shape[0], 1)))
+
+
+VALIDATION_ORIGINS = 4  # forecasts from the start of the held-out tail and three later points in it
 
 
 @functools.lru_cache(maxsize=16)
@@ -142,21 +145,28 @@ def fit_model(model: ForecastModel, arrays: GridArrays, *, progress: bool = True
     data = WindowData.build(arrays, c)
     validate = None
     if c.validation > 0:
-        o = len(arrays.y) - c.validation - 1  # forecast the tail from just before it
+        # Forecast the held-out tail from just before it, and from points inside it (with what the
+        # encoder would see there), so one lucky or unlucky start does not decide which model is kept.
+        first = len(arrays.y) - c.validation - 1
+        origins = sorted({first + k * c.validation // VALIDATION_ORIGINS for k in range(VALIDATION_ORIGINS)})
         # Solved up to the next power of two of steps (NaN targets, no weight, past the tail), so that
-        # other series of similar length reuse the compiled program; one trajectory, cheap to extend.
+        # other series of similar length reuse the compiled program.
         steps = 2 ** math.ceil(math.log2(c.validation))
-        tail = _pad(arrays.y[o : o + c.validation + 1], steps + 1, np.nan)
-        val = (data.lags[o : o + 1], data.days[o : o + 1], jnp.asarray(c.dt * np.arange(steps + 1), ftype()),
-               jnp.asarray(tail[None], ftype()))
+        tails = np.stack([_pad(arrays.y[o : o + steps + 1], steps + 1, np.nan) for o in origins])
+        val = (data.lags[np.asarray(origins)], data.days[np.asarray(origins)],
+               jnp.asarray(c.dt * np.arange(steps + 1), ftype()), jnp.asarray(tails, ftype()))
+
+        params, static = eqx.partition(model, eqx.is_array)
+        program = cached_program(lambda p, *a: validation_loss(eqx.combine(p, static), *a), (params, *val),
+                                 c.program_key("validation_loss"))
 
         def validate(m: ForecastModel, it: int) -> dict[str, float]:
-            return {"val_loss": float(validation_loss(m, *val))}
+            return {"val_loss": float(program(eqx.filter(m, eqx.is_array), *val))}
 
     return run_loop(
         model, window_loss, lambda it: data, _optimizer(c.lr, c.iterations, c.weight_decay), c.iterations,
         ema=c.ema, validate=validate, validate_every=max(10, c.iterations // 30),
         # Only the later curriculum stages train on windows as long as a forecast; judge those.
         select_from=-(-c.iterations // 4) + 1, patience=c.patience, progress=progress, description="fitting",
-        console=console,
+        console=console, program_key=c.program_key("window_loss"),
     )

@@ -13,7 +13,8 @@ it). :func:`load` reads a model file (:mod:`pyanode.forecast.io`) back into a Fo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +23,53 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from pandas.tseries.frequencies import to_offset
+from pandas.tseries.offsets import Tick
 
-from pyanode.cache import enable_compilation_cache
+from pyanode.cache import cached_program, enable_compilation_cache
 from pyanode.errors import PyanodeError
-from pyanode.forecast.baselines import baseline_forecasts, metrics
-from pyanode.forecast.data import DataError, DataReport, clean, load_frame, resample_frame
+from pyanode.forecast.baselines import baseline_forecasts, mase_scales, metrics
+from pyanode.forecast.data import (
+    DataError,
+    DataReport,
+    clean,
+    load_frame,
+    parse_dates,
+    resample_frame,
+    tz_from_name,
+    tz_name,
+)
 from pyanode.forecast.fitting import fit_model
-from pyanode.forecast.grid import (
-    Scaler,
-    days_since_epoch,
-    grid_arrays,
-    grid_positions,
-    lag_windows,
-    seasonal_periods,
+from pyanode.forecast.grid import GridArrays, days_since_epoch, grid_positions, lag_windows
+from pyanode.forecast.intervals import (
+    CRPS_QUANTILES,
+    Calibration,
+    calibrate,
+    check_levels,
+    check_quantiles,
+    interval_metrics,
+    with_intervals,
 )
 from pyanode.forecast.io import read_model_file, write_model_file
-from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, rollout
+from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, parse_seasonality, rollout
+from pyanode.forecast.structure import Structure, backtest_horizon, choose_structure
 
 __all__ = ["Forecaster", "fit", "load"]
-
-PERIODS = {"none": (), "yearly": (365.25,), "weekly": (7.0,), "yearly+weekly": (365.25, 7.0)}
-
 
 class Forecaster:
     """A fitted forecaster: ``predict``, ``evaluate``, ``plot``, ``save``; ``report`` and ``history``.
 
-    Made by :func:`fit` or :func:`load`; holds the model, the per-column scaling, the cleaned training
-    data (the forecast starts from its last observations) and what was done to the data.
+    Made by :func:`fit` or :func:`load`; holds the model, each column's closed-form structure (trend,
+    seasonal cycles, transform and scaling; :attr:`structure`), the cleaned training data (the forecast
+    starts from its last observations) and what was done to the data.
     """
 
-    def __init__(self, model: ForecastModel, scaler: Scaler, train: pd.DataFrame, report: DataReport,
+    def __init__(self, model: ForecastModel, structure: Structure, train: pd.DataFrame, report: DataReport,
                  history: pd.DataFrame, info: dict, center: pd.Series, spread: pd.Series,
-                 outlier_threshold: float, resample: str | None = None):
+                 outlier_threshold: float, resample: str | None = None,
+                 calibration: Calibration | None = None):
         self.model = model
-        self.scaler = scaler
+        self.structure = structure
         self.train = train
         self.report = report
         self.history = history
@@ -63,6 +77,8 @@ class Forecaster:
         self._center, self._spread = center, spread
         self.outlier_threshold = outlier_threshold
         self.resample = resample
+        # Prediction intervals (issue 12): split conformal calibration, pyanode.forecast.intervals.
+        self.calibration = calibration
 
     @property
     def config(self) -> Config:
@@ -82,41 +98,87 @@ class Forecaster:
         return (f"Forecaster(columns={self.columns}, augment={c.augment}, periods_days={list(c.periods)}, "
                 f"trained_until={self.end.date()}, iterations={len(self.history)})")
 
+    def structure_report(self) -> pd.DataFrame:
+        """Each column's chosen structure and the backtest scores that chose it (MAE in the column's units
+        over the last windows of the training data; the best few candidates, the chosen one first)."""
+        rows = []
+        for col, s in zip(self.columns, self.structure.columns, strict=True):
+            for rank, (name, score) in enumerate(s.scores):
+                rows.append({"column": col, "candidate": name, "backtest_mae": score, "chosen": rank == 0})
+        return pd.DataFrame(rows, columns=["column", "candidate", "backtest_mae", "chosen"])
+
     def future_dates(self, horizon: int) -> pd.DatetimeIndex:
-        """The next ``horizon`` dates at the data's frequency after the last training date."""
+        """The next ``horizon`` dates at the data's frequency after the last training date.
+
+        With a time zone, the dates are in the training data's zone; daily and longer steps follow the
+        local calendar (midnight stays midnight across daylight saving changes), shorter ones the clock.
+        """
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise PyanodeError(f"horizon must be a positive integer, got {horizon!r}")
+        tz = self.train.index.tz
+        wall = self.train.index.tz_localize(None) if tz is not None else self.train.index
+        end = wall[-1]
         freq = None
         if len(self.train) >= 3:
-            with pd.option_context("future.infer_freq_returns_offset", True):
-                freq = pd.infer_freq(self.train.index[-min(len(self.train), 50):])
-        if freq is not None:
+            with _infer_freq_returns_offset():
+                inferred = pd.infer_freq(wall[-min(len(wall), 50):])
+            freq = to_offset(inferred) if inferred is not None else None
+        if freq is not None and tz is not None and isinstance(freq, Tick) and freq.nanos < 86_400 * 10**9:
+            # Sub-daily steps follow the clock, not the wall time (an hour is an hour across DST).
             return pd.date_range(self.end, periods=horizon + 1, freq=freq)[1:]
-        if self.config.step_days == 1.0 and (self.train.index.day_of_week < 5).all():
+        if freq is not None:
+            out = pd.date_range(end, periods=horizon + 1, freq=freq)[1:]
+        elif self.config.step_days == 1.0 and (wall.day_of_week < 5).all():
             # Business-day data (weekends never observed): forecast business days.
-            return pd.bdate_range(self.end + pd.Timedelta(days=1), periods=horizon)
-        months = {365.25 / 12: 1, 365.25 / 4: 3, 365.25: 12}.get(self.config.step_days)
-        if months is not None:
-            return pd.DatetimeIndex([self.end + pd.DateOffset(months=months * (k + 1))
-                                     for k in range(horizon)])
-        step = pd.Timedelta(days=self.config.step_days)
-        return pd.DatetimeIndex([self.end + step * (k + 1) for k in range(horizon)])
+            out = pd.bdate_range(end + pd.Timedelta(days=1), periods=horizon)
+        else:
+            months = {365.25 / 12: 1, 365.25 / 4: 3, 365.25: 12}.get(self.config.step_days)
+            if months is not None:
+                out = pd.DatetimeIndex([end + pd.DateOffset(months=months * (k + 1)) for k in range(horizon)])
+            else:
+                step = pd.Timedelta(days=self.config.step_days)
+                out = pd.DatetimeIndex([end + step * (k + 1) for k in range(horizon)])
+        if tz is not None:
+            out = out.tz_localize(tz, ambiguous=np.zeros(len(out), dtype=bool), nonexistent="shift_forward")
+        return out.as_unit(self.train.index.unit) if hasattr(out, "as_unit") else out
 
-    def predict(self, horizon: int | None = None, *, dates: Sequence | pd.DatetimeIndex | None = None
+    def _in_zone(self, idx: pd.DatetimeIndex) -> pd.DatetimeIndex:
+        """Dates in the training data's time zone (dates without one are taken as the data's local time)."""
+        tz = self.train.index.tz
+        if tz is None and idx.tz is not None:
+            raise PyanodeError(f"the training dates have no time zone but these do ({idx[0]}); give dates "
+                               "without one")
+        if tz is None:
+            return idx
+        if idx.tz is None:
+            try:
+                return idx.tz_localize(tz, ambiguous="raise", nonexistent="raise")
+            except Exception as err:  # noqa: BLE001 - pandas' DST errors differ between versions
+                raise PyanodeError(f"dates not valid in the data's time zone {tz_name(tz)}: "
+                                   f"{str(err).splitlines()[0]}") from None
+        return idx.tz_convert(tz)
+
+    def predict(self, horizon: int | None = None, *, dates: Sequence | pd.DatetimeIndex | None = None,
+                level: float | Sequence[float] | None = None, quantiles: float | Sequence[float] | None = None
                 ) -> pd.DataFrame:
         """Forecast ``horizon`` steps ahead, or at the given ``dates`` (on or after the last training date).
 
+        ``dates`` are read like the data's dates (``02/01/2020`` only when a value decides the order);
+        dates without a time zone are taken in the training data's zone, others converted to it.
         Returns a DataFrame indexed by the dates, with the training columns in their original units.
+
+        ``level`` (percent, e.g. ``[80, 95]``) adds each column's prediction intervals beside it,
+        ``c-lo-80``, ``c-hi-80``, ...; ``quantiles`` (e.g. ``[0.1, 0.5, 0.9]``) its quantile forecasts
+        ``c-q0.1``, ...: calibrated on backtests of the training data (:mod:`pyanode.forecast.intervals`).
         """
+        want_levels = check_levels(level) if level is not None else None
+        want_quantiles = check_quantiles(quantiles) if quantiles is not None else None
         if (horizon is None) == (dates is None):
             raise PyanodeError("give either horizon=N or dates=[...] to predict")
         if dates is None:
             idx = self.future_dates(horizon)
         else:
-            try:
-                idx = pd.DatetimeIndex(pd.to_datetime(pd.Index(dates), format="mixed"))
-            except (ValueError, TypeError) as err:
-                raise PyanodeError(f"dates must be parseable dates: {str(err).splitlines()[0]}") from None
+            idx = self._in_zone(parse_dates(dates))
             if len(idx) == 0:
                 raise PyanodeError("dates is empty")
             if (idx < self.end).any():
@@ -126,17 +188,22 @@ class Forecaster:
                     f"({self.end.date()}); forecasts start from the last training date")
         c = self.config
         uniq = idx.unique().sort_values()
-        tau = np.asarray((uniq - self.end) / pd.Timedelta(days=1), dtype=np.float64) / c.unit_days
+        tau = (days_since_epoch(uniq) - days_since_epoch(self.train.index[-1:])[0]) / c.unit_days
         taus = np.concatenate([[0.0], tau[tau > 0]])
-        arrays = grid_arrays(self.train, self.scaler, self._positions(), c.epoch_days, c.step_days)
+        arrays = residual_arrays(self.structure, self.train, self._positions())
         lags = lag_windows(arrays.filled, c.lookback)[-1:]
         pred = _forecast(self.model, jnp.asarray(lags, ftype()), jnp.asarray(arrays.days[-1:], ftype()),
                          jnp.asarray(taus, ftype()))
-        z = np.asarray(pred[0], dtype=np.float64)
+        resid = np.asarray(pred[0], dtype=np.float64)
         if tau[0] > 0:  # the origin (tau = 0) was only the start of the solve
-            z = z[1:]
-        values = self.scaler.inverse(z)
-        out = pd.DataFrame(values, index=uniq, columns=self.columns).reindex(idx)
+            resid = resid[1:]
+        positions = (days_since_epoch(uniq) - c.epoch_days) / c.step_days
+        point_z = self.structure.mu(positions) + resid
+        out = pd.DataFrame(self.structure.from_standard(point_z), index=uniq, columns=self.columns)
+        if level is not None or quantiles is not None:  # intervals (issue 12): pyanode.forecast.intervals
+            out = with_intervals(out, point_z, positions - self._positions()[-1], self.structure,
+                                 self._calibration(), want_levels, want_quantiles)
+        out = out.reindex(idx)
         out.index.name = self.train.index.name or "date"
         return out
 
@@ -144,9 +211,16 @@ class Forecaster:
         days = days_since_epoch(self.train.index)
         return np.rint((days - self.config.epoch_days) / self.config.step_days).astype(np.int64)
 
+    def _calibration(self) -> Calibration:
+        if self.calibration is None:
+            raise PyanodeError("this forecaster has no interval calibration (it was made without one); "
+                               "fit it again to forecast with level= or quantiles=")
+        return self.calibration
+
     def _test_frame(self, test: pd.DataFrame | str | Path, date_column: str | None = None,
                     dedupe: str | None = None) -> tuple[pd.DataFrame, DataReport]:
         df, rep = load_frame(test, date_column=date_column, dedupe=dedupe)
+        df = df.set_axis(self._in_zone(df.index), axis=0)  # the training data's time zone (issue 14)
         missing = [col for col in self.columns if col not in df.columns]
         if missing:
             raise DataError(
@@ -164,37 +238,54 @@ class Forecaster:
         return df, rep
 
     def evaluate(self, test: pd.DataFrame | str | Path, *, date_column: str | None = None,
-                 dedupe: str | None = None) -> pd.DataFrame:
-        """MAE and RMSE per column of the model and the baselines on the test dates after training.
+                 dedupe: str | None = None, level: float | Sequence[float] | None = None) -> pd.DataFrame:
+        """MAE, RMSE and MASE per column of the model and the baselines on the test dates after training.
 
         The test data are cleaned like the training data (outliers by the training median/MAD are
-        masked, see :attr:`test_report`); dates on or before the last training date are skipped.
-        Returns a frame with rows ``model``, ``persistence``, ``seasonal_naive``, ``mean`` and columns
-        ``(column, metric)``.
+        masked, see :attr:`test_report`); dates on or before the last training date are skipped. MASE
+        is scaled by the training data's in-sample seasonal-naive MAE with the M4 season
+        (:func:`pyanode.forecast.baselines.mase_season`). Returns a frame with rows ``model``,
+        ``persistence``, ``seasonal_naive``, ``mean`` and columns ``(column, metric)``.
+
+        With ``level`` (percent, e.g. ``[80, 95]``) the ``model`` row also gets, per column, the
+        empirical coverage of each interval (``coverage-80``), the M4 mean scaled interval score
+        (``msis-80``) and the CRPS approximated from the quantiles 0.05 .. 0.95 (``crps``), both scaled
+        like MASE (:func:`pyanode.forecast.intervals.interval_metrics`); the baselines' are NaN.
         """
+        levels = check_levels(level) if level is not None else None
         truth, rep = self._test_frame(test, date_column, dedupe)
         self.test_report = rep
-        preds = {"model": self.predict(dates=truth.index), **baseline_forecasts(self.train, truth.index)}
-        table = {name: metrics(p, truth) for name, p in preds.items()}
+        model = self.predict(dates=truth.index, level=levels, quantiles=CRPS_QUANTILES if levels else None)
+        preds = {"model": model, **baseline_forecasts(self.train, truth.index)}
+        scales = mase_scales(self.train, self.config.step_days)
+        table = {name: metrics(p, truth, scales) for name, p in preds.items()}
+        names = ["mae", "rmse", "mase"]
+        if levels is not None:  # issue 12: interval scores of the model
+            scores = interval_metrics(model, truth, scales, levels)
+            for col in self.columns:
+                table["model"][col].update(scores[col])
+            names += [f"{k}-{lv:g}" for k in ("coverage", "msis") for lv in levels] + ["crps"]
         frame = pd.DataFrame({
-            (col, m): {name: table[name][col][m] for name in table}
-            for col in self.columns for m in ("mae", "rmse")
+            (col, m): {name: table[name][col].get(m, np.nan) for name in table}
+            for col in self.columns for m in names
         })
         frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["column", "metric"])
         return frame
 
     def plot(self, test: pd.DataFrame | str | Path | None = None, *, horizon: int | None = None,
-             history_steps: int | None = None):
-        """History, forecast and (with ``test``) truth per column; returns a matplotlib Figure."""
+             history_steps: int | None = None, level: float | Sequence[float] | None = None):
+        """History, forecast and (with ``test``) truth per column, with shaded prediction intervals of
+        each ``level`` (percent); returns a matplotlib Figure."""
         from pyanode.plots.forecast import plot_forecast
 
         truth = None
         if test is not None:
             truth, _ = self._test_frame(test)
-            pred = self.predict(dates=truth.index)
+            pred = self.predict(dates=truth.index, level=level)
         else:
-            pred = self.predict(horizon=horizon or 30)
-        return plot_forecast(self.train, pred, truth, history_steps=history_steps, report=self.report)
+            pred = self.predict(horizon=horizon or 30, level=level)
+        return plot_forecast(self.train, pred, truth, history_steps=history_steps, report=self.report,
+                             level=check_levels(level) if level is not None else None)
 
     # -- files -------------------------------------------------------------------------------
 
@@ -209,22 +300,66 @@ class Forecaster:
         meta = {
             "report": self.report.to_dict(), "info": self.info, "outlier_threshold": self.outlier_threshold,
             "index_name": self.train.index.name, "index_unit": self.train.index.unit,
+            "index_tz": tz_name(self.train.index.tz) if self.train.index.tz is not None else None,
             "resample": self.resample, "history_columns": list(self.history.columns),
+            "structure": self.structure.to_json(),
+            "calibration": self.calibration.to_json() if self.calibration is not None else None,
         }
         arrays = {
-            "scaler_mean": self.scaler.mean, "scaler_std": self.scaler.std,
             "center": self._center.to_numpy(np.float64), "spread": self._spread.to_numpy(np.float64),
             "train_values": self.train.to_numpy(np.float64),
-            "train_dates": self.train.index.to_numpy().astype("datetime64[ns]").astype(np.int64),
+            "train_dates": _utc_naive(self.train.index).to_numpy().astype("datetime64[ns]").astype(np.int64),
             "history": self.history.to_numpy(np.float64),
             "history_iterations": self.history.index.to_numpy(np.int64),
         }
         return write_model_file(path, meta, self.model, arrays)
 
 
-@eqx.filter_jit
+def residual_arrays(structure: Structure, frame: pd.DataFrame, positions: np.ndarray) -> GridArrays:
+    """The data's residuals after their structure on the grid (NaN where unobserved) and gap-filled
+    (the last residual carried forward; zero, the structure itself, before the first)."""
+    T = int(positions[-1]) + 1
+    values = np.full((T, frame.shape[1]), np.nan)
+    raw = frame.to_numpy(dtype=np.float64)
+    if len(np.unique(positions)) == len(positions):
+        values[positions] = raw
+    else:  # rows sharing a grid step are averaged
+        merged = pd.DataFrame(raw).groupby(positions).mean()
+        values[merged.index.to_numpy()] = merged.to_numpy()
+    resid = structure.to_standard(values) - structure.mu(np.arange(T))
+    filled = pd.DataFrame(resid).ffill().fillna(0.0).to_numpy()
+    return GridArrays(y=resid, filled=filled, days=structure.epoch_days + structure.step_days * np.arange(T))
+
+
+@contextlib.contextmanager
+def _infer_freq_returns_offset() -> Iterator[None]:
+    """Silence pandas' notice that ``infer_freq`` will return an offset, where that option exists.
+
+    The option is only in some pandas versions (not in 2.0 to 2.3); callers pass the result through
+    ``to_offset`` either way.
+    """
+    try:
+        ctx = pd.option_context("future.infer_freq_returns_offset", True)
+        ctx.__enter__()
+    except (KeyError, AttributeError, pd.errors.OptionError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def _utc_naive(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """Dates with a time zone as UTC without one (how the model file stores them); others as they are."""
+    return index.tz_convert("UTC").tz_localize(None) if index.tz is not None else index
+
+
 def _forecast(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array) -> jax.Array:
-    return rollout(model, lags, days, taus, max_steps=65536)[0]
+    params, static = eqx.partition(model, eqx.is_array)
+    program = cached_program(lambda p, *a: rollout(eqx.combine(p, static), *a, max_steps=65536)[0],
+                             (params, lags, days, taus), model.config.program_key("forecast"))
+    return program(params, lags, days, taus)
 
 
 def load(path: str | Path) -> Forecaster:
@@ -233,6 +368,8 @@ def load(path: str | Path) -> Forecaster:
     cols = list(model.config.columns)
     idx = pd.DatetimeIndex(arr["train_dates"].astype("datetime64[ns]"), name=meta.get("index_name"))
     idx = idx.as_unit(meta.get("index_unit", "ns"))
+    if meta.get("index_tz"):  # the dates were saved as UTC; back to the training data's own zone
+        idx = idx.tz_localize("UTC").tz_convert(tz_from_name(meta["index_tz"]))
     train = pd.DataFrame(arr["train_values"], index=idx, columns=cols)
     history_columns = meta.get("history_columns", ["loss", "nfe_forward", "nfe_backward", "seconds"])
     history = pd.DataFrame(arr["history"], columns=history_columns,
@@ -241,9 +378,10 @@ def load(path: str | Path) -> Forecaster:
     for k in ("nfe_forward", "nfe_backward"):
         history[k] = history[k].astype(np.int64)
     return Forecaster(
-        model, Scaler(arr["scaler_mean"], arr["scaler_std"]), train, DataReport.from_dict(meta["report"]),
+        model, Structure.from_json(meta["structure"]), train, DataReport.from_dict(meta["report"]),
         history, meta["info"], pd.Series(arr["center"], index=cols), pd.Series(arr["spread"], index=cols),
         meta["outlier_threshold"], meta.get("resample"),
+        Calibration.from_json(meta["calibration"]) if meta.get("calibration") else None,
     )
 
 
@@ -261,6 +399,7 @@ def fit(
     atol: float = 1e-4,
     sensealg: str = "checkpoint",
     seasonality: str = "auto",
+    horizon: int | None = None,
     iterations: int | None = None,
     lr: float = 1e-2,
     batch: int = 32,
@@ -275,6 +414,11 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     console: Any = None,
+    dayfirst: bool | None = None,
+    date_format: str | None = None,
+    sep: str | None = None,
+    decimal: str | None = None,
+    thousands: str | None = None,
 ) -> Forecaster:
     """Fit an augmented neural ODE forecaster to a time series (the model: :mod:`pyanode.forecast.model`).
 
@@ -285,8 +429,12 @@ def fit(
         date_column: the date column's name (default: found automatically).
         hidden, depth, activation: the vector field MLP's width, number of hidden layers, nonlinearity.
         solver, rtol, atol, sensealg: passed to :func:`pyanode.solve` (adaptive solvers only).
-        seasonality: ``auto`` (yearly and/or weekly chosen from the data), ``none`` (autonomous model),
-            ``yearly``, ``weekly`` or ``yearly+weekly``.
+        seasonality: ``auto`` (the daily, weekly and yearly cycles, trend and transform of each column
+            chosen by backtest, :mod:`pyanode.forecast.structure`), ``none``, or the cycles to use, e.g.
+            ``yearly`` or ``daily+weekly`` (the trend and transform are still chosen by backtest).
+        horizon: how many steps ahead the structure's backtest judges forecasts (default: by the data's
+            frequency, as in the M4 competition: 48 hourly, 14 daily, 13 weekly, 18 monthly, 8 quarterly,
+            6 yearly); pass the horizon you will forecast.
         iterations: optimiser steps (default 400).
         lr, batch: AdamW learning rate (warm-up then cosine decay) and windows per step.
         window: training window in data steps (default: 128, at most half the data).
@@ -302,14 +450,23 @@ def fit(
         outlier_threshold: robust z-score above which a value is masked as an outlier.
         seed: seeds the initial parameters and the choice of windows (same seed, same forecast).
         progress: show a progress bar (stderr) with loss, validation loss, NFE and ETA.
+        dayfirst, date_format, sep, decimal, thousands: how to read a file (see
+            :func:`pyanode.forecast.data.load_frame`): ``dayfirst=True`` reads ``02/01/2020`` as 2 January
+            (default: decided by the values, refused when none decides it), ``date_format`` a ``strftime``
+            format for the dates, ``sep`` the delimiter, ``decimal`` the decimal mark, ``thousands`` the
+            thousands separator (default: detected and reported in :attr:`Forecaster.report`).
 
     Returns:
         A fitted :class:`Forecaster`.
     """
     check_options(augment, hidden, depth, solver, rtol, atol, sensealg, seasonality, iterations, activation)
+    if horizon is not None and (not isinstance(horizon, (int, np.integer)) or horizon < 1):
+        raise PyanodeError(f"horizon must be a positive integer, got {horizon!r}")
     enable_compilation_cache()
     df, report = load_frame(data, date_column=date_column, columns=list(columns) if columns else None,
-                            dedupe=dedupe)
+                            dedupe=dedupe,
+                            dayfirst=dayfirst, date_format=date_format, sep=sep, decimal=decimal,
+                            thousands=thousands)
     # Outliers are judged at the data's own resolution, before any averaging would smear them.
     df, report, center, spread = clean(df, report, threshold=outlier_threshold)
     if resample is not None:
@@ -324,10 +481,21 @@ def fit(
         report.notes.append(f"{merged} rows fell on the same {step_days:.4g}-day grid step as another row "
                             "and were averaged into it")
     T = int(pos[-1]) + 1
-    periods = seasonal_periods(df.index, step_days, df) if seasonality == "auto" else PERIODS[seasonality]
+    epoch_days = float(days_since_epoch(df.index[:1])[0])
+    grid_values = np.full((T, df.shape[1]), np.nan)
+    grid_values[pos] = df.to_numpy(dtype=np.float64)  # (merged rows: the last; the structure needs no more)
+    structure = choose_structure(grid_values, step_days, epoch_days, horizon=horizon,
+                                 seasonal=parse_seasonality(seasonality))
+    # Prediction intervals (issue 12): conformal scores from backtests of the chosen structures.
+    calibration = calibrate(structure, grid_values, horizon or backtest_horizon(step_days))
+    for col, s in zip(df.columns, structure.columns, strict=True):
+        runner_up = f"; next best {s.scores[1][0]}: {s.scores[1][1]:.4g}" if len(s.scores) > 1 else ""
+        report.notes.append(f"{col}: {s.describe()} (chosen by backtest: MAE {s.scores[0][1]:.4g}"
+                            f"{runner_up})")
     win = window if window is not None else min(128, max(2, T // 2))
-    # About three months of history (90 daily steps, 13 weekly, 3 monthly), at most an eighth of the data.
-    look = lookback if lookback is not None else max(1, min(round(90 / step_days) or 1, T // 8))
+    # About three months of history, at least 24 steps (two years of months, six of quarters): enough to
+    # place the present in a cycle of several steps; at most an eighth of the data.
+    look = lookback if lookback is not None else max(1, min(max(round(90 / step_days), 24), T // 8))
     if validation is None:
         validation = min(win, T // 24) if T >= 48 else 0
     if not 0 <= validation < T // 2:
@@ -337,15 +505,14 @@ def fit(
         half_life = max(win, T // 8)
     config = Config(
         columns=tuple(df.columns), augment=int(augment), hidden=hidden, depth=depth, activation=activation,
-        solver=solver, rtol=rtol, atol=atol, sensealg=sensealg, periods=periods, lookback=look,
+        solver=solver, rtol=rtol, atol=atol, sensealg=sensealg, periods=structure.periods, lookback=look,
         window=win, batch=batch, patience=patience, half_life=float(half_life or 0.0),
         iterations=iterations if iterations is not None else 400, lr=lr, validation=validation, seed=seed,
         step_days=step_days, unit_days=365.25 if step_days >= 1 else 1.0,
-        epoch_days=float(days_since_epoch(df.index[:1])[0]),
+        epoch_days=epoch_days,
     )
-    scaler = Scaler.fit(df)
-    model = ForecastModel(config, jax.random.PRNGKey(seed))
-    arrays = grid_arrays(df, scaler, pos, config.epoch_days, config.step_days)
+    model = ForecastModel(config, jax.random.PRNGKey(seed), phi=[s.phi for s in structure.columns])
+    arrays = residual_arrays(structure, df, pos)
     result = fit_model(model, arrays, progress=progress, console=console)
     if result.history.empty:  # nothing was trained: there is no model to forecast with
         if result.interrupted:
@@ -355,5 +522,5 @@ def fit(
     history = result.history.set_index("iteration")
     info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
             "best_validation": result.best_validation}
-    return Forecaster(result.model, scaler, df, report, history, info, center, spread, outlier_threshold,
-                      resample)
+    return Forecaster(result.model, structure, df, report, history, info, center, spread, outlier_threshold,
+                      resample, calibration)

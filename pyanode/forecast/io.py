@@ -26,7 +26,7 @@ from pyanode.forecast.model import Config, ForecastModel
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "read_model_file", "write_model_file"]
 
 FORMAT = "pyanode-forecaster"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-column structure (trend, cycles, transform) replaced the scaler
 
 
 class ModelFileError(PyanodeError):
@@ -65,7 +65,7 @@ def read_model_file(path: Path) -> tuple[dict[str, Any], ForecastModel, dict[str
                 raise ModelFileError(f"{path} is not a pyanode forecaster file")
             if meta.get("version") != FORMAT_VERSION:
                 raise ModelFileError(f"{path} has format version {meta.get('version')}; this pyanode reads "
-                                     f"version {FORMAT_VERSION}")
+                                     f"version {FORMAT_VERSION}; fit the model again with this pyanode")
             arrays = {n[:-4]: np.load(io.BytesIO(z.read(n)), allow_pickle=False)
                       for n in names if n.endswith(".npy")}
             skeleton = ForecastModel(Config.from_json(meta["config"]), jax.random.PRNGKey(0))

@@ -1,17 +1,20 @@
-"""Step 3 of the forecaster: the model, an Augmented Neural ODE driven by the calendar.
+"""Step 4 of the forecaster: the model, an Augmented Neural ODE for what the structure leaves over.
 
 The model (Dupont, Doucet & Teh, "Augmented Neural ODEs", NeurIPS 2019):
 
     h(t0) = E([x(t0 - (W-1) dt), ..., x(t0)], s(t0))        (encoder, linear; h in R^(n + augment))
-    dh/dt = r * f_theta(h, s(t))                               (vector field, MLP)
+    dh/dt = r * f_theta(h, s(t)) - kappa * h                   (vector field: MLP and a linear decay)
     x_hat(t) = h(t)[:n]                                        (readout: the first n components)
 
-``x`` are the n modelled columns, scaled with training statistics; ``s(t)`` are calendar Fourier
-features (``sin/cos(2 pi k t / P)`` for a yearly and/or weekly period ``P``; none for the autonomous model
-of the SciML weather tutorial); ``r`` is a fixed rate that makes O(1) outputs of the MLP mean an O(1)
-change over a few data steps. The ``augment`` extra dimensions start from the encoder (zeros in the
-tutorial's model), so they can carry what the observed columns alone do not determine, such as how far
-the present is from the usual season (an anomaly that persists for months).
+``x`` are the n modelled columns' residuals after their closed-form structure (trend and seasonal
+cycles, :mod:`pyanode.forecast.structure`), in standardised units; ``s(t)`` are calendar Fourier
+features of the structure's periods (the dynamics may depend on the season or the hour); ``r`` is a
+fixed rate that makes O(1) outputs of the MLP mean an O(1) change over a few data steps. ``kappa >= 0``
+starts at the decay rate of the residual's AR(1) fit (``phi = exp(-kappa dt)``) and the MLP's last layer
+at zero, so training starts from the closed-form model and learns what it misses (a universal
+differential equation, in SciML's words). The ``augment`` extra dimensions start from the encoder, so
+they can carry what the observed columns alone do not determine, such as where in a cycle of several
+years the series is, or an anomaly that persists for months.
 
 :func:`rollout` encodes the initial states from the lag windows of :mod:`pyanode.forecast.grid` and
 integrates the ODE with :func:`pyanode.solve`; everything that varies with the data (lags, dates, save
@@ -21,6 +24,7 @@ times) is an argument, so one compiled program serves every series of the same s
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -34,16 +38,20 @@ from pyanode.engine import SENSEALGS, SOLVERS, solve
 from pyanode.errors import PyanodeError
 from pyanode.forecast.grid import lag_count, recent_count
 
-__all__ = ["ACTIVATIONS", "Config", "ForecastModel", "SEASONALITIES", "calendar_features", "check_options",
-           "ftype", "masked_mse", "rollout"]
+__all__ = ["ACTIVATIONS", "Config", "ForecastModel", "PERIOD_DAYS", "calendar_features", "check_options",
+           "ftype", "masked_mse", "parse_seasonality", "rollout"]
 
-SEASONALITIES = ("auto", "none", "yearly", "weekly", "yearly+weekly")
+PERIOD_DAYS = {"daily": 1.0, "weekly": 7.0, "yearly": 365.25}
 ACTIVATIONS = {"tanh": jnp.tanh, "swish": jax.nn.swish, "softplus": jax.nn.softplus, "relu": jax.nn.relu}
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything that defines a forecaster's model and training (stored as JSON in saved files)."""
+    """Everything that defines a forecaster's model and training (stored as JSON in saved files).
+
+    Everything here is static in the compiled programs, so it holds only what the model's shapes and
+    numerics need: two series with the same shape of data share one compiled program.
+    """
 
     columns: tuple[str, ...]
     augment: int = 2
@@ -87,6 +95,15 @@ class Config:
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
+    def program_key(self, name: str) -> str:
+        """What a compiled program of this model depends on: everything but what only the host reads (the
+        seed, first date, column names, recency weighting, validation length and patience), so that other
+        series of the same shape share it."""
+        d = self.to_json()
+        for k in ("seed", "epoch_days", "columns", "half_life", "validation", "patience"):
+            d.pop(k)
+        return f"{name}|n={self.n}|" + json.dumps(d, sort_keys=True)
+
     @classmethod
     def from_json(cls, d: dict) -> Config:
         d = dict(d)
@@ -110,12 +127,25 @@ def check_options(
         raise PyanodeError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
     if sensealg not in SENSEALGS:
         raise PyanodeError(f"unknown sensealg {sensealg!r}; choose one of: {', '.join(SENSEALGS)}")
-    if seasonality not in SEASONALITIES:
-        raise PyanodeError(f"unknown seasonality {seasonality!r}; choose one of: {', '.join(SEASONALITIES)}")
+    parse_seasonality(seasonality)
     if iterations is not None and iterations < 1:
         raise PyanodeError(f"iterations must be a positive integer, got {iterations}")
     if activation not in ACTIVATIONS:
         raise PyanodeError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+
+
+def parse_seasonality(seasonality: str) -> tuple[float, ...] | None:
+    """``"auto"`` -> None (chosen by backtest); ``"none"`` -> (); ``"daily+yearly"`` -> (1.0, 365.25)."""
+    if seasonality == "auto":
+        return None
+    if seasonality == "none":
+        return ()
+    names = seasonality.split("+")
+    bad = [s for s in names if s not in PERIOD_DAYS]
+    if bad or not names:
+        raise PyanodeError(f"unknown seasonality {seasonality!r}; use auto, none, or one or more of "
+                           f"{', '.join(PERIOD_DAYS)} joined by '+' (e.g. daily+weekly)")
+    return tuple(sorted(PERIOD_DAYS[s] for s in set(names)))
 
 
 def ftype() -> Any:
@@ -140,9 +170,11 @@ class ForecastModel(eqx.Module):
 
     encoder: eqx.nn.Linear
     field: eqx.nn.MLP
+    log_decay: jax.Array  # log kappa per state dimension (ODE time units)
     config: Config = eqx.field(static=True)
 
-    def __init__(self, config: Config, key: jax.Array):
+    def __init__(self, config: Config, key: jax.Array, phi: Sequence[float] | None = None):
+        """``phi``: per-column AR(1) coefficients per grid step of the residuals (the decay's start)."""
         c = config
         nf = 2 * c.harmonics * len(c.periods)
         k1, k2 = jax.random.split(key)
@@ -159,11 +191,18 @@ class ForecastModel(eqx.Module):
                                    (jnp.asarray(w, ftype()), jnp.zeros((c.state,), ftype())))
         field = eqx.nn.MLP(c.state + nf, c.state, c.hidden, c.depth, activation=ACTIVATIONS[c.activation],
                            key=k2)
-        # A small last layer: the model starts close to "nothing changes" (persistence).
+        # A zero last layer: the model starts as the closed-form one (structure plus the linear decay).
         last = field.layers[-1]
         field = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), field,
-                            (last.weight * 0.1, jnp.zeros_like(last.bias)))
+                            (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
         self.field = field
+        # kappa = -log(phi) / dt, at most 2 / dt (an e-fold within half a step is as good as instant).
+        phis = np.clip(np.asarray(list(phi) if phi is not None else [0.9] * c.n, dtype=np.float64),
+                       np.exp(-2.0), 0.999)
+        kappa = -np.log(phis) / c.dt
+        # The augmented dimensions decay as slowly as the slowest column.
+        kappa = np.concatenate([kappa, np.full(c.augment, kappa.min())])
+        self.log_decay = jnp.asarray(np.log(kappa), ftype())
         self.config = config
 
     @property
@@ -185,7 +224,8 @@ def _vector_field(t: jax.Array, h: jax.Array, args: Any) -> jax.Array:
     model, origin_days = args
     c = model.config
     s = model.features(origin_days + t * c.unit_days)
-    return model.rate * jax.vmap(model.field)(jnp.concatenate([h, s.astype(h.dtype)], axis=-1))
+    drive = model.rate * jax.vmap(model.field)(jnp.concatenate([h, s.astype(h.dtype)], axis=-1))
+    return drive - jnp.exp(model.log_decay) * h
 
 
 def rollout(

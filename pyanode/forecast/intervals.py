@@ -1,0 +1,336 @@
+"""Prediction intervals and quantile forecasts, calibrated by split conformal prediction on the training
+data's own past.
+
+Every forecast is made in standardised units ``z`` (:mod:`pyanode.forecast.structure`): the point forecast
+at ``h`` grid steps after the last training date is ``zhat(h) = mu(t0 + h) + xhat(h)``, mapped to the
+column's units by ``from_standard`` (``exp`` for log columns). The intervals are built around it in the
+same units, so log columns get multiplicative intervals.
+
+**Calibration (at fit time, :func:`calibrate`).** For each column, the chosen structure (its trend,
+cycles and recency weighting) is refitted by the same weighted ridge normal equations on the data before
+each of ``K`` origins ``o`` (up to :data:`ORIGINS`, evenly spaced over the last third of the training
+data), and forecasts the next ``H`` steps as the structure's backtest does: ``mu_o(o + h)`` plus the last
+residual decaying as an AR(1), ``r_o phi_o^h``. Where the truth is observed, the signed errors
+
+    e[o, h] = z(o + h) - zhat_o(h),          h = 1 .. H
+
+are collected (``H``: the fit's ``horizon``). These closed-form forecasts stand in for the neural ODE's:
+refitting the ODE ``K`` times would cost ``K`` fits.
+
+* *Scale per step.* ``sigma_h^2`` is the mean of ``e[o, h]^2`` over the origins; it is made non-decreasing
+  in ``h`` by isotonic regression (pool adjacent violators, weighted by the counts: the uncertainty of a
+  forecast cannot shrink further ahead), smoothed by a three-point moving average (which keeps it
+  non-decreasing) and its square root taken. Past ``H`` it grows like a random walk's,
+  ``sigma_h = sigma_H sqrt(h / H)``; between the origin (``sigma_0 = 0``) and ``H`` it is interpolated
+  linearly, so dates between grid steps are covered too.
+* *Shape.* The normalised errors ``s = e[o, h] / sigma_h``, pooled over all ``(o, h)`` (``n`` of them)
+  and sorted, are the calibration scores. For a central interval of level ``L = 1 - alpha`` the multipliers
+  are the order statistics
+
+      q_hi = s_(ceil((n + 1)(1 - alpha/2))),     q_lo = s_(floor((n + 1) alpha/2))
+
+  (clamped to the sample's ends): split conformal prediction's finite-sample correction, which gives
+  coverage of at least ``1 - alpha`` when the scores of the future are exchangeable with those of the
+  past. The quantile ``tau`` is ``s_(ceil((n + 1) tau))`` above the median and ``s_(floor((n + 1) tau))``
+  below it.
+
+**Intervals.** At step ``h`` the interval of level ``L`` is ``zhat(h) + q_lo sigma_h .. zhat(h) + q_hi
+sigma_h``, with ``q_lo <= 0 <= q_hi`` enforced (the point forecast always lies inside), mapped back with
+``from_standard``. Because ``sigma_h`` is non-decreasing and the multipliers of a wider level are further
+out, the intervals widen weakly with the horizon (in standardised units; in the column's units for
+columns without the log transform) and nest (95% contains 80%). A column with too few observations to
+backtest gets ``sigma_h = 1`` (the standardised data's spread) and Gaussian multipliers.
+
+Not modelled: the neural ODE's own parameter uncertainty (an ensemble of fits), and any change of regime
+after the training data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from pyanode.errors import PyanodeError
+from pyanode.forecast.structure import Structure, _basis, _columns, _Normal
+
+__all__ = ["CRPS_QUANTILES", "Calibration", "ColumnCalibration", "band_columns", "calibrate",
+           "check_levels", "check_quantiles", "interval_metrics", "with_intervals"]
+
+ORIGINS = 40  # most backtest origins per column
+MIN_SCORES = 8  # fewer normalised errors than this: Gaussian multipliers instead
+SIGMA_FLOOR = 1e-9
+CRPS_QUANTILES = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05 .. 0.95
+
+
+# -- input checks -----------------------------------------------------------------------------------------
+
+def _numbers(values: float | Sequence[float], name: str) -> list[float]:
+    seq = [values] if isinstance(values, (int, float, np.integer, np.floating)) else values
+    try:
+        out = [float(v) for v in seq]
+    except (TypeError, ValueError):
+        raise PyanodeError(f"{name} must be a number or a list of numbers, got {values!r}") from None
+    if any(isinstance(v, bool) for v in seq):
+        raise PyanodeError(f"{name} must be numbers, got {values!r}")
+    if not out:
+        raise PyanodeError(f"{name} is empty; give at least one value, e.g. {name}=[80, 95]"
+                           if name == "level" else f"{name} is empty; give at least one value, e.g. "
+                           f"{name}=[0.1, 0.5, 0.9]")
+    return out
+
+
+def check_levels(level: float | Sequence[float]) -> list[float]:
+    """Interval levels in percent, each strictly between 0 and 100, sorted and without repeats."""
+    out = _numbers(level, "level")
+    bad = [v for v in out if not 0 < v < 100]
+    if bad:
+        raise PyanodeError(f"level must be between 0 and 100 (a percentage, e.g. 80 or 95), got {bad[0]:g}")
+    return sorted(set(out))
+
+
+def check_quantiles(quantiles: float | Sequence[float]) -> list[float]:
+    """Quantile levels, each strictly between 0 and 1, sorted and without repeats."""
+    out = _numbers(quantiles, "quantiles")
+    bad = [v for v in out if not 0 < v < 1]
+    if bad:
+        raise PyanodeError(f"quantiles must be between 0 and 1 (e.g. 0.1, 0.5, 0.9), got {bad[0]:g}")
+    return sorted(set(out))
+
+
+def band_columns(column: str, level: float) -> tuple[str, str]:
+    """Names of a column's interval bounds (statsforecast's naming): ``c-lo-80``, ``c-hi-80``."""
+    return f"{column}-lo-{level:g}", f"{column}-hi-{level:g}"
+
+
+def quantile_column(column: str, tau: float) -> str:
+    """Name of a column's quantile forecast: ``c-q0.1``."""
+    return f"{column}-q{tau:g}"
+
+
+# -- the calibration --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ColumnCalibration:
+    """One column's calibration: ``sigma[h - 1]`` (standardised units, non-decreasing) and the sorted
+    normalised errors (empty: Gaussian multipliers)."""
+
+    sigma: tuple[float, ...]
+    scores: tuple[float, ...]
+    origins: int = 0
+
+    def multiplier(self, tau: float) -> float:
+        """The normalised error's conformal quantile ``tau`` (see the module docstring)."""
+        n = len(self.scores)
+        if n < MIN_SCORES:
+            return NormalDist().inv_cdf(tau)
+        k = math.ceil((n + 1) * tau) if tau >= 0.5 else math.floor((n + 1) * tau)
+        return self.scores[min(max(k, 1), n) - 1]
+
+    def band(self, level: float) -> tuple[float, float]:
+        """``(q_lo, q_hi)`` of a central interval of ``level`` percent, with ``q_lo <= 0 <= q_hi``."""
+        alpha = 1.0 - level / 100.0
+        return min(self.multiplier(alpha / 2), 0.0), max(self.multiplier(1 - alpha / 2), 0.0)
+
+    def scale(self, steps: np.ndarray) -> np.ndarray:
+        """``sigma`` at (possibly fractional) steps after the origin: 0 at the origin, interpolated to
+        ``H``, ``sigma_H sqrt(h / H)`` beyond."""
+        steps = np.asarray(steps, dtype=np.float64)
+        sig = np.asarray(self.sigma, dtype=np.float64)
+        H = len(sig)
+        inside = np.interp(np.clip(steps, 0.0, H), np.arange(H + 1.0), np.concatenate([[0.0], sig]))
+        beyond = sig[-1] * np.sqrt(np.maximum(steps, H) / H)
+        return np.where(steps > H, beyond, inside)
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """Every column's :class:`ColumnCalibration`, from backtests ``horizon`` steps ahead."""
+
+    columns: tuple[ColumnCalibration, ...]
+    horizon: int
+
+    def to_json(self) -> dict:
+        return {"horizon": self.horizon,
+                "columns": [{"sigma": list(c.sigma), "scores": list(c.scores), "origins": c.origins}
+                            for c in self.columns]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Calibration:
+        cols = tuple(ColumnCalibration(tuple(float(v) for v in c["sigma"]),
+                                       tuple(float(v) for v in c["scores"]), int(c.get("origins", 0)))
+                     for c in d["columns"])
+        return cls(cols, int(d["horizon"]))
+
+
+def _isotonic(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least-squares non-decreasing fit (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, weight, length]
+    for v, wt in zip(y, w, strict=True):
+        blocks.append([float(v), float(wt), 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            m2, w2, n2 = blocks.pop()
+            m1, w1, n1 = blocks.pop()
+            wt_sum = w1 + w2
+            blocks.append([(m1 * w1 + m2 * w2) / wt_sum if wt_sum > 0 else (m1 + m2) / 2, wt_sum, n1 + n2])
+    return np.concatenate([np.full(int(n), m) for m, _, n in blocks])
+
+
+def _smooth_sigma(errors: np.ndarray) -> np.ndarray:
+    """``sigma_h`` from errors ``(origins, H)`` (NaN where unobserved): RMS per step, isotonic on the
+    variance, three-point moving average (edges repeated), square root. Steps without any error borrow
+    their neighbours' (the isotonic fit ignores them through a zero weight)."""
+    count = np.isfinite(errors).sum(axis=0).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        var = np.where(count > 0, np.nansum(errors**2, axis=0) / np.maximum(count, 1), np.nan)
+    known = np.flatnonzero(count > 0)
+    var = np.interp(np.arange(len(var)), known, var[known])  # gaps only; ends held flat
+    var = _isotonic(var, count)
+    padded = np.concatenate([[var[0]], var, [var[-1]]])
+    var = (padded[:-2] + padded[1:-1] + padded[2:]) / 3.0
+    return np.sqrt(np.maximum(var, SIGMA_FLOOR**2))
+
+
+def backtest_errors(z: np.ndarray, structure: Structure, j: int, horizon: int,
+                    origins: int = ORIGINS) -> np.ndarray:
+    """Signed errors ``e[o, h - 1]`` (standardised units; NaN where the truth is missing) of column ``j``'s
+    chosen structure refitted before each origin (see the module docstring)."""
+    cs = structure.columns[j]
+    T = len(z)
+    first = max(4, T - T // 3)
+    if first >= T:
+        return np.zeros((0, horizon))
+    cuts = np.unique(np.round(np.linspace(first, T - 1, min(origins, T - first))).astype(np.int64))
+    periods = cs.periods
+    t_all = np.arange(T, dtype=np.float64)
+    out = np.full((len(cuts), horizon), np.nan)
+    for i, cut in enumerate(cuts):
+        end = min(T, cut + horizon)
+        basis = _basis(t_all[:end], int(cut), structure.epoch_days, structure.step_days, periods)
+        ahead = np.arange(cut, end)
+        normals: dict[float, _Normal] = {}
+        forecasts = []
+        for part in cs.parts:
+            cols = _columns(part.trend, part.periods, periods, structure.step_days)
+            if np.isfinite(z[:cut]).sum() < max(4, len(cols)):
+                break
+            if part.half_life not in normals:
+                normals[part.half_life] = _Normal(z, int(cut), basis, part.half_life)
+            coef, phi, last, t_last = normals[part.half_life].fit(cols)
+            forecasts.append(basis[ahead][:, cols] @ coef + last * phi ** (ahead - t_last))
+        if len(forecasts) < len(cs.parts):
+            continue
+        out[i, : len(ahead)] = z[ahead] - np.mean(forecasts, axis=0)
+    return out[np.isfinite(out).any(axis=1)] if len(out) else out
+
+
+def calibrate(structure: Structure, y: np.ndarray, horizon: int, origins: int = ORIGINS) -> Calibration:
+    """The interval calibration of every column (see the module docstring).
+
+    Args:
+        structure: the fitted structure (each column's chosen parts are refitted at every origin).
+        y: the training values on the grid ``(T, n)``, in the columns' own units (NaN where unobserved).
+        horizon: ``H``, the steps ahead of each backtest forecast.
+        origins: most origins per column.
+    """
+    z_all = structure.to_standard(y)
+    cols = []
+    for j in range(y.shape[1]):
+        errors = backtest_errors(z_all[:, j], structure, j, horizon, origins)
+        if np.isfinite(errors).sum() < MIN_SCORES:
+            cols.append(ColumnCalibration(tuple([1.0] * horizon), (), len(errors)))
+            continue
+        sigma = _smooth_sigma(errors)
+        scores = (errors / sigma)[np.isfinite(errors)]
+        cols.append(ColumnCalibration(tuple(float(s) for s in sigma),
+                                      tuple(float(s) for s in np.sort(scores)), len(errors)))
+    return Calibration(tuple(cols), int(horizon))
+
+
+# -- forecasts with intervals ----------------------------------------------------------------------------
+
+def with_intervals(point: pd.DataFrame, point_z: np.ndarray, steps: np.ndarray, structure: Structure,
+                   calibration: Calibration, level: Sequence[float] | None,
+                   quantiles: Sequence[float] | None) -> pd.DataFrame:
+    """``point`` (columns in their units) with each column followed by its interval bounds, then its
+    quantiles.
+
+    Args:
+        point: the point forecast in the columns' units.
+        point_z: the same forecast in standardised units, ``(len(point), n)``.
+        steps: grid steps after the last training date of each row (fractional between grid dates).
+        structure, calibration: the forecaster's.
+        level, quantiles: checked lists (:func:`check_levels`, :func:`check_quantiles`) or None.
+    """
+    columns = list(point.columns)
+    sig = np.stack([c.scale(steps) for c in calibration.columns], axis=1)
+
+    def units(mult: np.ndarray) -> np.ndarray:
+        return structure.from_standard(point_z + mult[None, :] * sig)
+
+    parts: dict[str, np.ndarray] = {}
+    bands = {lv: [c.band(lv) for c in calibration.columns] for lv in level or ()}
+    lows = {lv: units(np.array([b[0] for b in bs])) for lv, bs in bands.items()}
+    highs = {lv: units(np.array([b[1] for b in bs])) for lv, bs in bands.items()}
+    quant = {tau: units(np.array([c.multiplier(tau) for c in calibration.columns]))
+             for tau in quantiles or ()}
+    values = point.to_numpy(dtype=np.float64)
+    for j, c in enumerate(columns):
+        parts[c] = values[:, j]
+        for lv in level or ():
+            lo, hi = band_columns(c, lv)
+            # The point forecast lies inside every interval (it does up to rounding; this makes it exact).
+            parts[lo] = np.minimum(lows[lv][:, j], values[:, j])
+            parts[hi] = np.maximum(highs[lv][:, j], values[:, j])
+        for tau in quantiles or ():
+            parts[quantile_column(c, tau)] = quant[tau][:, j]
+    return pd.DataFrame(parts, index=point.index)
+
+
+# -- scores -----------------------------------------------------------------------------------------------
+
+def interval_metrics(pred: pd.DataFrame, truth: pd.DataFrame, scales: dict[str, float],
+                     level: Sequence[float], quantiles: Sequence[float] = CRPS_QUANTILES
+                     ) -> dict[str, dict[str, float]]:
+    """Per column, over the dates where the truth is present:
+
+    * ``coverage-L``: the fraction of truths inside the ``L`` % interval ``[lo, hi]``;
+    * ``msis-L``: the M4 competition's mean scaled interval score, ``alpha = 1 - L/100``,
+      ``mean((hi - lo) + 2/alpha (lo - y) [y < lo] + 2/alpha (y - hi) [y > hi]) / scale``;
+    * ``crps``: the continuous ranked probability score approximated from the ``quantiles`` forecasts
+      ``q_tau`` as twice the mean pinball loss ``rho_tau(y - q_tau)``,
+      ``rho_tau(u) = max(tau u, (tau - 1) u)``, averaged over the quantiles and the dates, divided by
+      ``scale``.
+
+    ``scale`` is MASE's (:func:`pyanode.forecast.baselines.mase_scales`), so the scores compare across
+    series. ``pred`` holds the band columns of ``level`` and the quantile columns of ``quantiles``.
+    """
+    out = {}
+    for c in truth.columns:
+        ok = truth[c].notna().to_numpy()
+        y = truth[c].to_numpy(dtype=np.float64)[ok]
+        scale = scales.get(c, float("nan"))
+        scale = scale if scale > 0 else float("nan")
+        d: dict[str, float] = {}
+        for lv in level:
+            lo_name, hi_name = band_columns(c, lv)
+            lo = pred[lo_name].to_numpy(dtype=np.float64)[ok]
+            hi = pred[hi_name].to_numpy(dtype=np.float64)[ok]
+            alpha = 1.0 - lv / 100.0
+            if len(y):
+                d[f"coverage-{lv:g}"] = float(np.mean((y >= lo) & (y <= hi)))
+                score = (hi - lo) + 2 / alpha * (lo - y) * (y < lo) + 2 / alpha * (y - hi) * (y > hi)
+                d[f"msis-{lv:g}"] = float(np.mean(score)) / scale
+            else:
+                d[f"coverage-{lv:g}"] = d[f"msis-{lv:g}"] = float("nan")
+        losses = []
+        for tau in quantiles:
+            u = y - pred[quantile_column(c, tau)].to_numpy(dtype=np.float64)[ok]
+            losses.append(np.maximum(tau * u, (tau - 1) * u))
+        d["crps"] = float(2 * np.mean(losses)) / scale if len(y) and losses else float("nan")
+        out[c] = d
+    return out

@@ -1,0 +1,395 @@
+"""Step 3 of the forecaster: the known part of each column -- level, trend and seasonal cycles -- chosen by
+backtest, so that the neural ODE models only the dynamics around it.
+
+SciML calls a model made of a known structure plus a learned vector field a *universal differential
+equation*. Here, per column ``c`` on the data's grid (step index ``t``),
+
+    g_c(y_c(t)) = m_c + s_c * (mu_c(t) + x_c(t))
+
+where ``g_c`` is the identity or the logarithm (a multiplicative series becomes additive), ``m_c`` and
+``s_c`` standardise ``g_c(y_c)``, ``mu_c`` is the closed-form structure
+
+    mu_c(t) = a + b u + d max(0, u - 2/3)                              (trend: flat, linear or local)
+              + sum_P sum_k [alpha_Pk sin(2 pi k t_days / P) + beta_Pk cos(2 pi k t_days / P)]
+
+(``u = t / T`` for ``T`` fitted steps; the "local" trend bends once, two thirds of the way through the
+data, so the slope it carries past the data is that of the recent third), and ``x_c`` is the residual
+that the augmented neural ODE of :mod:`pyanode.forecast.model` integrates forward.
+
+Which transform, which trend and which seasonal periods (daily, weekly, yearly: those the grid step
+resolves and the data span twice) each column gets is chosen as AutoETS chooses among its models, but
+by forecasting rather than by likelihood: every candidate is fitted by ridge least squares on the data
+before each of three origins at the end of the training data, forecasts the next ``horizon`` steps (its
+residual decaying as an AR(1) does, ``x(t0 + h) = phi^h x(t0)``, i.e. a linear ODE), and the candidate
+with the lowest mean absolute error (in the column's own units) wins. The scores are kept, so the report
+can say why. The winner is refitted on all the data; its ``phi`` starts the neural ODE's linear decay.
+Past the data, a trend keeps its slope for the backtest's horizon (as far as it was judged) and then
+fades, as a damped trend does, so that forecasts far beyond that horizon stay level rather than run
+off with a slope fitted to a few recent weeks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+
+__all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_periods", "choose_structure",
+           "harmonics_for"]
+
+TRENDS = ("flat", "linear", "local")
+KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
+# Candidates averaged into the structure. Averaging the best three (on the same transform) was tried:
+# it did worse than the winner alone on the forecast suite (mean MASE 1.34 against 1.21, closed form only).
+COMBINE = 1
+TIE = 0.02  # candidates within this fraction of the best score are near-ties: the simplest wins
+RECENT_ROWS = 2048  # residual rows that estimate the AR(1) coefficient
+RIDGE = 0.1  # ridge penalty on the seasonal coefficients (standardised data); the trend is not shrunk
+DAY, WEEK, YEAR = 1.0, 7.0, 365.25
+PERIOD_NAMES = {DAY: "daily", WEEK: "weekly", YEAR: "yearly"}
+
+
+def backtest_horizon(step_days: float) -> int:
+    """Default steps ahead judged by the backtest (the M4 competition's horizons per frequency)."""
+    if step_days < 1.0 / 24 - 1e-9:
+        return max(2, round(2.0 / step_days))  # two days of sub-hourly data
+    for limit, h in ((1.0 / 24, 48), (1.0, 14), (7.0, 13), (31.0, 18), (92.0, 8)):
+        if step_days <= limit + 1e-9:
+            return h
+    return 6
+
+
+def harmonics_for(period_days: float, step_days: float) -> int:
+    """Fourier harmonics of a period: yearly 10 and weekly 3 (Prophet's defaults), daily 12 (a daily
+    profile often has a sharp morning rise), at most Nyquist."""
+    default = 10 if period_days >= YEAR else 3 if period_days >= WEEK else 12
+    return max(0, min(default, int(period_days / step_days / 2 + 1e-9)))
+
+
+def candidate_periods(step_days: float, span_days: float) -> tuple[float, ...]:
+    """Daily, weekly and yearly cycles that the grid resolves (two or more steps per cycle) and that the
+    data cover at least twice."""
+    return tuple(p for p in (DAY, WEEK, YEAR) if p / step_days >= 2 - 1e-9
+                 and span_days >= 2 * p - step_days and harmonics_for(p, step_days))
+
+
+def _faded(t: np.ndarray, fitted_steps: int, trusted: int) -> np.ndarray:
+    """Trend time: ``t`` up to ``trusted`` steps past the last fitted step, then a slope that fades with
+    the same time constant (a damped trend: it adds at most ``trusted`` more steps' worth of slope).
+
+    A trend is only judged by the backtest as far as its horizon; carried further at full slope, a local
+    trend of a few weeks would run a yearly series off the chart."""
+    if trusted <= 0:
+        return t
+    last = fitted_steps - 1
+    ahead = np.maximum(t - last, 0.0)
+    beyond = np.maximum(ahead - trusted, 0.0)
+    faded = np.minimum(ahead, trusted) + trusted * (1.0 - np.exp(-beyond / trusted))
+    return np.where(t > last, last + faded, t)
+
+
+def _trend_basis(t: np.ndarray, fitted_steps: int, trend: str) -> np.ndarray:
+    u = t / max(fitted_steps, 1)
+    cols = [np.ones_like(u)]
+    if trend in ("linear", "local"):
+        cols.append(u)
+    if trend == "local":
+        cols.append(np.maximum(0.0, u - KNOT))
+    return np.stack(cols, axis=1)
+
+
+def _season_basis(days: np.ndarray, periods: tuple[float, ...], step_days: float) -> np.ndarray:
+    cols = []
+    for p in periods:
+        for k in range(1, harmonics_for(p, step_days) + 1):
+            w = 2 * math.pi * k / p
+            cols += [np.sin(w * days), np.cos(w * days)]
+    return np.stack(cols, axis=1) if cols else np.zeros((len(days), 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One fitted candidate: trend, cycles, recency weighting and coefficients."""
+
+    trend: str  # "flat" | "linear" | "local"
+    periods: tuple[float, ...]  # days
+    half_life: float  # recency weighting of the fit, in steps (0: none)
+    coef: tuple[float, ...]  # trend coefficients, then seasonal ones
+
+    def mu(self, t: np.ndarray, fitted_steps: int, epoch_days: float, step_days: float, trusted: int = 0
+           ) -> np.ndarray:
+        """``mu`` at grid positions ``t``; past the data the trend's slope fades after ``trusted`` steps."""
+        x = np.concatenate([_trend_basis(_faded(t, fitted_steps, trusted), fitted_steps, self.trend),
+                            _season_basis(epoch_days + step_days * t, self.periods, step_days)], axis=1)
+        return x @ np.asarray(self.coef)
+
+    def describe(self) -> str:
+        words = [self.trend + " trend"]
+        words += [PERIOD_NAMES.get(p, f"{p:g}-day") + " cycle" for p in self.periods]
+        if self.half_life:
+            words.append(f"recent data weighted (half-life {self.half_life:g} steps)")
+        return ", ".join(words)
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnStructure:
+    """One column's transform, standardisation and structure: the mean of the best candidates' fits."""
+
+    transform: str  # "none" | "log"
+    mean: float  # standardisation of the transformed values
+    std: float
+    parts: tuple[Part, ...]  # the backtest's best candidates on this transform, best first
+    fitted_steps: int  # T of u = t / T
+    phi: float  # AR(1) coefficient of the residual per grid step
+    trusted: int  # steps past the data the trend keeps its slope (the backtest's horizon); then it fades
+    scores: tuple[tuple[str, float], ...] = ()  # backtest MAE of the best candidates, chosen first
+
+    @property
+    def periods(self) -> tuple[float, ...]:
+        return tuple(sorted({p for part in self.parts for p in part.periods}))
+
+    def describe(self) -> str:
+        text = self.parts[0].describe() + (", log scale" if self.transform == "log" else "")
+        if len(self.parts) > 1:
+            text += f" (averaged with the next {len(self.parts) - 1} best)"
+        return text
+
+    def mu(self, t: np.ndarray, epoch_days: float, step_days: float) -> np.ndarray:
+        return np.mean([p.mu(t, self.fitted_steps, epoch_days, step_days, self.trusted) for p in self.parts],
+                       axis=0)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["scores"] = [list(s) for s in self.scores]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> ColumnStructure:
+        d = dict(d)
+        d["parts"] = tuple(Part(p["trend"], tuple(p["periods"]), float(p["half_life"]), tuple(p["coef"]))
+                           for p in d["parts"])
+        d["scores"] = tuple((str(a), float(b)) for a, b in d.get("scores", ()))
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """The closed-form part of every column (see the module docstring)."""
+
+    columns: tuple[ColumnStructure, ...]
+    step_days: float
+    epoch_days: float
+
+    def mu(self, t: np.ndarray) -> np.ndarray:
+        """``mu(t)`` (standardised units), shape (len(t), n), at grid positions ``t`` (may be fractional)."""
+        t = np.asarray(t, dtype=np.float64)
+        return np.stack([c.mu(t, self.epoch_days, self.step_days) for c in self.columns], axis=1)
+
+    def to_standard(self, values: np.ndarray) -> np.ndarray:
+        """Transformed and standardised values (T, n) (NaN stays NaN; log of a non-positive value is NaN)."""
+        out = np.empty_like(values, dtype=np.float64)
+        for j, c in enumerate(self.columns):
+            v = values[:, j].astype(np.float64)
+            if c.transform == "log":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    v = np.where(v > 0, np.log(np.where(v > 0, v, 1.0)), np.nan)
+            out[:, j] = (v - c.mean) / c.std
+        return out
+
+    def from_standard(self, z: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_standard`: values in the columns' own units."""
+        out = np.empty_like(z, dtype=np.float64)
+        for j, c in enumerate(self.columns):
+            v = z[..., j] * c.std + c.mean
+            out[..., j] = np.exp(np.clip(v, -700, 700)) if c.transform == "log" else v
+        return out
+
+    @property
+    def periods(self) -> tuple[float, ...]:
+        """Every seasonal period used by some column (the vector field's calendar inputs)."""
+        return tuple(sorted({p for c in self.columns for p in c.periods}))
+
+    def to_json(self) -> dict:
+        return {"columns": [c.to_json() for c in self.columns], "step_days": self.step_days,
+                "epoch_days": self.epoch_days}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Structure:
+        return cls(tuple(ColumnStructure.from_json(c) for c in d["columns"]), float(d["step_days"]),
+                   float(d["epoch_days"]))
+
+
+def _ar1(r: np.ndarray) -> float:
+    """Least-squares AR(1) coefficient of a residual on the grid (NaN in gaps), clipped to [0, 0.999]."""
+    a, b = r[1:], r[:-1]
+    ok = np.isfinite(a) & np.isfinite(b)
+    den = float(np.sum(b[ok] ** 2))
+    if den <= 0:
+        return 0.0
+    return float(np.clip(np.sum(a[ok] * b[ok]) / den, 0.0, 0.999))
+
+
+def _basis(t: np.ndarray, fitted_steps: int, epoch_days: float, step_days: float,
+           periods: tuple[float, ...]) -> np.ndarray:
+    """Local-trend basis then every seasonal column of ``periods``: candidates use subsets of its columns."""
+    return np.concatenate([_trend_basis(t, fitted_steps, "local"),
+                           _season_basis(epoch_days + step_days * t, periods, step_days)], axis=1)
+
+
+def _columns(trend: str, periods: tuple[float, ...], all_periods: tuple[float, ...], step_days: float
+             ) -> np.ndarray:
+    idx = list(range(TRENDS.index(trend) + 1))
+    start = len(TRENDS)
+    for p in all_periods:
+        k = 2 * harmonics_for(p, step_days)
+        if p in periods:
+            idx += range(start, start + k)
+        start += k
+    return np.asarray(idx)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Candidate:
+    transform: str
+    trend: str
+    periods: tuple[float, ...]
+    half_life: float  # steps; 0: every row weighs the same
+
+    @property
+    def name(self) -> str:
+        return "+".join([self.trend, *(PERIOD_NAMES.get(p, f"{p:g}d") for p in self.periods)]
+                        + (["log"] if self.transform == "log" else [])
+                        + ([f"recent(half-life {self.half_life:g})"] if self.half_life else []))
+
+
+def _half_lives(periods: tuple[float, ...], step_days: float, horizon: int, steps: int) -> list[float]:
+    """Recency weightings tried with a candidate (steps; 0: none): one, four and sixteen times its longest
+    cycle (or the horizon, without a cycle), those shorter than the data. A short half-life lets the level,
+    trend and cycle shapes follow the present, as the smoothing of exponential smoothing does."""
+    unit = max(round(max(periods) / step_days), 1) if periods else max(horizon, 1)
+    return [0.0] + [float(unit * m) for m in (16, 4, 1) if unit * m < steps]  # simplest (longest) first
+
+
+def _candidates(periods: tuple[float, ...], log_ok: bool, step_days: float, horizon: int, exact: bool,
+                steps: int) -> list[_Candidate]:
+    """Every transform x trend x subset of the periods (only all of them if ``exact``) x weighting,
+    simplest first."""
+    subsets = [s for r in range(len(periods) + 1) for s in itertools.combinations(periods, r)]
+    if exact:
+        subsets = [tuple(periods)]
+    out = []
+    for transform in ("none", "log") if log_ok else ("none",):
+        for trend in TRENDS:
+            for s in subsets:
+                for half_life in _half_lives(s, step_days, horizon, steps):
+                    out.append(_Candidate(transform, trend, s, half_life))
+    return out
+
+
+def _transformed(v: np.ndarray, transform: str) -> tuple[np.ndarray, float, float]:
+    obs = np.isfinite(v)
+    g = np.log(np.where(obs & (v > 0), v, 1.0)) if transform == "log" else v
+    mean, std = float(np.mean(g[obs])), float(np.std(g[obs])) or 1.0
+    return np.where(obs, (g - mean) / std, np.nan), mean, std
+
+
+def _weights(t: np.ndarray, end: int, half_life: float) -> np.ndarray:
+    return np.exp(-np.log(2.0) * (end - 1 - t) / half_life) if half_life > 0 else np.ones_like(t)
+
+
+class _Normal:
+    """Weighted normal equations of the full basis on ``z[:cut]``; a candidate solves a sub-block."""
+
+    def __init__(self, z: np.ndarray, cut: int, basis: np.ndarray, half_life: float):
+        obs = np.isfinite(z[:cut])
+        self.t = np.flatnonzero(obs)
+        x = basis[:cut][obs]
+        xw = x * _weights(self.t.astype(np.float64), cut, half_life)[:, None]
+        # einsum, not BLAS: a multi-threaded BLAS on a busy 2-core machine is 30x slower for this shape.
+        self.gram, self.rhs = np.einsum("ti,tj->ij", xw, x), xw.T @ z[:cut][obs]
+        self.z, self.cut, self.basis = z, cut, basis
+
+    def fit(self, cols: np.ndarray) -> tuple[np.ndarray, float, float, int]:
+        """Ridge coefficients (no penalty on the trend), AR(1) phi, last residual and its step."""
+        penalty = np.where(cols >= len(TRENDS), RIDGE, 0.0)
+        g = self.gram[np.ix_(cols, cols)] + np.diag(penalty) + 1e-9 * np.eye(len(cols))
+        coef = np.linalg.solve(g, self.rhs[cols])
+        # phi from the recent residuals only: it describes the present, and long series stay cheap.
+        start = max(0, self.cut - RECENT_ROWS)
+        resid = self.z[start : self.cut] - self.basis[start : self.cut][:, cols] @ coef
+        return coef, _ar1(resid), float(resid[self.t[-1] - start]), int(self.t[-1])
+
+
+def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon: int | None = None,
+                     seasonal: tuple[float, ...] | None = None, origins: int = 3) -> Structure:
+    """Choose and fit each column's structure by backtest (see the module docstring).
+
+    Args:
+        y: values on the grid (T, n) in the columns' own units, NaN where unobserved.
+        step_days, epoch_days: the grid step and the first grid date (days since 1970-01-01).
+        horizon: steps ahead each backtest forecast is judged on (default: :func:`backtest_horizon`).
+        seasonal: the periods (days) to use, all of them (those the grid cannot resolve are dropped);
+            default: every subset of :func:`candidate_periods` is a candidate.
+        origins: backtest origins (windows of ``horizon`` steps at the end of the data).
+    """
+    T, n = y.shape
+    t_all = np.arange(T, dtype=np.float64)
+    exact = seasonal is not None
+    if seasonal is None:
+        seasonal = candidate_periods(step_days, step_days * (T - 1))
+    seasonal = tuple(p for p in seasonal if harmonics_for(p, step_days))
+    h = horizon or backtest_horizon(step_days)
+    # Each origin keeps at least two thirds of the data to fit on; fewer windows (or shorter) otherwise.
+    h = max(1, min(h, T // (3 * origins) or 1))
+    cuts = [T - k * h for k in range(origins, 0, -1) if T - k * h >= max(4, 2 * T // 3)]
+    bases = {cut: _basis(t_all, cut, epoch_days, step_days, seasonal) for cut in [*cuts, T]}
+    columns = []
+    for j in range(n):
+        v = y[:, j]
+        obs = np.isfinite(v)
+        log_ok = bool(obs.sum() >= 4 and np.all(v[obs] > 0))
+        scored = []
+        normals: dict[tuple, _Normal] = {}
+        zs = {tr: _transformed(v, tr) for tr in (("none", "log") if log_ok else ("none",))}
+        for cand in _candidates(seasonal, log_ok, step_days, h, exact, T):
+            z, mean, std = zs[cand.transform]
+            cols = _columns(cand.trend, cand.periods, seasonal, step_days)
+            errors = []
+            for cut in cuts:
+                if np.isfinite(z[:cut]).sum() < max(4, len(cols)):
+                    continue
+                ahead = np.arange(cut, min(cut + h, T))
+                ok = np.isfinite(v[ahead])
+                if not ok.any():
+                    continue
+                key = (cand.transform, cut, cand.half_life)
+                if key not in normals:
+                    normals[key] = _Normal(z, cut, bases[cut], cand.half_life)
+                coef, phi, last, t_last = normals[key].fit(cols)
+                zf = bases[cut][ahead][:, cols] @ coef + last * phi ** (ahead - t_last)
+                gf = zf * std + mean
+                pred = np.exp(np.clip(gf, -700, 700)) if cand.transform == "log" else gf
+                errors.append(np.mean(np.abs(pred[ok] - v[ahead][ok])))
+            scored.append((float(np.mean(errors)) if errors else math.inf, cand))
+        # The lowest error wins (among near-ties, within 0.5%, the simplest, listed first); with COMBINE > 1
+        # the structure is the mean of the winner and the next best candidates on the same transform.
+        best_score = min(s[0] for s in scored)
+        win_score, winner = next((s, c) for s, c in scored
+                                 if s <= best_score * (1 + TIE) or not math.isfinite(best_score))
+        ranking = [r for r in sorted(scored, key=lambda s: s[0]) if r[1] != winner]
+        same = [r for r in ranking if r[1].transform == winner.transform]
+        chosen = [(win_score, winner), *same[: COMBINE - 1]]
+        z, mean, std = zs[winner.transform]
+        parts = []
+        for _, cand in chosen:
+            cols = _columns(cand.trend, cand.periods, seasonal, step_days)
+            coef = _Normal(z, T, bases[T], cand.half_life).fit(cols)[0]
+            parts.append(Part(cand.trend, cand.periods, cand.half_life, tuple(float(c) for c in coef)))
+        column = ColumnStructure(transform=winner.transform, mean=mean, std=std, parts=tuple(parts),
+                                 fitted_steps=T, phi=0.0, trusted=h,
+                                 scores=tuple((c.name, s) for s, c in [(win_score, winner)] + ranking[:7]))
+        resid = z - column.mu(t_all, epoch_days, step_days)
+        columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:])))
+    return Structure(tuple(columns), float(step_days), float(epoch_days))

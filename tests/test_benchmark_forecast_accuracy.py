@@ -1,0 +1,169 @@
+"""The forecast-accuracy benchmark's scoring (benchmarks/forecast_accuracy.py), checked with hand-computed
+numbers: rolling-origin split, M4 MASE scale, seasonal naive, ranks with ties, and the seasonal-naive
+substitution for a failed method. No model is fitted."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from shared_data import DATA, require_shared
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "forecast_accuracy.py"
+_spec = importlib.util.spec_from_file_location("forecast_accuracy", PATH)
+fa = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fa)
+
+
+def test_origins_split_the_last_three_windows_exactly():
+    bounds = fa.origins(100, 8)
+    assert bounds == [(76, 84), (84, 92), (92, 100)]
+    # each window trains on every row before it, the windows tile the end, the last ends at the last row
+    assert [b[1] - b[0] for b in bounds] == [8, 8, 8]
+    assert all(a[1] == b[0] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    assert bounds[-1][1] == 100
+    assert fa.origins(10, 3, windows=1) == [(7, 10)]
+    with pytest.raises(ValueError):
+        fa.origins(24, 8)  # no training row left before the first window
+
+
+def test_mase_scale_is_the_in_sample_seasonal_naive_mae():
+    assert fa.mase_scale(np.arange(1.0, 9.0), 1) == 1.0
+    # season 2: y[t] - y[t-2] = 1, 1, 1, 1; season 1: |diffs| = 2, 1, 2, 1, 2 -> 8 / 5
+    y = np.array([1.0, 3.0, 2.0, 4.0, 3.0, 5.0])
+    assert fa.mase_scale(y, 2) == 1.0
+    assert fa.mase_scale(y, 1) == pytest.approx(8 / 5)
+    # a missing value drops the pairs it is in: |3-1| and |4-3| remain of season 2's pairs
+    assert fa.mase_scale(np.array([1.0, np.nan, 3.0, 4.0, 4.0]), 2) == pytest.approx(1.5)
+    with pytest.raises(ValueError):
+        fa.mase_scale(np.arange(4.0), 4)
+
+
+def test_seasonal_naive_repeats_the_last_season():
+    y = np.array([9.0, 1.0, 2.0, 3.0, 4.0])
+    assert fa.seasonal_naive(y, 5, 2).tolist() == [3.0, 4.0, 3.0, 4.0, 3.0]
+    assert fa.seasonal_naive(y, 3, 1).tolist() == [4.0, 4.0, 4.0]
+    assert fa.seasonal_naive(y, 2, 4).tolist() == [1.0, 2.0]
+
+
+def test_mase_of_a_perfect_forecast_is_zero_and_missing_actuals_are_skipped():
+    actual = np.array([3.0, 1.0, 4.0, 1.0, 5.0])
+    assert fa.mase(actual, actual.copy(), 2.5) == 0.0
+    # errors 1, (skipped), 3 -> MAE 2, / scale 4
+    assert fa.mase(np.array([1.0, np.nan, 2.0]), np.array([2.0, 100.0, 5.0]), 4.0) == 0.5
+
+
+def test_seasonal_naive_on_a_periodic_series_scores_zero():
+    pattern = np.array([2.0, 7.0, 1.0, 5.0])
+    y = np.tile(pattern, 5)  # 20 rows, season 4
+    train, test = y[:12].copy(), y[12:]
+    train[1] += 8.0  # one early disturbance so the scale is not zero: the pair (1, 5) differs by 8
+    scale = fa.mase_scale(train, 4)
+    assert scale == 1.0  # 8 over the 8 pairs one season apart
+    assert fa.mase(test, fa.seasonal_naive(train, len(test), 4), scale) == 0.0
+
+
+def test_seasonal_naive_mase_on_a_hand_computed_series():
+    # season 2 training rows 1 3 2 4 3 5: scale 1; forecast 3 5 3 5 against 4 6 5 7 -> errors 1 1 2 2
+    train = np.array([1.0, 3.0, 2.0, 4.0, 3.0, 5.0])
+    actual = np.array([4.0, 6.0, 5.0, 7.0])
+    assert fa.mase(actual, fa.seasonal_naive(train, 4, 2), fa.mase_scale(train, 2)) == 1.5
+    # season 1 on a straight line: scale 1, last value 8 against 9 10 11 -> MASE 2
+    line = np.arange(1.0, 9.0)
+    assert fa.mase(np.array([9.0, 10.0, 11.0]), fa.seasonal_naive(line, 3, 1), fa.mase_scale(line, 1)) == 2.0
+
+
+def test_ranks_share_ties():
+    assert fa.ranks({"a": 1.0, "b": 2.0, "c": 2.0, "d": 0.5}) == {"d": 1.0, "a": 2.0, "b": 3.5, "c": 3.5}
+    assert fa.ranks({"a": 1.0, "b": 1.0, "c": 1.0}) == {"a": 2.0, "b": 2.0, "c": 2.0}
+    table = {"s1": {"a": 1.0, "b": 2.0, "c": 2.0}, "s2": {"a": 3.0, "b": 1.0, "c": 2.0}}
+    # s1: a 1, b and c 2.5; s2: b 1, c 2, a 3
+    assert fa.mean_ranks(table) == {"a": 2.0, "b": 1.75, "c": 2.25}
+    assert fa.mean_ranks({"s1": {"a": 0.1, "b": 0.2}, "s2": {"a": 0.3, "b": 0.2}, "s3": {"a": 1.0, "b": 2.0}}
+                         ) == pytest.approx({"a": 4 / 3, "b": 5 / 3})
+
+
+def _frame(n=24, cols=("x", "y")):
+    t = np.arange(n, dtype=np.float64)
+    data = {"x": 10 + (t % 4) + 0.5 * t, "y": 3 - 0.25 * t + (t % 2)}
+    return pd.DataFrame({c: data[c] for c in cols}, index=pd.date_range("2000-01-01", periods=n, freq="MS"))
+
+
+class FakeWorker:
+    """Answers like the benchmark's worker process, without fitting anything."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = 0
+
+    def run(self, train, dates, season, timeout):
+        self.calls += 1
+        kind, payload = self.answers.pop(0)
+        if kind == "exact":  # the true future values
+            return ("ok", payload.loc[dates].to_numpy(), 0.5)
+        return (kind, payload, 2.0)
+
+
+def test_evaluate_scores_each_origin_and_substitutes_seasonal_naive_for_failures():
+    df = _frame()
+    spec = {"season": 4, "horizon": 4}
+    bounds = fa.origins(len(df), 4)
+    naive = fa.evaluate("snaive", spec, df, bounds, None, 10.0)
+    assert naive["status"] == "ok" and naive["substituted"] == 0
+    # by hand at the last origin (20 training rows): x's seasonal differences are all 2 (the trend 0.5 x 4),
+    # seasonal naive misses each of the 4 test values by 2 -> MASE 1; y: differences 1, misses 1 -> MASE 1
+    last = naive["origins"][-1]
+    assert last["columns"] == {"x": 1.0, "y": 1.0} and last["train_rows"] == 20 and last["test_rows"] == 4
+    assert naive["mase"] == pytest.approx(np.mean([o["mase"] for o in naive["origins"]]))
+
+    perfect = fa.evaluate("m", spec, df, bounds, FakeWorker([("exact", df)] * 3), 10.0)
+    assert perfect["mase"] == 0.0 and perfect["seconds"] == 1.5 and perfect["status"] == "ok"
+
+    # a failure scores seasonal naive's MASE at that origin; a timeout skips the series' later origins
+    worker = FakeWorker([("exact", df), ("failed", "boom"), ("timeout", "over 10 s")])
+    mixed = fa.evaluate("m", spec, df, bounds, worker, 10.0)
+    assert [o["status"] for o in mixed["origins"]] == ["ok", "failed", "timeout"]
+    assert mixed["substituted"] == 2 and mixed["status"] == "failed"
+    assert mixed["origins"][1]["mase"] == naive["origins"][1]["mase"]
+    later = [o["mase"] for o in naive["origins"][1:]]
+    assert mixed["mase"] == pytest.approx((0.0 + sum(later)) / 3)
+    worker = FakeWorker([("timeout", "over 10 s")])
+    timed = fa.evaluate("m", spec, df, bounds, worker, 10.0)
+    assert worker.calls == 1 and [o["status"] for o in timed["origins"]] == ["timeout", "skipped", "skipped"]
+    assert timed["mase"] == naive["mase"]
+
+    # a forecast with a non-finite value is a failure too
+    bad = df.copy()
+    bad.iloc[-1, 0] = np.nan
+    worker = FakeWorker([("exact", df), ("exact", df), ("exact", bad)])
+    assert fa.evaluate("m", spec, df, bounds, worker, 10.0)["origins"][2]["status"] == "failed"
+
+
+def test_report_marks_substituted_methods():
+    df = _frame()
+    spec = {"season": 4}
+    bounds = fa.origins(len(df), 4)
+    results = {"s": {"snaive": fa.evaluate("snaive", spec, df, bounds, None, 1.0),
+                     "m": fa.evaluate("m", spec, df, bounds, FakeWorker([("n/a", "no season")] * 3), 1.0)}}
+    text = fa.report(results, ["snaive", "m"])
+    assert "(n/a, 3/3)" in text and "| **mean rank** | 1.50 | 1.50 |" in text
+
+
+def test_the_suite_loads_numeric_columns_and_the_protocol_rows():
+    require_shared()
+    import json
+
+    folder = DATA / "forecast-suite"
+    specs = {s["name"]: s for s in json.loads((folder / "suite.json").read_text())["series"]}
+    df, bounds = fa.load_series(specs["seattle_weather_daily"], folder)
+    assert list(df.columns) == ["precipitation", "temp_max", "temp_min", "wind"]  # the text column dropped
+    assert bounds == fa.origins(1461, 14) and bounds[-1][1] == len(df) == 1461
+    df, bounds = fa.load_series(specs["delhi_daily"], folder)
+    assert bounds == [(1462, 1462 + 113)] and len(df) == 1462 + 113
+    assert df.index[1462] == pd.Timestamp("2017-01-02")  # 2017-01-01 is in both files: training data
+    df, bounds = fa.load_series(specs["ausbeer_quarterly"], folder)
+    assert len(df) == 211 and df.notna().all().all()  # the last, empty row is not a data row
+    assert fa.mase_scale(df["megalitres"].to_numpy()[: bounds[0][0]], 4) > 0

@@ -1,0 +1,117 @@
+"""The forecaster's public API at its edges: predict's argument errors, future dates at monthly and
+quarterly steps, evaluate without test dates after training, and load of files it cannot read."""
+
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pyanode
+from pyanode.errors import PyanodeError
+from pyanode.forecast import DataError, ModelFileError
+from pyanode.forecast.io import FORMAT_VERSION
+
+TINY = dict(iterations=20, hidden=8, batch=4, progress=False, seed=0)
+
+
+def _frame(index: pd.DatetimeIndex, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    t = np.arange(len(index))
+    return pd.DataFrame({"y": 10 + 2 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.1, len(index))},
+                        index=index)
+
+
+@pytest.fixture(scope="module")
+def daily():
+    """One small fit shared by the tests: 60 days from 2022-03-01, so training ends on 2022-04-29."""
+    return pyanode.fit(_frame(pd.date_range("2022-03-01", periods=60, freq="D")), **TINY)
+
+
+def test_predict_needs_exactly_one_of_horizon_and_dates(daily):
+    for kwargs in ({}, {"horizon": 3, "dates": ["2022-05-02"]}):
+        with pytest.raises(PyanodeError, match=r"^give either horizon=N or dates=\[\.\.\.\] to predict$"):
+            daily.predict(**kwargs)
+
+
+@pytest.mark.parametrize("empty", [[], pd.DatetimeIndex([])])
+def test_predict_at_no_dates_is_an_error(daily, empty):
+    # The wording differs by the way the empty dates are given (parsed as dates or not); both say it.
+    with pytest.raises(PyanodeError, match=r"^(dates is empty|no dates given)$"):
+        daily.predict(dates=empty)
+
+
+def test_predict_before_the_training_end_names_the_date_and_the_end(daily):
+    assert daily.end == pd.Timestamp("2022-04-29")
+    # The first date before the end is named, even after valid ones.
+    with pytest.raises(
+        PyanodeError,
+        match=r"^cannot forecast 2022-04-28: it is before the end of the training data \(2022-04-29\)",
+    ):
+        daily.predict(dates=["2022-05-03", "2022-04-28", "2022-01-01"])
+    # The end itself is allowed: the forecast there starts from the last training values.
+    at_end = daily.predict(dates=["2022-04-29", "2022-05-01"])
+    assert at_end.index.equals(pd.DatetimeIndex(["2022-04-29", "2022-05-01"], name="date"))
+    assert np.isfinite(at_end.to_numpy()).all()
+
+
+def test_evaluate_without_dates_after_training_says_so(daily):
+    test = _frame(pd.date_range("2022-04-20", periods=10, freq="D"))  # ends on the last training date
+    with pytest.raises(DataError, match=r"^the test data have no dates after the end of the training data "
+                                        r"\(2022-04-29\)$"):
+        daily.evaluate(test)
+    # One date after the end is enough to score.
+    scores = daily.evaluate(_frame(pd.date_range("2022-04-20", periods=11, freq="D")))
+    assert list(scores.index) == ["model", "persistence", "seasonal_naive", "mean"]
+    assert np.isfinite(scores.to_numpy()).all()
+
+
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [
+        # Month starts: the next three month starts (not steps of 30.44 days).
+        (pd.date_range("2019-01-01", periods=36, freq="MS"), ["2022-01-01", "2022-02-01", "2022-03-01"]),
+        # A missing month: no frequency can be inferred, the monthly grid step still gives month starts.
+        (pd.date_range("2019-01-01", periods=36, freq="MS").delete(20),
+         ["2022-01-01", "2022-02-01", "2022-03-01"]),
+        # Quarter starts: the next three quarter starts.
+        (pd.date_range("2014-01-01", periods=32, freq="QS"), ["2022-01-01", "2022-04-01", "2022-07-01"]),
+        (pd.date_range("2014-01-01", periods=32, freq="QS").delete(5),
+         ["2022-01-01", "2022-04-01", "2022-07-01"]),
+    ],
+    ids=["monthly", "monthly-gap", "quarterly", "quarterly-gap"],
+)
+def test_predict_horizon_at_monthly_and_quarterly_steps(index, expected):
+    fc = pyanode.fit(_frame(index), **TINY)
+    pred = fc.predict(horizon=3)
+    assert pred.index.equals(pd.DatetimeIndex(expected, name="date"))
+    assert np.isfinite(pred.to_numpy()).all()
+
+
+def _rewrite_meta(src, dst, **changes):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "meta.json":
+                data = json.dumps({**json.loads(data), **changes}).encode()
+            zout.writestr(name, data)
+
+
+def test_load_refuses_other_format_versions_and_directories(daily, tmp_path):
+    path = daily.save(tmp_path / "good.pyanode")
+    assert pyanode.load(path).predict(horizon=2).equals(daily.predict(horizon=2))
+    # The same file but for the version tag: refused, naming both versions.
+    _rewrite_meta(path, tmp_path / "future.pyanode", version=FORMAT_VERSION + 1)
+    with pytest.raises(ModelFileError, match=rf"future.pyanode has format version {FORMAT_VERSION + 1}; "
+                                             rf"this pyanode reads version {FORMAT_VERSION}\b"):
+        pyanode.load(tmp_path / "future.pyanode")
+    _rewrite_meta(path, tmp_path / "untagged.pyanode", version=None)
+    with pytest.raises(ModelFileError, match=r"has format version None; this pyanode reads version"):
+        pyanode.load(tmp_path / "untagged.pyanode")
+    # A folder is not a model file (also when given as a string).
+    (tmp_path / "folder").mkdir()
+    for p in (tmp_path / "folder", str(tmp_path / "folder")):
+        with pytest.raises(ModelFileError, match=r"folder is a directory, not a saved forecaster$"):
+            pyanode.load(p)
+    assert issubclass(ModelFileError, PyanodeError)  # so the command line prints it as one line

@@ -156,16 +156,12 @@ def run_pyanode(train, dates, season):
     """pyanode as ``pyanode forecast --test`` runs it (the backtest judges the test's horizon), and the
     same fitted model with its learned vector field switched off (the MLP's output zeroed: the closed-form
     structure and the learned linear decay of the residual), to show what the neural ODE adds."""
-    import equinox as eqx
-    import jax.numpy as jnp
-
     import pyanode
+    from pyanode.forecast.fitting import field_scaled
 
     fc = pyanode.fit(train, progress=False, horizon=len(dates))
     pred = fc.predict(dates=dates).reindex(columns=train.columns).to_numpy(np.float64)
-    last = fc.model.field.layers[-1]
-    fc.model = eqx.tree_at(lambda m: (m.field.layers[-1].weight, m.field.layers[-1].bias), fc.model,
-                           (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
+    fc.model = field_scaled(fc.model, 0.0)
     off = fc.predict(dates=dates).reindex(columns=train.columns).to_numpy(np.float64)
     return {"pred": pred, "field_off": off, "structure": [c.describe() for c in fc.structure.columns]}
 

@@ -219,8 +219,9 @@ def run_loop(
     if program_key is not None and replicated is None:
         from pyanode.cache import cached_program
 
+        loss_name = f"{getattr(loss, '__module__', '?')}.{getattr(loss, '__qualname__', repr(loss))}"
         step = cached_program(step, (state, jnp.asarray(1, jnp.int32), batches(1)),
-                              f"run_loop-step|{program_key}|ema={ema}|keep_lowest={keep_lowest_train_loss}")
+                              f"run_loop-step|{program_key}|{loss_name}|ema={ema}|keep_lowest={keep_lowest_train_loss}")
 
     def candidate(s: _State) -> Any:
         return s.average if ema is not None else s.params

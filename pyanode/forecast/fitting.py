@@ -30,6 +30,7 @@ and across processes through JAX's persistent compilation cache, see :mod:`pyano
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any
@@ -45,7 +46,7 @@ from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config, ForecastModel, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
 
-__all__ = ["WindowData", "bucket", "fit_model", "validation_loss", "window_loss"]
+__all__ = ["WindowData", "bucket", "field_scaled", "fit_model", "validation_loss", "window_loss"]
 
 def bucket(size: int) -> int:
     """``size`` rounded up to the next of 4, 5, 6 or 7 times a power of two (at most 25% padding).
@@ -163,10 +164,32 @@ def fit_model(model: ForecastModel, arrays: GridArrays, *, progress: bool = True
         def validate(m: ForecastModel, it: int) -> dict[str, float]:
             return {"val_loss": float(program(eqx.filter(m, eqx.is_array), *val))}
 
-    return run_loop(
+    result = run_loop(
         model, window_loss, lambda it: data, _optimizer(c.lr, c.iterations, c.weight_decay), c.iterations,
         ema=c.ema, validate=validate, validate_every=max(10, c.iterations // 30),
         # Only the later curriculum stages train on windows as long as a forecast; judge those.
         select_from=-(-c.iterations // 4) + 1, patience=c.patience, progress=progress, description="fitting",
         console=console, program_key=c.program_key("window_loss"),
     )
+    if validate is None or result.best_validation is None or result.interrupted:
+        return result
+    # How much of the learned field to trust, judged on the held-out tail: all of it, half of it (its
+    # output scaled by 1/2), or none (the closed-form start). A field fitted to noise is not kept.
+    candidates = {"the trained model": (result.model, result.best_validation),
+                  "the trained model with half its learned field": (field_scaled(result.model, 0.5), None),
+                  "the closed-form start (the learned field did not help on the held-out tail)":
+                      (model, None)}
+    scored = {k: (m, v if v is not None else validate(m, 0)["val_loss"]) for k, (m, v) in candidates.items()}
+    name, (kept, score) = min(scored.items(), key=lambda kv: kv[1][1])
+    if kept is result.model:
+        return result
+    return dataclasses.replace(result, model=kept, best_validation=score,
+                               best_iteration=0 if kept is model else result.best_iteration,
+                               stopped=f"{result.stopped}; kept {name}")
+
+
+def field_scaled(model: ForecastModel, weight: float) -> ForecastModel:
+    """``model`` with its learned field's output scaled by ``weight`` (0: switched off)."""
+    last = model.field.layers[-1]
+    return eqx.tree_at(lambda m: (m.field.layers[-1].weight, m.field.layers[-1].bias), model,
+                       (last.weight * weight, last.bias * weight))

@@ -52,7 +52,7 @@ from pyanode.forecast.intervals import (
 )
 from pyanode.forecast.io import read_model_file, write_model_file
 from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, parse_seasonality, rollout
-from pyanode.forecast.structure import Structure, backtest_horizon, choose_structure
+from pyanode.forecast.structure import Structure, choose_structure
 
 __all__ = ["Forecaster", "fit", "load"]
 
@@ -432,9 +432,10 @@ def fit(
         seasonality: ``auto`` (the daily, weekly and yearly cycles, trend and transform of each column
             chosen by backtest, :mod:`pyanode.forecast.structure`), ``none``, or the cycles to use, e.g.
             ``yearly`` or ``daily+weekly`` (the trend and transform are still chosen by backtest).
-        horizon: how many steps ahead the structure's backtest judges forecasts (default: by the data's
-            frequency, as in the M4 competition: 48 hourly, 14 daily, 13 weekly, 18 monthly, 8 quarterly,
-            6 yearly); pass the horizon you will forecast.
+        horizon: how many steps ahead the structure's backtest judges forecasts, and how far a trend
+            keeps its slope before it fades; pass the horizon you will forecast. Default: the M4
+            competition's for the frequency (48 hourly, 14 daily, 13 weekly, 18 monthly, 8 quarterly,
+            6 yearly) or a quarter of the longest seasonal cycle the data show, whichever is longer.
         iterations: optimiser steps (default 400).
         lr, batch: AdamW learning rate (warm-up then cosine decay) and windows per step.
         window: training window in data steps (default: 128, at most half the data).
@@ -487,7 +488,7 @@ def fit(
     structure = choose_structure(grid_values, step_days, epoch_days, horizon=horizon,
                                  seasonal=parse_seasonality(seasonality))
     # Prediction intervals (issue 12): conformal scores from backtests of the chosen structures.
-    calibration = calibrate(structure, grid_values, horizon or backtest_horizon(step_days))
+    calibration = calibrate(structure, grid_values, structure.columns[0].trusted)  # the backtest's horizon
     for col, s in zip(df.columns, structure.columns, strict=True):
         runner_up = f"; next best {s.scores[1][0]}: {s.scores[1][1]:.4g}" if len(s.scores) > 1 else ""
         report.notes.append(f"{col}: {s.describe()} (chosen by backtest: MAE {s.scores[0][1]:.4g}"

@@ -200,8 +200,10 @@ class ForecastModel(eqx.Module):
         phis = np.clip(np.asarray(list(phi) if phi is not None else [0.9] * c.n, dtype=np.float64),
                        np.exp(-2.0), 0.999)
         kappa = -np.log(phis) / c.dt
-        # The augmented dimensions decay as slowly as the slowest column.
-        kappa = np.concatenate([kappa, np.full(c.augment, kappa.min())])
+        # The augmented dimensions are the slow memory (an anomaly that lasts for months): they start with
+        # a decay time of the encoder's lookback, or the slowest column's when that is slower still.
+        slow = min(kappa.min(), 1.0 / (max(c.lookback, 1) * c.dt))
+        kappa = np.concatenate([kappa, np.full(c.augment, slow)])
         self.log_decay = jnp.asarray(np.log(kappa), ftype())
         self.config = config
 

@@ -19,11 +19,12 @@ that the augmented neural ODE of :mod:`pyanode.forecast.model` integrates forwar
 Which transform, which trend and which seasonal periods (daily, weekly, yearly: those the grid step
 resolves and the data span twice) each column gets is chosen as AutoETS chooses among its models, but
 by forecasting rather than by likelihood: every candidate is fitted by ridge least squares on the data
-before each of three origins at the end of the training data, forecasts the next ``horizon`` steps (its
-residual decaying as an AR(1) does, ``x(t0 + h) = phi^h x(t0)``, i.e. a linear ODE), and the candidate
-with the lowest mean absolute error (in the column's own units) wins. The scores are kept, so the report
-can say why. The winner is refitted on all the data; its ``phi`` starts the neural ODE's linear decay.
-Past the data, a trend keeps its slope for the backtest's horizon (as far as it was judged) and then
+before each of three to eight origins at the end of the training data, forecasts the next ``horizon``
+steps (its residual decaying as an AR(1) does, ``x(t0 + h) = phi^h x(t0)``, i.e. a linear ODE), and the
+candidate with the lowest mean absolute error (in the column's own units) wins. The scores are kept, so
+the report can say why. The winner is refitted on all the data; its ``phi`` starts the neural ODE's
+linear decay.
+Past the data, a trend keeps its slope for the horizon asked for (what the backtest judged) and then
 fades, as a damped trend does, so that forecasts far beyond that horizon stay level rather than run
 off with a slope fitted to a few recent weeks.
 """
@@ -143,7 +144,7 @@ class ColumnStructure:
     parts: tuple[Part, ...]  # the backtest's best candidates on this transform, best first
     fitted_steps: int  # T of u = t / T
     phi: float  # AR(1) coefficient of the residual per grid step
-    trusted: int  # steps past the data the trend keeps its slope (the backtest's horizon); then it fades
+    trusted: int  # steps past the data the trend keeps its slope (the horizon asked for); then it fades
     scores: tuple[tuple[str, float], ...] = ()  # backtest MAE of the best candidates, chosen first
 
     @property
@@ -323,16 +324,19 @@ class _Normal:
 
 
 def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon: int | None = None,
-                     seasonal: tuple[float, ...] | None = None, origins: int = 3) -> Structure:
+                     seasonal: tuple[float, ...] | None = None, origins: int | None = None) -> Structure:
     """Choose and fit each column's structure by backtest (see the module docstring).
 
     Args:
         y: values on the grid (T, n) in the columns' own units, NaN where unobserved.
         step_days, epoch_days: the grid step and the first grid date (days since 1970-01-01).
-        horizon: steps ahead each backtest forecast is judged on (default: :func:`backtest_horizon`).
+        horizon: steps ahead each backtest forecast is judged on (default: :func:`backtest_horizon`, or a
+            quarter of the longest candidate cycle when that is longer: 91 days for daily data).
         seasonal: the periods (days) to use, all of them (those the grid cannot resolve are dropped);
             default: every subset of :func:`candidate_periods` is a candidate.
-        origins: backtest origins (windows of ``horizon`` steps at the end of the data).
+        origins: backtest origins (windows of ``horizon`` steps at the end of the data); default: as many
+            windows as the last third of the data holds, at least 3 and at most 8 (more windows, a
+            steadier choice among many candidates).
     """
     T, n = y.shape
     t_all = np.arange(T, dtype=np.float64)
@@ -340,7 +344,13 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
     if seasonal is None:
         seasonal = candidate_periods(step_days, step_days * (T - 1))
     seasonal = tuple(p for p in seasonal if harmonics_for(p, step_days))
-    h = horizon or backtest_horizon(step_days)
+    if horizon is None:
+        # Unsaid, the forecast may well reach far: judge at least a quarter of the longest cycle ahead.
+        longest = max(seasonal, default=0.0) / step_days
+        horizon = max(backtest_horizon(step_days), round(longest / 4))
+    h = trusted = max(1, int(horizon))
+    if origins is None:
+        origins = min(8, max(3, (T // 3) // max(h, 1)))
     # Each origin keeps at least two thirds of the data to fit on; fewer windows (or shorter) otherwise.
     h = max(1, min(h, T // (3 * origins) or 1))
     cuts = [T - k * h for k in range(origins, 0, -1) if T - k * h >= max(4, 2 * T // 3)]
@@ -388,7 +398,7 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
             coef = _Normal(z, T, bases[T], cand.half_life).fit(cols)[0]
             parts.append(Part(cand.trend, cand.periods, cand.half_life, tuple(float(c) for c in coef)))
         column = ColumnStructure(transform=winner.transform, mean=mean, std=std, parts=tuple(parts),
-                                 fitted_steps=T, phi=0.0, trusted=h,
+                                 fitted_steps=T, phi=0.0, trusted=trusted,
                                  scores=tuple((c.name, s) for s, c in [(win_score, winner)] + ranking[:7]))
         resid = z - column.mu(t_all, epoch_days, step_days)
         columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:])))

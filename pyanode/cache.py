@@ -163,9 +163,13 @@ def cached_program(fn: Callable, args: tuple, key: str) -> Callable:
             out_spec = ({"kind": "array"} if not isinstance(out, tuple)
                         else {"kind": "state_and_dict", "keys": sorted(out[1])})
             header = json.dumps(out_spec).encode()
+            blob = bytes(exported.serialize())
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
-                tmp.write_bytes(len(header).to_bytes(4, "little") + header + bytes(exported.serialize()))
+                tmp.write_bytes(len(header).to_bytes(4, "little") + header + blob)
+            # Run what later processes will read back (not the in-memory export, whose source locations
+            # differ), so that they find its compiled form in the compilation cache too.
+            exported = export.deserialize(bytearray(blob))
         except Exception:  # not exportable here: plain jit
             return jitted
     call = jax.jit(exported.call)

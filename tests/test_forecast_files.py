@@ -239,8 +239,10 @@ def test_reading_any_way_of_writing_gives_the_same_data_or_a_clear_error(tmp_pat
     except DataError as err:
         msg = str(err)
         assert "\n" not in msg
-        # The only refusals: an order no value decides, or a comma that could be either mark.
-        assert "could be day first or month first" in msg or "could have a decimal comma" in msg, msg
+        # The only refusals: an order no value decides, a comma that could be either mark, or a date
+        # that holds the delimiter unquoted (as '%b %d, %Y' does in a comma file).
+        assert ("could be day first or month first" in msg or "could have a decimal comma" in msg
+                or "more fields than the header" in msg), msg
         return
     expected = idx
     if zone is not None:
@@ -251,3 +253,17 @@ def test_reading_any_way_of_writing_gives_the_same_data_or_a_clear_error(tmp_pat
     assert rep.delimiter == sep
     if digits > 0:  # with whole numbers only there is no decimal mark to find, and none is needed
         assert rep.decimal == decimal
+
+
+def test_an_unquoted_delimiter_inside_a_date_is_refused_not_shifted(tmp_path):
+    """'Jan 01, 2000' unquoted in a comma file: pandas would quietly make 'Jan 01' an index and read the
+    year as the date (year 1) and the date's year as the value; that is refused. Quoted, it reads."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date,value\nJan 01, 2000,5\nJan 02, 2000,6\nJan 03, 2000,7\n")
+    with pytest.raises(DataError, match="more fields than the header"):
+        load_frame(bad)
+    good = tmp_path / "good.csv"
+    good.write_text('date,value\n"Jan 01, 2000",5\n"Jan 02, 2000",6\n"Jan 03, 2000",7\n')
+    df, _ = load_frame(good)
+    assert list(df.index) == list(pd.date_range("2000-01-01", periods=3))
+    assert df["value"].tolist() == [5.0, 6.0, 7.0]

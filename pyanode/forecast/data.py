@@ -186,14 +186,14 @@ def _read_file(path: str | Path, sep: str | None) -> tuple[pd.DataFrame, str, st
         raise DataError(f"{p} is not a readable CSV file: {first}") from None
     if len(df) == 0:
         raise DataError(f"{p} has a header but no data rows")
+    if df.shape[1] < 2:
+        raise DataError(f"{p} has one column (no , ; tab or | between the values); a date column and numeric "
+                        "columns are needed: give the delimiter with --sep (sep=)")
     if not isinstance(df.index, pd.RangeIndex):
         # pandas quietly makes the surplus leading fields an index: every value would shift one column.
         raise DataError(f"{p}: the data rows have more fields than the header; a value holds the delimiter "
                         f"{sep!r} without quotes (e.g. a date written 'Jan 01, 2000'): quote such values, or "
                         "give the delimiter with --sep (sep=)")
-    if df.shape[1] < 2:
-        raise DataError(f"{p} has one column (no , ; tab or | between the values); a date column and numeric "
-                        "columns are needed: give the delimiter with --sep (sep=)")
     return df, source, sep
 
 

@@ -42,9 +42,6 @@ __all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_period
 
 TRENDS = ("flat", "linear", "local")
 KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
-# Candidates averaged into the structure. Averaging the best three (on the same transform) was tried:
-# it did worse than the winner alone on the forecast suite (mean MASE 1.34 against 1.21, closed form only).
-COMBINE = 1
 TIE = 0.02  # candidates within this fraction of the best score are near-ties: the simplest wins
 RECENT_ROWS = 2048  # residual rows that estimate the AR(1) coefficient
 RIDGE = 0.1  # ridge penalty on the seasonal coefficients (standardised data); the trend is not shrunk
@@ -136,12 +133,13 @@ class Part:
 
 @dataclasses.dataclass(frozen=True)
 class ColumnStructure:
-    """One column's transform, standardisation and structure: the mean of the best candidates' fits."""
+    """One column's transform, standardisation and structure (``mu``: the mean of its parts' fits; the
+    backtest's winner is the one part ``choose_structure`` gives)."""
 
     transform: str  # "none" | "log"
     mean: float  # standardisation of the transformed values
     std: float
-    parts: tuple[Part, ...]  # the backtest's best candidates on this transform, best first
+    parts: tuple[Part, ...]  # the backtest's winner
     fitted_steps: int  # T of u = t / T
     phi: float  # AR(1) coefficient of the residual per grid step
     trusted: int  # steps past the data the trend keeps its slope (the horizon asked for); then it fades
@@ -153,8 +151,6 @@ class ColumnStructure:
 
     def describe(self) -> str:
         text = self.parts[0].describe() + (", log scale" if self.transform == "log" else "")
-        if len(self.parts) > 1:
-            text += f" (averaged with the next {len(self.parts) - 1} best)"
         return text
 
     def mu(self, t: np.ndarray, epoch_days: float, step_days: float) -> np.ndarray:
@@ -383,21 +379,18 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
                 pred = np.exp(np.clip(gf, -700, 700)) if cand.transform == "log" else gf
                 errors.append(np.mean(np.abs(pred[ok] - v[ahead][ok])))
             scored.append((float(np.mean(errors)) if errors else math.inf, cand))
-        # The lowest error wins (among near-ties, within 0.5%, the simplest, listed first); with COMBINE > 1
-        # the structure is the mean of the winner and the next best candidates on the same transform.
+        # The lowest error wins; among near-ties (within TIE of it) the simplest, listed first, wins.
+        # (Averaging the best three candidates instead did worse on the forecast suite: mean MASE 1.34
+        # against 1.21, closed form only.)
         best_score = min(s[0] for s in scored)
         win_score, winner = next((s, c) for s, c in scored
                                  if s <= best_score * (1 + TIE) or not math.isfinite(best_score))
         ranking = [r for r in sorted(scored, key=lambda s: s[0]) if r[1] != winner]
-        same = [r for r in ranking if r[1].transform == winner.transform]
-        chosen = [(win_score, winner), *same[: COMBINE - 1]]
         z, mean, std = zs[winner.transform]
-        parts = []
-        for _, cand in chosen:
-            cols = _columns(cand.trend, cand.periods, seasonal, step_days)
-            coef = _Normal(z, T, bases[T], cand.half_life).fit(cols)[0]
-            parts.append(Part(cand.trend, cand.periods, cand.half_life, tuple(float(c) for c in coef)))
-        column = ColumnStructure(transform=winner.transform, mean=mean, std=std, parts=tuple(parts),
+        cols = _columns(winner.trend, winner.periods, seasonal, step_days)
+        coef = _Normal(z, T, bases[T], winner.half_life).fit(cols)[0]
+        part = Part(winner.trend, winner.periods, winner.half_life, tuple(float(c) for c in coef))
+        column = ColumnStructure(transform=winner.transform, mean=mean, std=std, parts=(part,),
                                  fitted_steps=T, phi=0.0, trusted=trusted,
                                  scores=tuple((c.name, s) for s, c in [(win_score, winner)] + ranking[:7]))
         resid = z - column.mu(t_all, epoch_days, step_days)

@@ -83,6 +83,12 @@ def forecast(
         None, "--level", help="Intervals in percent: --level 80 95 (columns c-lo-80, c-hi-80, ...)."),
     quantiles: list[float] | None = typer.Option(
         None, "--quantiles", help="Quantile forecasts: --quantiles 0.1 0.5 0.9 (columns c-q0.1, ...)."),
+    id_column: str | None = typer.Option(
+        None, "--id", help="Long-format panel: the column naming each row's series (one shared model)."),
+    skip_bad_series: bool = typer.Option(
+        False, "--skip-bad-series", help="With --id: leave out series that cannot be fitted, and say why."),
+    devices: int | None = typer.Option(
+        None, "--devices", help="With --id: train data-parallel over this many devices."),
 ) -> None:
     """Fit an augmented neural ODE forecaster to TRAIN and forecast (and score) the future."""
     try:
@@ -100,6 +106,13 @@ def forecast(
             return
         if train is None:
             raise PyanodeError("give a training CSV file (pyanode forecast FILE) or --example delhi")
+        if id_column is None and (skip_bad_series or devices is not None):
+            raise PyanodeError("--skip-bad-series and --devices are for panels: give --id COLUMN too")
+        if id_column is not None:
+            _run_panel(train, test, horizon, id_column, skip_bad_series, devices, date_column, columns,
+                       augment, solver, rtol, atol, sensealg, iterations, seed, out, plot, metrics, save,
+                       resample, dedupe, force, quiet, read, intervals)
+            return
         _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
              seed, out, plot, metrics, save, resample, dedupe, force, quiet, read, intervals=intervals)
     except PyanodeError as err:
@@ -131,11 +144,8 @@ def _run_example(example, train, test, horizon, *options, **keywords) -> None:
         _run(train_csv, test, horizon, *options, **keywords)
 
 
-def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
-         seed, out, plot, metrics, save, resample, dedupe, force, quiet, read=None, intervals=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+def _checked(test, horizon, iterations, augment, plot, metrics, out, save, force, columns):
+    """The options every run checks before any work: returns (plot path, metrics path, columns)."""
     if horizon is not None and horizon < 1:
         raise PyanodeError(f"--horizon must be a positive number of steps, got {horizon}")
     if horizon is not None and test is not None:
@@ -151,6 +161,16 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
         raise PyanodeError("--metrics needs --test (the truth to score against)")
     _outputs([out, plot_path, metrics, save], force)
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    return plot_path, metrics, cols
+
+
+def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
+         seed, out, plot, metrics, save, resample, dedupe, force, quiet, read=None, intervals=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    plot_path, metrics, cols = _checked(test, horizon, iterations, augment, plot, metrics, out, save, force,
+                                        columns)
 
     from pyanode.forecast import fit
     from pyanode.forecast.data import load_frame
@@ -219,5 +239,91 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
         written.append(metrics)
     if save is not None:
         fc.save(save, force=True)  # existence was checked above; save() itself writes atomically
+        written.append(save)
+    out_console.print("wrote " + ", ".join(map(str, written)), markup=False)
+
+
+def _run_panel(train, test, horizon, id_column, skip_bad_series, devices, date_column, columns, augment,
+               solver, rtol, atol, sensealg, iterations, seed, out, plot, metrics, save, resample, dedupe,
+               force, quiet, read, intervals) -> None:
+    """``--id``: a long-format panel, one shared model; outputs in the same long format."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pyanode.forecast import fit
+    from pyanode.forecast.data import load_panel
+
+    plot_path, metrics, cols = _checked(test, horizon, iterations, augment, plot, metrics, out, save, force,
+                                        columns)
+    if devices is not None and devices < 1:
+        raise PyanodeError(f"--devices must be a positive number, got {devices}")
+    ahead = horizon
+    if test is not None:  # read first, so that a bad test file fails before fitting
+        test_series, _ = load_panel(test, id_column, date_column=date_column, dedupe=dedupe, **read)
+        ahead = max(len(df) for df, _ in test_series.values()) if test_series else None
+    out_console = Console(quiet=quiet, highlight=False, soft_wrap=True)
+    fc = fit(train, augment=augment, columns=cols, date_column=date_column, solver=solver, rtol=rtol,
+             atol=atol, sensealg=sensealg, iterations=iterations, seed=seed, dedupe=dedupe, resample=resample,
+             progress=not quiet, horizon=ahead or 30, id_column=id_column, skip_bad_series=skip_bad_series,
+             devices=devices, **read)
+    for line in fc.report_lines():
+        out_console.print(line, markup=False)
+    out_console.print(f"training: {len(fc.history)} iterations in {fc.history['seconds'].iloc[-1]:.1f} s; "
+                      f"{fc.info['stopped']}; best iteration {fc.info['best_iteration']}", markup=False)
+    bands = intervals or {"level": None, "quantiles": None}
+    if test is not None:
+        frames = fc.test_frames(test, date_column=date_column, dedupe=dedupe)
+        for sid, why in fc.test_skipped.items():
+            out_console.print(f"test: series {sid!r} not scored: {why}", markup=False)
+        table = fc.evaluate(frames, level=bands["level"])
+        overall = fc.summary(table)
+        t = Table(title=f"test MAE / RMSE / MASE, mean over {len(frames)} series")
+        t.add_column("")
+        for c in fc.columns:
+            t.add_column(c, justify="right")
+        for name in overall.index:
+            t.add_row(name, *[" / ".join(f"{overall.loc[name, (c, m)]:.3g}" for m in ("mae", "rmse", "mase"))
+                              for c in fc.columns])
+        out_console.print(t)
+        mase = table.xs("model", level="method")
+        naive = table.xs("seasonal_naive", level="method")
+        for c in fc.columns:
+            wins = int((mase[(c, "mase")] < naive[(c, "mase")]).sum())
+            out_console.print(f"{c}: the model beats seasonal naive on {wins} of {len(frames)} series "
+                              "(MASE)", markup=False)
+        per_series = {
+            sid: {c: {name: {m: float(table.loc[(sid, name), (c, m)]) for m in table[c].columns
+                             if name == "model" or m in ("mae", "rmse", "mase")}
+                      for name in overall.index} for c in fc.columns}
+            for sid in frames}
+        payload = {"overall": {c: {name: {m: float(overall.loc[name, (c, m)]) for m in overall[c].columns
+                                          if name == "model" or m in ("mae", "rmse", "mase")}
+                                   for name in overall.index} for c in fc.columns},
+                   "series": per_series, "skipped": fc.skipped, "not_scored": fc.test_skipped}
+        _atomic(metrics, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
+        import pandas as pd
+
+        dates = pd.concat([pd.DataFrame({id_column: sid,
+                                         fc.date_column: fc.series[sid]._test_frame(f)[0].index})
+                           for sid, f in frames.items()], ignore_index=True)
+        pred = fc.predict(dates=dates, **bands)
+    else:
+        pred = fc.predict(horizon or 30, **bands)
+
+    _atomic(out, lambda p: pred.to_csv(p, float_format="%.6g", index=False))
+    written = [out]
+    if plot_path is not None:
+        fig = fc.plot(frames if test is not None else None,
+                      horizon=None if test is not None else horizon or 30, level=bands["level"])
+
+        def _savefig(p: Path) -> None:
+            fig.savefig(p, dpi=110, format=plot_path.suffix.lstrip(".") or "png")
+
+        _atomic(plot_path, _savefig)
+        written.append(plot_path)
+    if metrics is not None:
+        written.append(metrics)
+    if save is not None:
+        fc.save(save, force=True)
         written.append(save)
     out_console.print("wrote " + ", ".join(map(str, written)), markup=False)

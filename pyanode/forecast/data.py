@@ -49,8 +49,8 @@ import pandas as pd
 
 from pyanode.errors import PyanodeError
 
-__all__ = ["DataError", "DataReport", "clean", "load_frame", "parse_dates", "resample_frame", "tz_from_name",
-           "tz_name"]
+__all__ = ["DataError", "DataReport", "clean", "load_frame", "load_panel", "parse_dates", "resample_frame",
+           "tz_from_name", "tz_name"]
 
 DATE_NAMES = ("date", "datetime", "time", "timestamp", "ds", "day", "period", "month")
 DEDUPE = ("mean", "first", "last")
@@ -725,6 +725,67 @@ def load_frame(
     report.start, report.end = (str(d.date()) if daily else str(d) for d in (df.index[0], df.index[-1]))
     report.columns = list(df.columns)
     return df, report
+
+
+def load_panel(
+    data: str | Path | pd.DataFrame,
+    id_column: str,
+    *,
+    date_column: str | None = None,
+    columns: list[str] | None = None,
+    dedupe: str | None = None,
+    dayfirst: bool | None = None,
+    date_format: str | None = None,
+    sep: str | None = None,
+    decimal: str | None = None,
+    thousands: str | None = None,
+) -> tuple[dict[str, tuple[pd.DataFrame, DataReport]], dict[str, str]]:
+    """Read a long-format panel (one row per series and date, e.g. ``unique_id, ds, y``) into one frame
+    per series, each read as :func:`load_frame` reads a single series.
+
+    The dates of the whole file are parsed together (one day/month order for every series). Returns the
+    series that read, ``{id: (frame, report)}`` in the order of their first row, and those that did not,
+    ``{id: reason}`` (a duplicate date without ``dedupe``, a column with no values, ...).
+    """
+    if isinstance(data, pd.DataFrame):
+        raw, source, found_sep = data.copy(), "", ","
+        if id_column not in raw.columns and id_column in (raw.index.names or []):
+            raw = raw.reset_index(level=id_column)
+    elif isinstance(data, (str, Path)):
+        raw, source, found_sep = _read_file(data, sep)
+    else:
+        raise DataError(f"expected a file path or a pandas DataFrame, got {type(data).__name__}")
+    raw.columns = [str(c).strip() for c in raw.columns]
+    if len(raw) == 0:
+        raise DataError("the data have no rows")
+    if id_column not in raw.columns:
+        raise DataError(f"no id column {id_column!r}; the columns are: {', '.join(raw.columns)}; name the "
+                        "column that says which series a row belongs to with --id (id_column=)")
+    ids = raw.pop(id_column)
+    if ids.isna().any():
+        raise DataError(f"{int(ids.isna().sum())} rows have no id in column {id_column!r} (first at row "
+                        f"{int(np.flatnonzero(ids.isna())[0]) + 1}); fill or remove them")
+    ids = ids.astype(str).str.strip()
+    raw, date_col, dates = _find_dates(raw, date_column, dayfirst, date_format)
+    if columns is not None:
+        missing = [c for c in columns if c not in raw.columns]
+        if missing:
+            raise DataError(f"column(s) {', '.join(map(repr, missing))} not in the data; "
+                            f"available: {', '.join(raw.columns)}")
+    series: dict[str, tuple[pd.DataFrame, DataReport]] = {}
+    bad: dict[str, str] = {}
+    groups = pd.Series(np.arange(len(ids))).groupby(ids.to_numpy(), sort=False).indices
+    for key, rows in groups.items():
+        try:
+            df, rep = load_frame(raw.iloc[rows], columns=columns, dedupe=dedupe, decimal=decimal,
+                                 thousands=thousands)
+        except DataError as err:
+            bad[key] = str(err)
+            continue
+        rep.date_column, rep.source, rep.delimiter = date_col, source, found_sep
+        rep.date_order, rep.timezone = dates.order, dates.timezone
+        series[key] = (df, rep)
+    return series, bad
 
 
 def _local_z(x: pd.Series, fallback: float, window: int = 15) -> pd.Series:

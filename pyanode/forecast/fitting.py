@@ -46,7 +46,8 @@ from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config, ForecastModel, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
 
-__all__ = ["WindowData", "bucket", "field_scaled", "fit_model", "validation_loss", "window_loss"]
+__all__ = ["WindowData", "bucket", "field_scaled", "fit_model", "train_validated", "validation_loss",
+           "validation_tails", "window_loss", "windows_loss"]
 
 def bucket(size: int) -> int:
     """``size`` rounded up to the next of 4, 5, 6 or 7 times a power of two (at most 25% padding).
@@ -103,23 +104,30 @@ class WindowData(eqx.Module):
         )
 
 
-def window_loss(model: ForecastModel, probe: jax.Array, data: WindowData, it: jax.Array
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Masked MSE of ``batch`` windows drawn by recency, over the curriculum's part of each window."""
+def windows_loss(model: ForecastModel, probe: jax.Array, lags: jax.Array, days: jax.Array, target: jax.Array,
+                 it: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Masked MSE of the forecasts from a batch of origins (encoder inputs ``lags``, dates ``days``)
+    against the ``L + 1`` values after each (``target``, (B, L + 1, n)), over the curriculum's part."""
     c = model.config
     L = c.window
-    k = it - 1
-    # Draw origins by inverse-CDF sampling (what jax.random.choice does, with the CDF precomputed once).
-    u = jax.random.uniform(jax.random.fold_in(data.key, k), (c.batch,), dtype=data.cdf.dtype)
-    idx = jnp.searchsorted(data.cdf, data.cdf[-1] * (1 - u))
     # Curriculum: the loss counts the first L/8, L/4, L/2 steps of the windows, then all of them.
-    stage = jnp.minimum(4 * k // max(c.iterations, 1), 3)
+    stage = jnp.minimum(4 * (it - 1) // max(c.iterations, 1), 3)
     horizon = jnp.maximum(L // (2 ** (3 - stage)), 1)
     weight = (jnp.arange(L + 1) <= horizon).astype(ftype())
-    target = data.targets[idx[:, None] + jnp.arange(L + 1)[None, :]]
     taus = jnp.asarray(c.dt * np.arange(L + 1), ftype())
-    pred, nfe = rollout(model, data.lags[idx], data.days[idx], taus, probe)
+    pred, nfe = rollout(model, lags, days, taus, probe)
     return masked_mse(pred, target, weight[None, :, None]), {"nfe_forward": nfe}
+
+
+def window_loss(model: ForecastModel, probe: jax.Array, data: WindowData, it: jax.Array
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """:func:`windows_loss` of ``batch`` windows drawn by recency from one series."""
+    c = model.config
+    # Draw origins by inverse-CDF sampling (what jax.random.choice does, with the CDF precomputed once).
+    u = jax.random.uniform(jax.random.fold_in(data.key, it - 1), (c.batch,), dtype=data.cdf.dtype)
+    idx = jnp.searchsorted(data.cdf, data.cdf[-1] * (1 - u))
+    target = data.targets[idx[:, None] + jnp.arange(c.window + 1)[None, :]]
+    return windows_loss(model, probe, data.lags[idx], data.days[idx], target, it)
 
 
 def validation_loss(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array,
@@ -139,12 +147,17 @@ def _optimizer(lr: float, iterations: int, weight_decay: float) -> optax.Gradien
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay))
 
 
+def validation_tails(y: np.ndarray, origins: list[int], steps: int) -> np.ndarray:
+    """(len(origins), steps + 1, n): the values from each origin on, NaN-padded past the data."""
+    return np.stack([_pad(y[o : o + steps + 1], steps + 1, np.nan) for o in origins])
+
+
 def fit_model(model: ForecastModel, arrays: GridArrays, *, progress: bool = True, console: Any = None
               ) -> LoopResult:
     """Train ``model`` on the grid arrays of one series (the recipe in the module docstring)."""
     c = model.config
     data = WindowData.build(arrays, c)
-    validate = None
+    val = None
     if c.validation > 0:
         # Forecast the held-out tail from just before it, and from points inside it (with what the
         # encoder would see there), so one lucky or unlucky start does not decide which model is kept.
@@ -153,10 +166,19 @@ def fit_model(model: ForecastModel, arrays: GridArrays, *, progress: bool = True
         # Solved up to the next power of two of steps (NaN targets, no weight, past the tail), so that
         # other series of similar length reuse the compiled program.
         steps = 2 ** math.ceil(math.log2(c.validation))
-        tails = np.stack([_pad(arrays.y[o : o + steps + 1], steps + 1, np.nan) for o in origins])
         val = (data.lags[np.asarray(origins)], data.days[np.asarray(origins)],
-               jnp.asarray(c.dt * np.arange(steps + 1), ftype()), jnp.asarray(tails, ftype()))
+               jnp.asarray(c.dt * np.arange(steps + 1), ftype()),
+               jnp.asarray(validation_tails(arrays.y, origins, steps), ftype()))
+    return train_validated(model, window_loss, lambda it: data, val, progress=progress, console=console)
 
+
+def train_validated(model: ForecastModel, loss: Any, batches: Any, val: tuple | None, *, progress: bool,
+                    console: Any, replicated: Any = None) -> LoopResult:
+    """:func:`pyanode.loop.run_loop` with this module's optimiser and validation (``val``: the arguments of
+    :func:`validation_loss` after the model), then the held-out tail's verdict on the learned field."""
+    c = model.config
+    validate = None
+    if val is not None:
         params, static = eqx.partition(model, eqx.is_array)
         program = cached_program(lambda p, *a: validation_loss(eqx.combine(p, static), *a), (params, *val),
                                  c.program_key("validation_loss"))
@@ -165,11 +187,11 @@ def fit_model(model: ForecastModel, arrays: GridArrays, *, progress: bool = True
             return {"val_loss": float(program(eqx.filter(m, eqx.is_array), *val))}
 
     result = run_loop(
-        model, window_loss, lambda it: data, _optimizer(c.lr, c.iterations, c.weight_decay), c.iterations,
+        model, loss, batches, _optimizer(c.lr, c.iterations, c.weight_decay), c.iterations,
         ema=c.ema, validate=validate, validate_every=max(10, c.iterations // 30),
         # Only the later curriculum stages train on windows as long as a forecast; judge those.
         select_from=-(-c.iterations // 4) + 1, patience=c.patience, progress=progress, description="fitting",
-        console=console, program_key=c.program_key("window_loss"),
+        console=console, program_key=c.program_key("window_loss"), replicated=replicated,
     )
     if validate is None or result.best_validation is None or result.interrupted:
         return result

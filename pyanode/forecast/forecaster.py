@@ -14,9 +14,10 @@ it). :func:`load` reads a model file (:mod:`pyanode.forecast.io`) back into a Fo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
 import jax
@@ -53,6 +54,9 @@ from pyanode.forecast.intervals import (
 from pyanode.forecast.io import read_model_file, write_model_file
 from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, parse_seasonality, rollout
 from pyanode.forecast.structure import Structure, choose_structure
+
+if TYPE_CHECKING:
+    from pyanode.forecast.panel import PanelForecaster
 
 __all__ = ["Forecaster", "fit", "load"]
 
@@ -197,19 +201,36 @@ class Forecaster:
         resid = np.asarray(pred[0], dtype=np.float64)
         if tau[0] > 0:  # the origin (tau = 0) was only the start of the solve
             resid = resid[1:]
-        positions = (days_since_epoch(uniq) - c.epoch_days) / c.step_days
-        point_z = self.structure.mu(positions) + resid
-        out = pd.DataFrame(self.structure.from_standard(point_z), index=uniq, columns=self.columns)
-        if level is not None or quantiles is not None:  # intervals (issue 12): pyanode.forecast.intervals
-            out = with_intervals(out, point_z, positions - self._positions()[-1], self.structure,
-                                 self._calibration(), want_levels, want_quantiles)
-        out = out.reindex(idx)
+        out = self.forecast_from_residuals(uniq, resid, want_levels, want_quantiles).reindex(idx)
         out.index.name = self.train.index.name or "date"
         return out
 
+    def forecast_from_residuals(self, dates: pd.DatetimeIndex, resid: np.ndarray,
+                                level: Sequence[float] | None = None, quantiles: Sequence[float] | None = None
+                                ) -> pd.DataFrame:
+        """The forecast at sorted unique ``dates`` from the model's residual forecast there (standardised
+        units, (len(dates), n)): the structure added back, in the columns' units, with intervals."""
+        positions = (days_since_epoch(dates) - self.structure.epoch_days) / self.config.step_days
+        point_z = self.structure.mu(positions) + resid
+        out = pd.DataFrame(self.structure.from_standard(point_z), index=dates, columns=self.columns)
+        if level is not None or quantiles is not None:  # intervals (issue 12): pyanode.forecast.intervals
+            out = with_intervals(out, point_z, positions - self._positions()[-1], self.structure,
+                                 self._calibration(), check_levels(level) if level is not None else None,
+                                 check_quantiles(quantiles) if quantiles is not None else None)
+        out.index.name = self.train.index.name or "date"
+        return out
+
+    def scaled_backtest_error(self, column: str) -> float:
+        """The backtest MAE that chose ``column``'s structure over its in-sample seasonal-naive MAE (the
+        MASE scale): how hard the series was to forecast before the model."""
+        j = self.columns.index(column)
+        scale = mase_scales(self.train[[column]], self.config.step_days)[column]
+        return float(self.structure.columns[j].scores[0][1] / scale) if scale > 0 else float("nan")
+
     def _positions(self) -> np.ndarray:
+        # The structure's epoch (a panel's series share one model but each has its own first date).
         days = days_since_epoch(self.train.index)
-        return np.rint((days - self.config.epoch_days) / self.config.step_days).astype(np.int64)
+        return np.rint((days - self.structure.epoch_days) / self.config.step_days).astype(np.int64)
 
     def _calibration(self) -> Calibration:
         if self.calibration is None:
@@ -362,9 +383,14 @@ def _forecast(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.
     return program(params, lags, days, taus)
 
 
-def load(path: str | Path) -> Forecaster:
-    """Read a forecaster written by :meth:`Forecaster.save`. Never runs code from the file."""
+def load(path: str | Path) -> Forecaster | PanelForecaster:
+    """Read a forecaster written by :meth:`Forecaster.save` (or a panel's, by
+    :meth:`~pyanode.forecast.panel.PanelForecaster.save`). Never runs code from the file."""
     meta, model, arr = read_model_file(Path(path))
+    if meta.get("kind") == "panel":
+        from pyanode.forecast.panel import panel_from_file
+
+        return panel_from_file(meta, model, arr)
     cols = list(model.config.columns)
     idx = pd.DatetimeIndex(arr["train_dates"].astype("datetime64[ns]"), name=meta.get("index_name"))
     idx = idx.as_unit(meta.get("index_unit", "ns"))
@@ -419,7 +445,10 @@ def fit(
     sep: str | None = None,
     decimal: str | None = None,
     thousands: str | None = None,
-) -> Forecaster:
+    id_column: str | None = None,
+    skip_bad_series: bool = False,
+    devices: int | None = None,
+) -> Forecaster | PanelForecaster:
     """Fit an augmented neural ODE forecaster to a time series (the model: :mod:`pyanode.forecast.model`).
 
     Args:
@@ -457,17 +486,93 @@ def fit(
             format for the dates, ``sep`` the delimiter, ``decimal`` the decimal mark, ``thousands`` the
             thousands separator (default: detected and reported in :attr:`Forecaster.report`).
 
+        id_column: the column that names each row's series in long-format data (``unique_id, ds, y``):
+            one global model is fitted to all of them (:mod:`pyanode.forecast.panel`); each series keeps
+            its own cleaning, structure and intervals.
+        skip_bad_series: with ``id_column``, leave out the series that cannot be used (too few rows, a
+            duplicate date, another frequency than the rest) and list them in ``skipped``, rather than
+            stopping with an error.
+        devices: with ``id_column``, train data-parallel over this many devices (one host's, or every
+            host's after :func:`jax.distributed.initialize`); the batch must split evenly over them.
+
     Returns:
-        A fitted :class:`Forecaster`.
+        A fitted :class:`Forecaster`, or with ``id_column`` a
+        :class:`~pyanode.forecast.panel.PanelForecaster`.
     """
     check_options(augment, hidden, depth, solver, rtol, atol, sensealg, seasonality, iterations, activation)
     if horizon is not None and (not isinstance(horizon, (int, np.integer)) or horizon < 1):
         raise PyanodeError(f"horizon must be a positive integer, got {horizon!r}")
     enable_compilation_cache()
+    if id_column is not None:
+        from pyanode.forecast.panel import fit_panel
+
+        def make_config(**shape: Any) -> Config:
+            return Config(augment=int(augment), hidden=hidden, depth=depth, activation=activation,
+                          solver=solver, rtol=rtol, atol=atol, sensealg=sensealg, batch=batch,
+                          patience=patience, iterations=iterations if iterations is not None else 400,
+                          lr=lr, seed=seed, unit_days=365.25 if shape["step_days"] >= 1 else 1.0, **shape)
+
+        return fit_panel(
+            data, id_column, columns=columns, date_column=date_column, dedupe=dedupe,
+            resample=resample, outlier_threshold=outlier_threshold, horizon=horizon,
+            seasonal=parse_seasonality(seasonality), window=window, lookback=lookback, validation=validation,
+            half_life=half_life, skip_bad_series=skip_bad_series, devices=devices, progress=progress,
+            console=console, make_config=make_config,
+            read_options={"dayfirst": dayfirst, "date_format": date_format, "sep": sep, "decimal": decimal,
+                          "thousands": thousands})
     df, report = load_frame(data, date_column=date_column, columns=list(columns) if columns else None,
                             dedupe=dedupe,
                             dayfirst=dayfirst, date_format=date_format, sep=sep, decimal=decimal,
                             thousands=thousands)
+    prep = prepare_series(df, report, outlier_threshold=outlier_threshold, resample=resample, horizon=horizon,
+                          seasonal=parse_seasonality(seasonality))
+    df, report, structure = prep.frame, prep.report, prep.structure
+    config = Config(
+        columns=tuple(df.columns), augment=int(augment), hidden=hidden, depth=depth, activation=activation,
+        solver=solver, rtol=rtol, atol=atol, sensealg=sensealg, periods=structure.periods, batch=batch,
+        patience=patience, iterations=iterations if iterations is not None else 400, lr=lr, seed=seed,
+        step_days=prep.step_days, unit_days=365.25 if prep.step_days >= 1 else 1.0,
+        epoch_days=structure.epoch_days,
+        **training_windows(prep.steps, prep.step_days, window, lookback, validation, half_life),
+    )
+    model = ForecastModel(config, jax.random.PRNGKey(seed), phi=[s.phi for s in structure.columns])
+    arrays = residual_arrays(structure, df, prep.positions)
+    result = fit_model(model, arrays, progress=progress, console=console)
+    if result.history.empty:  # nothing was trained: there is no model to forecast with
+        if result.interrupted:
+            raise KeyboardInterrupt
+        raise PyanodeError(f"training failed at its first step ({result.stopped.split(';')[0]}); look for "
+                           "extreme values in the data, or try a smaller lr or tighter rtol/atol")
+    history = result.history.set_index("iteration")
+    info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
+            "best_validation": result.best_validation}
+    return Forecaster(result.model, structure, df, report, history, info, prep.center, prep.spread,
+                      outlier_threshold, resample, prep.calibration)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One series made ready for a model: cleaned, on its grid, its structure chosen and calibrated."""
+
+    frame: pd.DataFrame  # cleaned (outliers NaN), resampled when asked
+    report: DataReport
+    center: pd.Series  # the median and MAD the outliers were judged by (the test data are cleaned alike)
+    spread: pd.Series
+    step_days: float
+    positions: np.ndarray  # each row's grid position
+    grid: np.ndarray  # (T, n) values on the grid, NaN where unobserved
+    structure: Structure
+    calibration: Calibration
+
+    @property
+    def steps(self) -> int:
+        return len(self.grid)
+
+
+def prepare_series(df: pd.DataFrame, report: DataReport, *, outlier_threshold: float, resample: str | None,
+                   horizon: int | None, seasonal: tuple[float, ...] | None) -> Prepared:
+    """Clean a loaded frame, lay it on its grid, choose its structure by backtest and calibrate its
+    intervals (the steps of :func:`fit` before the model; a panel runs them once per series)."""
     # Outliers are judged at the data's own resolution, before any averaging would smear them.
     df, report, center, spread = clean(df, report, threshold=outlier_threshold)
     if resample is not None:
@@ -485,14 +590,21 @@ def fit(
     epoch_days = float(days_since_epoch(df.index[:1])[0])
     grid_values = np.full((T, df.shape[1]), np.nan)
     grid_values[pos] = df.to_numpy(dtype=np.float64)  # (merged rows: the last; the structure needs no more)
-    structure = choose_structure(grid_values, step_days, epoch_days, horizon=horizon,
-                                 seasonal=parse_seasonality(seasonality))
+    structure = choose_structure(grid_values, step_days, epoch_days, horizon=horizon, seasonal=seasonal)
     # Prediction intervals (issue 12): conformal scores from backtests of the chosen structures.
     calibration = calibrate(structure, grid_values, structure.columns[0].trusted)  # the backtest's horizon
     for col, s in zip(df.columns, structure.columns, strict=True):
         runner_up = f"; next best {s.scores[1][0]}: {s.scores[1][1]:.4g}" if len(s.scores) > 1 else ""
         report.notes.append(f"{col}: {s.describe()} (chosen by backtest: MAE {s.scores[0][1]:.4g}"
                             f"{runner_up})")
+    return Prepared(df, report, center, spread, step_days, pos, grid_values, structure, calibration)
+
+
+def training_windows(steps: int, step_days: float, window: int | None, lookback: int | None,
+                     validation: int | None, half_life: float | None) -> dict[str, Any]:
+    """The training window, encoder lookback, validation tail and recency half-life for a series of
+    ``steps`` grid steps (the defaults :func:`fit` documents), checked."""
+    T = steps
     win = window if window is not None else min(128, max(2, T // 2))
     # About three months of history, at least 24 steps (two years of months, six of quarters): enough to
     # place the present in a cycle of several steps; at most an eighth of the data.
@@ -504,24 +616,4 @@ def fit(
             f"validation must be between 0 and {T // 2 - 1} steps for these data, got {validation}")
     if half_life is None:
         half_life = max(win, T // 8)
-    config = Config(
-        columns=tuple(df.columns), augment=int(augment), hidden=hidden, depth=depth, activation=activation,
-        solver=solver, rtol=rtol, atol=atol, sensealg=sensealg, periods=structure.periods, lookback=look,
-        window=win, batch=batch, patience=patience, half_life=float(half_life or 0.0),
-        iterations=iterations if iterations is not None else 400, lr=lr, validation=validation, seed=seed,
-        step_days=step_days, unit_days=365.25 if step_days >= 1 else 1.0,
-        epoch_days=epoch_days,
-    )
-    model = ForecastModel(config, jax.random.PRNGKey(seed), phi=[s.phi for s in structure.columns])
-    arrays = residual_arrays(structure, df, pos)
-    result = fit_model(model, arrays, progress=progress, console=console)
-    if result.history.empty:  # nothing was trained: there is no model to forecast with
-        if result.interrupted:
-            raise KeyboardInterrupt
-        raise PyanodeError(f"training failed at its first step ({result.stopped.split(';')[0]}); look for "
-                           "extreme values in the data, or try a smaller lr or tighter rtol/atol")
-    history = result.history.set_index("iteration")
-    info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
-            "best_validation": result.best_validation}
-    return Forecaster(result.model, structure, df, report, history, info, center, spread, outlier_threshold,
-                      resample, calibration)
+    return {"window": win, "lookback": look, "validation": validation, "half_life": float(half_life or 0.0)}

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_forecast"]
+__all__ = ["plot_forecast", "plot_panel"]
 
 
 def plot_forecast(
@@ -41,35 +41,66 @@ def plot_forecast(
     hist = train.iloc[-history_steps:]
     fig, axes = plt.subplots(len(cols), 1, figsize=(10, 2.4 * len(cols) + 0.6), sharex=True, squeeze=False)
     for ax, c in zip(axes[:, 0], cols, strict=True):
-        # Missing and masked values are skipped, so sparse columns still draw as a line.
-        h = hist[c].dropna()
-        ax.plot(h.index, h.to_numpy(), color="0.35", lw=0.9, label="history")
-        # Join the forecast to the last observed value so the two lines meet.
-        last = hist[c].dropna()
-        fx, fy = forecast.index, forecast[c].to_numpy()
-        if len(last):
-            fx = pd.DatetimeIndex([last.index[-1]]).append(fx)
-            fy = np.concatenate([[last.iloc[-1]], fy])
-        ax.plot(fx, fy, color="tab:red", lw=1.8, label="forecast")
-        _bands(ax, forecast, c, level, (last.index[-1], last.iloc[-1]) if len(last) else None)
-        if truth is not None and c in truth:
-            ax.plot(truth.index, truth[c], color="tab:blue", lw=0.9, marker=".", ms=3, label="truth")
-        ax.axvline(train.index[-1], color="0.6", ls="--", lw=0.8)
+        _draw(ax, hist, forecast, truth, c, level, train.index[-1])
         ax.set_ylabel(c)
-        ax.grid(alpha=0.3)
         if report is not None and getattr(report, "outliers", {}).get(c):
             count = report.outliers[c]
             ax.text(0.01, 0.92, f"{count} outlier{'s' if count != 1 else ''} masked", transform=ax.transAxes,
                     fontsize=8, color="0.4", va="top")
     fig.suptitle(title or f"Forecast from {train.index[-1].date()} ({len(forecast)} dates)")
+    _legend_on_top(fig, axes)
+    return fig
+
+
+def plot_panel(series: list[tuple[str, str, pd.DataFrame, pd.DataFrame, pd.DataFrame | None]], column: str, *,
+               level: list[float] | None = None, history_steps: int | None = None, title: str | None = None):
+    """A few series of a panel, one row each: ``(id, caption, train, forecast, truth)`` per row, drawing
+    ``column`` as :func:`plot_forecast` does (history, forecast, truth, shaded intervals)."""
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(series), 1, figsize=(10, 2.4 * len(series) + 0.6), squeeze=False)
+    for ax, (sid, caption, train, forecast, truth) in zip(axes[:, 0], series, strict=True):
+        steps = history_steps if history_steps is not None else max(3 * len(forecast), 400)
+        _draw(ax, train.iloc[-steps:], forecast, truth, column, level, train.index[-1])
+        ax.set_ylabel(column)
+        # The caption sits inside the panel (the legend takes the band above the first one).
+        ax.text(0.01, 0.95, f"{sid}: {caption}" if caption else str(sid), transform=ax.transAxes, fontsize=9,
+                va="top", bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
+    fig.suptitle(title or f"{column}: {len(series)} series")
+    _legend_on_top(fig, axes)
+    return fig
+
+
+def _draw(ax: Any, hist: pd.DataFrame, forecast: pd.DataFrame, truth: pd.DataFrame | None, c: str,
+          level: list[float] | None, train_end: Any) -> None:
+    """One column's history, forecast (joined to the last observation), intervals and truth."""
+    # Missing and masked values are skipped, so sparse columns still draw as a line.
+    h = hist[c].dropna()
+    ax.plot(h.index, h.to_numpy(), color="0.35", lw=0.9, label="history")
+    fx, fy = forecast.index, forecast[c].to_numpy()
+    if len(h):
+        fx = pd.DatetimeIndex([h.index[-1]]).append(fx)
+        fy = np.concatenate([[h.iloc[-1]], fy])
+    ax.plot(fx, fy, color="tab:red", lw=1.8, label="forecast")
+    _bands(ax, forecast, c, level, (h.index[-1], h.iloc[-1]) if len(h) else None)
+    if truth is not None and c in truth:
+        ax.plot(truth.index, truth[c], color="tab:blue", lw=0.9, marker=".", ms=3, label="truth")
+    ax.axvline(train_end, color="0.6", ls="--", lw=0.8)
+    ax.grid(alpha=0.3)
+
+
+def _legend_on_top(fig: Any, axes: Any) -> None:
+    """Dates slanted; the legend under the title, above the panels, in a band kept free of them."""
     fig.autofmt_xdate()
-    # The legend sits under the title, above the panels, in a band kept free of them.
     fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.3 / fig.get_figheight()))
     handles, labels = axes[0, 0].get_legend_handles_labels()
     box = axes[0, 0].get_position()
     fig.legend(handles, labels, loc="lower left", ncol=max(3, len(handles)), fontsize=8, frameon=False,
                bbox_to_anchor=(box.x0, box.y1), borderaxespad=0.1)
-    return fig
 
 
 def _bands(ax: Any, forecast: pd.DataFrame, column: str, level: list[float] | None,

@@ -1,0 +1,531 @@
+"""Many series at once: a long-format panel (``unique_id, ds, y``), one global neural ODE for all of them.
+
+What each series keeps of its own, and what they share:
+
+* its own everything that is closed-form: cleaning (outliers by its own median/MAD), its grid, its
+  structure (trend, cycles, transform and scaling chosen by its own backtest) and its interval
+  calibration (:func:`pyanode.forecast.forecaster.prepare_series`, as for a single series);
+* one shared model of the residuals (:class:`~pyanode.forecast.model.ForecastModel`): the encoder and the
+  vector field see each series in its own standardised units, so a pattern learned on one (how an anomaly
+  decays, how the dynamics change with the season) serves all. This is the "global model" that
+  forecasting competitions since M4 found to beat per-series models on many short series.
+
+Training is the single-series recipe (:mod:`pyanode.forecast.fitting`), with the windows drawn on the
+host: each iteration draws ``batch`` origins across the panel (each series equally likely, its recent
+origins more so) from a generator seeded by ``(seed, iteration)``, and only those windows travel to the
+device. So device memory is bounded by the batch, not by the number of series, and the same draw is
+made by every process of a multi-host run, which then shards the batch over its devices
+(:class:`pyanode.parallel.DataParallel`: ``devices=N`` on one host; with :func:`jax.distributed.initialize`
+first, over hosts). Validation forecasts the held-out tails of up to :data:`VALIDATION_SERIES` series.
+
+Forecasts of all series run as one compiled program over chunks of :data:`PREDICT_CHUNK` series.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from pyanode.errors import PyanodeError
+from pyanode.forecast.data import DataError, DataReport, load_panel, tz_from_name, tz_name
+from pyanode.forecast.fitting import _pad, train_validated, validation_tails, windows_loss
+from pyanode.forecast.forecaster import (
+    Forecaster,
+    Prepared,
+    _forecast,
+    _utc_naive,
+    prepare_series,
+    residual_arrays,
+    training_windows,
+)
+from pyanode.forecast.grid import GridArrays, lag_windows
+from pyanode.forecast.intervals import Calibration
+from pyanode.forecast.io import write_model_file
+from pyanode.forecast.model import Config, ForecastModel, ftype
+from pyanode.forecast.structure import Structure
+
+__all__ = ["PREDICT_CHUNK", "PanelForecaster", "PanelWindows", "VALIDATION_SERIES", "fit_panel"]
+
+VALIDATION_SERIES = 64  # series whose held-out tails judge the model (a seeded random choice)
+PREDICT_CHUNK = 256  # series per call of the compiled forecast program (the last chunk is padded)
+
+
+class WindowBatch(eqx.Module):
+    """One training batch drawn on the host: encoder inputs, origin dates and the windows' targets."""
+
+    lags: jax.Array  # (B, m, n)
+    days: jax.Array  # (B,)
+    targets: jax.Array  # (B, L + 1, n)
+
+
+def batch_loss(model: ForecastModel, probe: jax.Array, batch: WindowBatch, it: jax.Array
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The window loss of :mod:`pyanode.forecast.fitting` on a batch drawn by :class:`PanelWindows`."""
+    return windows_loss(model, probe, batch.lags, batch.days, batch.targets, it)
+
+
+class PanelWindows:
+    """The training windows of every series, kept on the host; ``windows(it)`` draws iteration ``it``'s.
+
+    Origins are drawn by inverse-CDF sampling: every series has the same total weight, split over its
+    origins by recency (halving every ``half_life`` steps back from its own training end). Targets are NaN
+    past each series' training part (its held-out tail included), so a window never reads another series.
+    """
+
+    def __init__(self, arrays: Sequence[GridArrays], held_out: Sequence[int], config: Config):
+        c = config
+        L = c.window
+        lags, days, targets, rows, trows, weights = [], [], [], [], [], []
+        offset = toffset = 0
+        for a, v in zip(arrays, held_out, strict=True):
+            T = len(a.y)
+            t_fit = T - v
+            lags.append(lag_windows(a.filled, c.lookback).astype(np.float32))
+            days.append(a.days)
+            tail = np.full((T - t_fit + L, c.n), np.nan)
+            targets.append(np.concatenate([a.y[:t_fit], tail]).astype(np.float32))
+            n_origins = max(t_fit - 1, 1)
+            age = (n_origins - 1 - np.arange(n_origins)).astype(np.float64)
+            w = np.exp(-np.log(2.0) * age / c.half_life) if c.half_life > 0 else np.ones(n_origins)
+            weights.append(w / w.sum())
+            rows.append(offset + np.arange(n_origins))
+            trows.append(toffset + np.arange(n_origins))
+            offset += T
+            toffset += T + L
+        self.lags, self.days = np.concatenate(lags), np.concatenate(days)
+        self.targets = np.concatenate(targets)
+        self.rows, self.trows = np.concatenate(rows), np.concatenate(trows)
+        cdf = np.cumsum(np.concatenate(weights))
+        self.cdf = cdf / cdf[-1]
+        self.config = c
+
+    def windows(self, it: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Iteration ``it``'s batch, the same in every process given the same seed."""
+        c = self.config
+        u = np.random.default_rng([c.seed, it]).random(c.batch)
+        pick = np.minimum(np.searchsorted(self.cdf, u, side="right"), len(self.cdf) - 1)
+        target = self.targets[self.trows[pick][:, None] + np.arange(c.window + 1)[None, :]]
+        return self.lags[self.rows[pick]], self.days[self.rows[pick]], target
+
+
+def _local(tree: Any) -> Any:
+    """Every array of ``tree`` as this process's own copy (a replicated array of a multi-device or
+    multi-host run becomes an ordinary array on the default device)."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(np.asarray(x.addressable_data(0))) if isinstance(x, jax.Array) else x, tree)
+
+
+def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Sequence[int], *,
+                devices: int | None = None, progress: bool = True, console: Any = None) -> Any:
+    """Train the shared ``model`` on the residuals of every series (the recipe in the module docstring);
+    ``held_out[i]``: steps at the end of series ``i`` kept out of training to validate on (0: none).
+    Returns :class:`pyanode.loop.LoopResult` with the model as this process's own arrays."""
+    c = model.config
+    pool = PanelWindows(arrays, held_out, c)
+    ft = ftype()
+    dp = None
+    if devices is not None and (devices > 1 or jax.process_count() > 1):
+        from pyanode.parallel import DataParallel
+
+        dp = DataParallel.create(devices)
+        dp.check_batch_size(c.batch)
+
+    def batches(it: int) -> WindowBatch:
+        lags, days, target = pool.windows(it)
+        if dp is not None:
+            return dp.shard(WindowBatch(lags.astype(ft), days.astype(ft), target.astype(ft)))
+        return WindowBatch(jnp.asarray(lags, ft), jnp.asarray(days, ft), jnp.asarray(target, ft))
+
+    val = None
+    judged = [i for i, v in enumerate(held_out) if v > 0]
+    if judged:
+        chosen = np.sort(np.random.default_rng(c.seed).permutation(judged)[:VALIDATION_SERIES])
+        steps = 2 ** math.ceil(math.log2(max(held_out[i] for i in chosen)))
+        lags, days, tails = [], [], []
+        for i in chosen:
+            a = arrays[i]
+            first = len(a.y) - held_out[i] - 1
+            lags.append(lag_windows(a.filled[: first + 1], c.lookback)[-1])
+            days.append(a.days[first])
+            tails.append(validation_tails(a.y, [first], steps)[0])
+        val = (jnp.asarray(np.stack(lags), ft), jnp.asarray(np.asarray(days), ft),
+               jnp.asarray(c.dt * np.arange(steps + 1), ft), jnp.asarray(np.stack(tails), ft))
+    if dp is None:
+        return train_validated(model, batch_loss, batches, val, progress=progress, console=console)
+
+    # Several devices: the parameters are replicated over the mesh; validation runs on this process's copy.
+    replicated = dp.replicate(model)
+    result = train_validated(replicated, batch_loss, batches, None, progress=progress, console=console,
+                             replicated=dp.replicated)
+    return dataclasses.replace(result, model=_local(result.model), final_model=_local(result.final_model))
+
+
+@dataclasses.dataclass
+class PanelForecaster:
+    """A fitted panel: one shared model and, per series, a :class:`Forecaster` view of it (its own
+    structure, calibration, cleaned training data and report). Made by :func:`fit_panel`
+    (``pyanode.fit(df, id_column=...)``) or :func:`pyanode.forecast.load`.
+
+    Attributes:
+        model: the shared augmented neural ODE.
+        id_column, date_column: the names the output frames use.
+        series: ``{id: Forecaster}`` in the order of the data.
+        skipped: ``{id: reason}`` for the series left out (with ``skip_bad_series``).
+        history, info: the training history and how training ended.
+    """
+
+    model: ForecastModel
+    id_column: str
+    date_column: str
+    series: dict[str, Forecaster]
+    skipped: dict[str, str]
+    history: pd.DataFrame
+    info: dict
+
+    @property
+    def config(self) -> Config:
+        return self.model.config
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.config.columns)
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.series)
+
+    def __repr__(self) -> str:
+        return (f"PanelForecaster({len(self.series)} series, columns={self.columns}, "
+                f"augment={self.config.augment}, skipped={len(self.skipped)}, "
+                f"iterations={len(self.history)})")
+
+    def report_lines(self) -> list[str]:
+        """What was fitted and what was left out, in a few lines."""
+        lengths = [len(f.train) for f in self.series.values()]
+        out = [f"{len(self.series)} series, {min(lengths)} to {max(lengths)} rows each "
+               f"(median {int(np.median(lengths))}); modelled: {', '.join(self.columns)}; one shared model"]
+        described: dict[str, int] = {}
+        for f in self.series.values():
+            for col, s in zip(f.columns, f.structure.columns, strict=True):
+                key = f"{col}: {s.describe()}"
+                described[key] = described.get(key, 0) + 1
+        for key, k in sorted(described.items(), key=lambda kv: -kv[1])[:5]:
+            out.append(f"structure {key} ({k} series)")
+        for sid, why in self.skipped.items():
+            out.append(f"skipped series {sid!r}: {why}")
+        return out
+
+    def _frame(self, per_series: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        """Per-series frames indexed by date -> one long frame ``id, date, columns...``."""
+        parts = []
+        for sid, frame in per_series.items():
+            part = frame.reset_index()
+            part.columns = [self.date_column, *frame.columns]
+            part.insert(0, self.id_column, sid)
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
+
+    def predict(self, horizon: int | None = None, *, dates: pd.DataFrame | None = None,
+                level: float | Sequence[float] | None = None,
+                quantiles: float | Sequence[float] | None = None, ids: Sequence[str] | None = None
+                ) -> pd.DataFrame:
+        """Forecast every series (or ``ids``) ``horizon`` steps past its own end, or at ``dates``: a long
+        frame with the id and date columns. Returns the long format ``id, date, columns...`` (with
+        ``level``/``quantiles``, each column's interval and quantile columns, as
+        :meth:`Forecaster.predict`)."""
+        if (horizon is None) == (dates is None):
+            raise PyanodeError("give either horizon=N or dates=<frame of id and date columns> to predict")
+        chosen = self._chosen(ids)
+        if dates is not None:
+            wanted = self._split(dates)
+            missing = [sid for sid in wanted if sid not in self.series]
+            if missing:
+                raise PyanodeError(f"no fitted series {missing[0]!r} (fitted: {_shown(self.ids)})")
+            return self._frame({sid: self.series[sid].predict(dates=d, level=level, quantiles=quantiles)
+                                for sid, d in wanted.items()})
+        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise PyanodeError(f"horizon must be a positive integer, got {horizon!r}")
+        # One compiled program for every series: the solve is the same H steps from each one's end.
+        points = self._rollouts(chosen, horizon)
+        out = {}
+        for sid, resid in zip(chosen, points, strict=True):
+            out[sid] = self.series[sid].forecast_from_residuals(self.series[sid].future_dates(horizon), resid,
+                                                               level, quantiles)
+        return self._frame(out)
+
+    def _chosen(self, ids: Sequence[str] | None) -> list[str]:
+        if ids is None:
+            return self.ids
+        unknown = [sid for sid in ids if sid not in self.series]
+        if unknown:
+            raise PyanodeError(f"no fitted series {unknown[0]!r} (fitted: {_shown(self.ids)})")
+        return [str(sid) for sid in ids]
+
+    def _split(self, frame: pd.DataFrame | str | Path) -> dict[str, pd.DataFrame]:
+        if not isinstance(frame, pd.DataFrame):
+            raise PyanodeError("dates must be a DataFrame with the id and date columns")
+        if self.id_column not in frame.columns:
+            raise DataError(f"no id column {self.id_column!r} in the dates "
+                            f"(columns: {', '.join(map(str, frame.columns))})")
+        return {str(k): g.drop(columns=[self.id_column]).set_index(self.date_column).index
+                for k, g in frame.groupby(self.id_column, sort=False)}
+
+    def _rollouts(self, ids: list[str], horizon: int) -> list[np.ndarray]:
+        """Residual forecasts (H, n) of each series, from one compiled program over chunks of series."""
+        c = self.config
+        lags, days = [], []
+        for sid in ids:
+            f = self.series[sid]
+            arrays = residual_arrays(f.structure, f.train, f._positions())
+            lags.append(lag_windows(arrays.filled, c.lookback)[-1])
+            days.append(arrays.days[-1])
+        lags_all, days_all = np.stack(lags), np.asarray(days)
+        taus = jnp.asarray(c.dt * np.arange(horizon + 1), ftype())
+        out = []
+        for start in range(0, len(ids), PREDICT_CHUNK):
+            k = min(PREDICT_CHUNK, len(ids) - start)
+            size = PREDICT_CHUNK if len(ids) > PREDICT_CHUNK else k
+            chunk_lags = _pad(lags_all[start : start + k], size, 0.0)
+            chunk_days = _pad(days_all[start : start + k], size, float(days_all[start]))
+            pred = _forecast(self.model, jnp.asarray(chunk_lags, ftype()), jnp.asarray(chunk_days, ftype()),
+                             taus)
+            out.extend(np.asarray(pred[:k, 1:], dtype=np.float64))
+        return out
+
+    def test_frames(self, test: pd.DataFrame | str | Path, *, date_column: str | None = None,
+                    dedupe: str | None = None) -> dict[str, pd.DataFrame]:
+        """The test data of each fitted series as read (long format in; uncleaned), for
+        :meth:`Forecaster.evaluate`. Series without test rows, or whose rows do not read, are left out and
+        named in :attr:`test_skipped`."""
+        frames, bad = load_panel(test, self.id_column, date_column=date_column or self.date_column,
+                                 dedupe=dedupe)
+        out, self.test_skipped = {}, {sid: why for sid, why in bad.items() if sid in self.series}
+        for sid, f in self.series.items():
+            if sid in frames:
+                try:
+                    f._test_frame(frames[sid][0])
+                    out[sid] = frames[sid][0]
+                except DataError as err:
+                    self.test_skipped[sid] = str(err)
+            elif sid not in self.test_skipped:
+                self.test_skipped[sid] = "no rows in the test data"
+        if not out:
+            raise DataError("no fitted series has test rows after its training end "
+                            f"({_shown([f'{k}: {v}' for k, v in self.test_skipped.items()], 3)})")
+        return out
+
+    def evaluate(self, test: pd.DataFrame | str | Path | dict[str, pd.DataFrame], *,
+                 level: float | Sequence[float] | None = None, date_column: str | None = None,
+                 dedupe: str | None = None) -> pd.DataFrame:
+        """Per series, :meth:`Forecaster.evaluate` on its test dates: rows ``(id, method)``, columns
+        ``(column, metric)``; the mean over series is :meth:`summary`. ``test``: long-format data (or
+        :meth:`test_frames`' result); series with no test rows after their training end are left out and
+        named in :attr:`test_skipped`."""
+        frames = test if isinstance(test, dict) else self.test_frames(test, date_column=date_column,
+                                                                       dedupe=dedupe)
+        tables = {sid: self.series[sid].evaluate(frame, level=level) for sid, frame in frames.items()}
+        return pd.concat(tables, names=[self.id_column, "method"])
+
+    @staticmethod
+    def summary(table: pd.DataFrame) -> pd.DataFrame:
+        """The mean over series of an :meth:`evaluate` table, per method (rows) and (column, metric)."""
+        return table.groupby(level="method", sort=False).mean()
+
+    def plot(self, test: pd.DataFrame | str | Path | dict[str, pd.DataFrame] | None = None, *,
+             horizon: int | None = None, level: float | Sequence[float] | None = None,
+             ids: Sequence[str] | None = None, column: str | None = None):
+        """A readable selection: the best, median and worst series by test MASE (with ``test``; without,
+        by the backtest error that chose each structure, scaled like MASE), or the given ``ids``."""
+        from pyanode.forecast.intervals import check_levels
+        from pyanode.plots.forecast import plot_panel
+
+        column = column or self.columns[0]
+        if column not in self.columns:
+            raise PyanodeError(f"no modelled column {column!r} (columns: {', '.join(self.columns)})")
+        levels = check_levels(level) if level is not None else None
+        truths: dict[str, pd.DataFrame] = {}
+        if test is not None:
+            frames = test if isinstance(test, dict) else self.test_frames(test)
+            score = self.evaluate(frames).xs("model", level="method")[(column, "mase")]
+            truths = {sid: self.series[sid]._test_frame(frame)[0] for sid, frame in frames.items()}
+        else:
+            score = pd.Series({sid: f.scaled_backtest_error(column) for sid, f in self.series.items()})
+        if ids is None:
+            ranked = score.dropna().sort_values()
+            picks = {"best": ranked.index[0], "median": ranked.index[len(ranked) // 2],
+                     "worst": ranked.index[-1]}
+            what = "test MASE" if test is not None else "backtest MAE / in-sample naive MAE"
+            rows = {}
+            for label, sid in picks.items():
+                rows.setdefault(sid, f"{label} of {len(ranked)} by {what} ({score[sid]:.3g})")
+        else:
+            rows = {sid: "" for sid in self._chosen(ids)}
+        series = []
+        for sid, caption in rows.items():
+            f = self.series[sid]
+            truth = truths.get(sid)
+            pred = (f.predict(dates=truth.index, level=levels) if truth is not None
+                    else f.predict(horizon=horizon or 30, level=levels))
+            series.append((sid, caption, f.train, pred, truth))
+        return plot_panel(series, column, level=levels,
+                          title=f"{column}: {len(series)} of {len(self.series)} series")
+
+    def save(self, path: str | Path, *, force: bool = True) -> Path:
+        """Write the panel to one file (as :meth:`Forecaster.save`: JSON and arrays, atomically)."""
+        path = Path(path)
+        if path.exists() and not force:
+            raise PyanodeError(f"{path} exists; pass --force (force=True) to overwrite it")
+        views = list(self.series.values())
+        first = views[0]
+        meta = {
+            "kind": "panel", "id_column": self.id_column, "date_column": self.date_column,
+            "ids": self.ids, "skipped": self.skipped, "info": self.info,
+            "history_columns": list(self.history.columns),
+            "outlier_threshold": first.outlier_threshold, "resample": first.resample,
+            "index_unit": first.train.index.unit,
+            "index_tz": tz_name(first.train.index.tz) if first.train.index.tz is not None else None,
+            "reports": [f.report.to_dict() for f in views],
+            "structures": [f.structure.to_json() for f in views],
+            "calibrations": [f.calibration.to_json() if f.calibration is not None else None for f in views],
+        }
+        dates = [_utc_naive(f.train.index).to_numpy().astype("datetime64[ns]").astype(np.int64)
+                 for f in views]
+        arrays = {
+            "lengths": np.asarray([len(f.train) for f in views], np.int64),
+            "center": np.stack([f._center.to_numpy(np.float64) for f in views]),
+            "spread": np.stack([f._spread.to_numpy(np.float64) for f in views]),
+            "train_values": np.concatenate([f.train.to_numpy(np.float64) for f in views]),
+            "train_dates": np.concatenate(dates),
+            "history": self.history.to_numpy(np.float64),
+            "history_iterations": self.history.index.to_numpy(np.int64),
+        }
+        return write_model_file(path, meta, self.model, arrays)
+
+
+def panel_from_file(meta: dict, model: ForecastModel, arr: dict[str, np.ndarray]) -> PanelForecaster:
+    """The :class:`PanelForecaster` of a file written by :meth:`PanelForecaster.save`."""
+    cols = list(model.config.columns)
+    history = pd.DataFrame(arr["history"], columns=meta["history_columns"],
+                           index=pd.Index(arr["history_iterations"], name="iteration"))
+    for k in ("nfe_forward", "nfe_backward"):
+        history[k] = history[k].astype(np.int64)
+    series = {}
+    bounds = np.concatenate([[0], np.cumsum(arr["lengths"])])
+    for i, sid in enumerate(meta["ids"]):
+        lo, hi = bounds[i], bounds[i + 1]
+        idx = pd.DatetimeIndex(arr["train_dates"][lo:hi].astype("datetime64[ns]"), name=meta["date_column"])
+        idx = idx.as_unit(meta.get("index_unit", "ns"))
+        if meta.get("index_tz"):
+            idx = idx.tz_localize("UTC").tz_convert(tz_from_name(meta["index_tz"]))
+        cal = meta["calibrations"][i]
+        series[sid] = Forecaster(
+            model, Structure.from_json(meta["structures"][i]),
+            pd.DataFrame(arr["train_values"][lo:hi], index=idx, columns=cols),
+            DataReport.from_dict(meta["reports"][i]), history, meta["info"],
+            pd.Series(arr["center"][i], index=cols), pd.Series(arr["spread"][i], index=cols),
+            meta["outlier_threshold"], meta.get("resample"), Calibration.from_json(cal) if cal else None)
+    return PanelForecaster(model, meta["id_column"], meta["date_column"], series, dict(meta["skipped"]),
+                           history, meta["info"])
+
+
+def _shown(items: list, limit: int = 5) -> str:
+    text = ", ".join(map(str, items[:limit]))
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def fit_panel(
+    data: pd.DataFrame | str | Path,
+    id_column: str,
+    *,
+    read_options: dict[str, Any],
+    columns: Sequence[str] | None = None,
+    date_column: str | None = None,
+    dedupe: str | None = None,
+    resample: str | None = None,
+    outlier_threshold: float = 6.0,
+    horizon: int | None = None,
+    seasonal: tuple[float, ...] | None = None,
+    window: int | None = None,
+    lookback: int | None = None,
+    validation: int | None = None,
+    half_life: float | None = None,
+    skip_bad_series: bool = False,
+    devices: int | None = None,
+    progress: bool = True,
+    console: Any = None,
+    make_config: Callable[..., Config],
+) -> PanelForecaster:
+    """Fit one global model to every series of a long-format panel (see the module docstring); called by
+    :func:`pyanode.fit` with ``id_column``. A series that cannot be used (too few rows, a duplicate date, a
+    grid step unlike the others') stops the fit with a message naming it, or with ``skip_bad_series`` is
+    left out and listed in :attr:`PanelForecaster.skipped`."""
+    frames, bad = load_panel(data, id_column, date_column=date_column,
+                             columns=list(columns) if columns else None, dedupe=dedupe, **read_options)
+    prepared: dict[str, Prepared] = {}
+    for sid, (df, rep) in frames.items():
+        try:
+            prepared[sid] = prepare_series(df, rep, outlier_threshold=outlier_threshold, resample=resample,
+                                           horizon=horizon, seasonal=seasonal)
+        except DataError as err:
+            bad[sid] = str(err)
+    # Every series must share the grid step: the model's time unit and calendar are one for all.
+    steps = pd.Series({sid: p.step_days for sid, p in prepared.items()})
+    if len(steps):
+        common = float(steps.mode().iloc[0])
+        for sid in steps.index[~np.isclose(steps.to_numpy(), common)]:
+            bad[sid] = (f"its step is {_step_name(steps[sid])} but most series' is {_step_name(common)}; "
+                        "fit series of each frequency separately, or give --resample (resample=) to put them "
+                        "on one")
+            prepared.pop(sid)
+    if bad and not skip_bad_series:
+        sid, why = next(iter(bad.items()))
+        more = f" ({len(bad) - 1} more series have problems)" if len(bad) > 1 else ""
+        raise DataError(f"series {sid!r}: {why}{more}; fix the data, or pass --skip-bad-series "
+                        "(skip_bad_series=True) to fit the rest")
+    if not prepared:
+        raise DataError(f"no series can be fitted ({_shown([f'{k}: {v}' for k, v in bad.items()], 3)})")
+    ids = list(prepared)
+    step_days = prepared[ids[0]].step_days
+    median_steps = int(np.median([p.steps for p in prepared.values()]))
+    options = training_windows(median_steps, step_days, window, lookback, validation, half_life)
+    periods = tuple(sorted({q for p in prepared.values() for q in p.structure.periods}))
+    cols = tuple(prepared[ids[0]].frame.columns)
+    config = make_config(columns=cols, periods=periods, step_days=step_days, epoch_days=0.0, **options)
+    phi = np.median([[s.phi for s in p.structure.columns] for p in prepared.values()], axis=0)
+    model = ForecastModel(config, jax.random.PRNGKey(config.seed), phi=phi)
+    arrays = [residual_arrays(p.structure, p.frame, p.positions) for p in prepared.values()]
+    # Each series holds out the same tail to validate on, when it is long enough to spare it.
+    v = config.validation
+    held_out = [v if p.steps - v >= max(8, 2 * v) else 0 for p in prepared.values()]
+    result = train_panel(model, arrays, held_out, devices=devices, progress=progress, console=console)
+    if result.history.empty:
+        if result.interrupted:
+            raise KeyboardInterrupt
+        raise PyanodeError(f"training failed at its first step ({result.stopped.split(';')[0]}); look for "
+                           "extreme values in the data, or try a smaller lr or tighter rtol/atol")
+    history = result.history.set_index("iteration")
+    info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
+            "best_validation": result.best_validation}
+    series = {sid: Forecaster(result.model, p.structure, p.frame, p.report, history, info, p.center, p.spread,
+                              outlier_threshold, resample, p.calibration)
+              for sid, p in prepared.items()}
+    return PanelForecaster(result.model, id_column, prepared[ids[0]].report.date_column or "date", series,
+                           bad, history, info)
+
+
+def _step_name(step_days: float) -> str:
+    names = {1.0: "a day", 7.0: "a week", 365.25 / 12: "a month", 365.25 / 4: "a quarter", 365.25: "a year"}
+    for k, name in names.items():
+        if math.isclose(step_days, k):
+            return name
+    return f"{step_days * 24:.4g} hours" if step_days < 1 else f"{step_days:.4g} days"
+

@@ -448,6 +448,7 @@ def fit(
     id_column: str | None = None,
     skip_bad_series: bool = False,
     devices: int | None = None,
+    n_jobs: int | None = None,
 ) -> Forecaster | PanelForecaster:
     """Fit an augmented neural ODE forecaster to a time series (the model: :mod:`pyanode.forecast.model`).
 
@@ -494,6 +495,8 @@ def fit(
             stopping with an error.
         devices: with ``id_column``, train data-parallel over this many devices (one host's, or every
             host's after :func:`jax.distributed.initialize`); the batch must split evenly over them.
+        n_jobs: with ``id_column``, processes that clean the series and choose their structures
+            (default: one per core when there are 64 series or more).
 
     Returns:
         A fitted :class:`Forecaster`, or with ``id_column`` a
@@ -516,8 +519,8 @@ def fit(
             data, id_column, columns=columns, date_column=date_column, dedupe=dedupe,
             resample=resample, outlier_threshold=outlier_threshold, horizon=horizon,
             seasonal=parse_seasonality(seasonality), window=window, lookback=lookback, validation=validation,
-            half_life=half_life, skip_bad_series=skip_bad_series, devices=devices, progress=progress,
-            console=console, make_config=make_config,
+            half_life=half_life, skip_bad_series=skip_bad_series, devices=devices, jobs=n_jobs,
+            progress=progress, console=console, make_config=make_config,
             read_options={"dayfirst": dayfirst, "date_format": date_format, "sep": sep, "decimal": decimal,
                           "thousands": thousands})
     df, report = load_frame(data, date_column=date_column, columns=list(columns) if columns else None,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -460,6 +461,7 @@ def fit_panel(
     half_life: float | None = None,
     skip_bad_series: bool = False,
     devices: int | None = None,
+    jobs: int | None = None,
     progress: bool = True,
     console: Any = None,
     make_config: Callable[..., Config],
@@ -470,13 +472,14 @@ def fit_panel(
     left out and listed in :attr:`PanelForecaster.skipped`."""
     frames, bad = load_panel(data, id_column, date_column=date_column,
                              columns=list(columns) if columns else None, dedupe=dedupe, **read_options)
+    options = {"outlier_threshold": outlier_threshold, "resample": resample, "horizon": horizon,
+               "seasonal": seasonal}
     prepared: dict[str, Prepared] = {}
-    for sid, (df, rep) in frames.items():
-        try:
-            prepared[sid] = prepare_series(df, rep, outlier_threshold=outlier_threshold, resample=resample,
-                                           horizon=horizon, seasonal=seasonal)
-        except DataError as err:
-            bad[sid] = str(err)
+    for sid, done in _prepare_all(frames, options, jobs).items():
+        if isinstance(done, str):
+            bad[sid] = done
+        else:
+            prepared[sid] = done
     # Every series must share the grid step: the model's time unit and calendar are one for all.
     steps = pd.Series({sid: p.step_days for sid, p in prepared.items()})
     if len(steps):
@@ -520,6 +523,50 @@ def fit_panel(
               for sid, p in prepared.items()}
     return PanelForecaster(result.model, id_column, prepared[ids[0]].report.date_column or "date", series,
                            bad, history, info)
+
+
+PARALLEL_FROM = 64  # series: fewer are prepared in this process (starting workers costs seconds)
+
+
+def _prepare_chunk(chunk: list[tuple[str, pd.DataFrame, DataReport]], options: dict[str, Any]
+                   ) -> list[tuple[str, Prepared | str]]:
+    out: list[tuple[str, Prepared | str]] = []
+    for sid, df, rep in chunk:
+        try:
+            out.append((sid, prepare_series(df, rep, **options)))
+        except DataError as err:
+            out.append((sid, str(err)))
+    return out
+
+
+def _prepare_all(frames: dict[str, tuple[pd.DataFrame, DataReport]], options: dict[str, Any],
+                 jobs: int | None) -> dict[str, Prepared | str]:
+    """Every series' :func:`prepare_series` (or why it failed), over ``jobs`` worker processes.
+
+    The closed-form work is per series and independent (numpy, no JAX), so it spreads over the cores.
+    The workers are forked, where the system can (Linux): a spawned worker would re-run the caller's
+    script from the top, which a script without an ``if __name__ == "__main__"`` guard cannot survive.
+    The children run no JAX code, so JAX's warning about forking a multithreaded process (its threads'
+    locks) does not concern them and is silenced. Elsewhere the series are prepared here, one by one."""
+    items = [(sid, df, rep) for sid, (df, rep) in frames.items()]
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    if jobs < 1:
+        raise PyanodeError(f"n_jobs must be a positive integer, got {jobs}")
+    import multiprocessing
+
+    if jobs == 1 or len(items) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        return dict(_prepare_chunk(items, options))
+    import concurrent.futures
+    import warnings
+
+    size = max(1, math.ceil(len(items) / (4 * jobs)))  # a few chunks per worker, to even out the load
+    chunks = [items[k : k + size] for k in range(0, len(items), size)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")
+                                                    ) as pool:
+            results = list(pool.map(_prepare_chunk, chunks, [options] * len(chunks)))
+    return {sid: done for part in results for sid, done in part}
 
 
 def _step_name(step_days: float) -> str:

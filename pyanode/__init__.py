@@ -3,7 +3,8 @@
 Public API:
 
 * :func:`fit` / :class:`Forecaster` / :func:`load` -- forecast a DataFrame or CSV with an augmented NODE
-  (the package :mod:`pyanode.forecast`, one module per step of the data's way through it).
+  (the package :mod:`pyanode.forecast`, one module per step of the data's way through it);
+  ``fit(df, id_column=...)`` fits a long-format panel with one shared model (:class:`PanelForecaster`).
 * :func:`solve` -- the ODE engine (named solvers, rtol/atol, three sensitivity algorithms, NFE stats);
   :func:`enable_x64` switches to float64.
 * :mod:`pyanode.models` -- ``ODEFunc``, ``ODEBlock``, ``ODENet`` (ANODE when ``augment_dim > 0``),
@@ -26,7 +27,7 @@ from pyanode import datasets, experiments, forecast, loop, models, plots, train 
 from pyanode.cache import enable_compilation_cache  # noqa: E402
 from pyanode.engine import SENSEALGS, SOLVERS, Solution, SolveError, Stats, enable_x64, solve  # noqa: E402
 from pyanode.errors import PyanodeError  # noqa: E402
-from pyanode.forecast import Forecaster, fit, load  # noqa: E402
+from pyanode.forecast import Forecaster, PanelForecaster, fit, load  # noqa: E402
 from pyanode.models import ConvODEFunc, ConvODENet, ODEBlock, ODEFunc, ODENet, ResNet  # noqa: E402
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ODEBlock",
     "ODEFunc",
     "ODENet",
+    "PanelForecaster",
     "PyanodeError",
     "ResNet",
     "Solution",

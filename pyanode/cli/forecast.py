@@ -9,6 +9,11 @@ Outputs (each written atomically; an existing file is refused unless ``--force``
 * ``--save`` (no default): the fitted model, for :func:`pyanode.load`.
 
 Pass ``--plot ''`` (an empty name) to skip the figure.
+
+With ``--id COLUMN`` the file is a long-format panel (one row per series and date): one shared model is
+fitted to every series (:mod:`pyanode.forecast.panel`); the forecast CSV is long too (``id, date,
+columns...``), ``metrics.json`` holds ``overall`` (the mean over series), ``series`` (each one's scores),
+``skipped`` and ``not_scored``, and the figure shows the best, median and worst series.
 """
 
 from __future__ import annotations

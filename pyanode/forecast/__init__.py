@@ -14,13 +14,15 @@ The modules follow the data, one way; each imports only modules listed before it
   :class:`Forecaster` it returns: ``predict``, ``evaluate``, ``plot``, ``save``; :func:`load`.
 
 :mod:`~pyanode.forecast.baselines` holds the naive forecasts and metrics every forecast is scored against;
-:mod:`~pyanode.forecast.intervals` the prediction intervals (conformal calibration on backtests).
+:mod:`~pyanode.forecast.intervals` the prediction intervals (conformal calibration on backtests);
+:mod:`~pyanode.forecast.panel` many series in long format, one shared model (``fit(df, id_column=...)``).
 """
 
 from pyanode.forecast.data import DataError, DataReport
 from pyanode.forecast.forecaster import Forecaster, fit, load
 from pyanode.forecast.io import ModelFileError
 from pyanode.forecast.model import Config, ForecastModel
+from pyanode.forecast.panel import PanelForecaster
 from pyanode.forecast.structure import ColumnStructure, Structure
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "ForecastModel",
     "Forecaster",
     "ModelFileError",
+    "PanelForecaster",
     "Structure",
     "fit",
     "load",

@@ -128,6 +128,24 @@ def test_plot_shows_best_median_and_worst_series(fitted):
     np.testing.assert_allclose(np.asarray(line.get_ydata())[1:], pred["sales"].to_numpy())
 
 
+def test_a_model_per_series_is_each_series_fitted_alone(tmp_path):
+    """``shared=False``: each series' forecast is exactly what ``pyanode.fit`` gives on that series alone."""
+    train, _ = _panel()
+    two = train[train["store"].isin(["shop0", "shop3"])]
+    fc = pyanode.fit(two, id_column="store", shared=False, iterations=12, horizon=TEST_STEPS, progress=False)
+    assert fc.model is None and fc.series["shop0"].model is not fc.series["shop3"].model
+    pred = fc.predict(TEST_STEPS)
+    alone = pyanode.fit(two[two["store"] == "shop3"].drop(columns="store"), iterations=12, horizon=TEST_STEPS,
+                        progress=False).predict(TEST_STEPS)
+    own = pred.loc[pred["store"] == "shop3", "sales"].to_numpy()
+    np.testing.assert_array_equal(own, alone["sales"].to_numpy())
+    fc.save(tmp_path / "each.pyanode")
+    back = pyanode.load(tmp_path / "each.pyanode")
+    assert back.model is None
+    pd.testing.assert_frame_equal(back.predict(TEST_STEPS), pred)
+    pd.testing.assert_frame_equal(back.history, fc.history)
+
+
 def test_training_windows_stay_inside_their_series():
     """Series A is all 1.0, B all 2.0: a window never reads the other series, the draw is the same for the
     same (seed, iteration), and each series is drawn about equally often whatever its length."""
@@ -231,6 +249,8 @@ def test_cli_panel_options_need_id(tmp_path):
     train, _ = _panel()
     _write(train, tmp_path / "train.csv")
     _refused(_cli(["train.csv", "--skip-bad-series"], tmp_path), "give --id COLUMN")
+    _refused(_cli(["train.csv", "--id", "store", "--per-series", "--devices", "2"], tmp_path),
+             "--devices shards")
 
 
 # -- several processes -----------------------------------------------------------------------------------

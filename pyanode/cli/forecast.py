@@ -94,6 +94,8 @@ def forecast(
         False, "--skip-bad-series", help="With --id: leave out series that cannot be fitted, and say why."),
     devices: int | None = typer.Option(
         None, "--devices", help="With --id: train data-parallel over this many devices."),
+    per_series: bool = typer.Option(
+        False, "--per-series", help="With --id: a model per series instead of one shared model."),
 ) -> None:
     """Fit an augmented neural ODE forecaster to TRAIN and forecast (and score) the future."""
     try:
@@ -111,12 +113,15 @@ def forecast(
             return
         if train is None:
             raise PyanodeError("give a training CSV file (pyanode forecast FILE) or --example delhi")
-        if id_column is None and (skip_bad_series or devices is not None):
-            raise PyanodeError("--skip-bad-series and --devices are for panels: give --id COLUMN too")
+        if id_column is None and (skip_bad_series or devices is not None or per_series):
+            raise PyanodeError("--skip-bad-series, --per-series and --devices are for panels: give "
+                               "--id COLUMN too")
+        if per_series and devices is not None:
+            raise PyanodeError("--devices shards the shared model's training; drop it with --per-series")
         if id_column is not None:
-            _run_panel(train, test, horizon, id_column, skip_bad_series, devices, date_column, columns,
-                       augment, solver, rtol, atol, sensealg, iterations, seed, out, plot, metrics, save,
-                       resample, dedupe, force, quiet, read, intervals)
+            _run_panel(train, test, horizon, id_column, (skip_bad_series, per_series), devices, date_column,
+                       columns, augment, solver, rtol, atol, sensealg, iterations, seed, out, plot, metrics,
+                       save, resample, dedupe, force, quiet, read, intervals)
             return
         _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
              seed, out, plot, metrics, save, resample, dedupe, force, quiet, read, intervals=intervals)
@@ -248,15 +253,17 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
     out_console.print("wrote " + ", ".join(map(str, written)), markup=False)
 
 
-def _run_panel(train, test, horizon, id_column, skip_bad_series, devices, date_column, columns, augment,
+def _run_panel(train, test, horizon, id_column, panel_options, devices, date_column, columns, augment,
                solver, rtol, atol, sensealg, iterations, seed, out, plot, metrics, save, resample, dedupe,
                force, quiet, read, intervals) -> None:
-    """``--id``: a long-format panel, one shared model; outputs in the same long format."""
+    """``--id``: a long-format panel, one shared model (or one per series); outputs in long format too."""
     from rich.console import Console
     from rich.table import Table
 
     from pyanode.forecast import fit
     from pyanode.forecast.data import load_panel
+
+    skip_bad_series, per_series = panel_options
 
     plot_path, metrics, cols = _checked(test, horizon, iterations, augment, plot, metrics, out, save, force,
                                         columns)
@@ -270,7 +277,7 @@ def _run_panel(train, test, horizon, id_column, skip_bad_series, devices, date_c
     fc = fit(train, augment=augment, columns=cols, date_column=date_column, solver=solver, rtol=rtol,
              atol=atol, sensealg=sensealg, iterations=iterations, seed=seed, dedupe=dedupe, resample=resample,
              progress=not quiet, horizon=ahead or 30, id_column=id_column, skip_bad_series=skip_bad_series,
-             devices=devices, **read)
+             shared=not per_series, devices=devices, **read)
     for line in fc.report_lines():
         out_console.print(line, markup=False)
     out_console.print(f"training: {len(fc.history)} iterations in {fc.history['seconds'].iloc[-1]:.1f} s; "

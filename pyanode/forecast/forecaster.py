@@ -447,6 +447,7 @@ def fit(
     thousands: str | None = None,
     id_column: str | None = None,
     skip_bad_series: bool = False,
+    shared: bool = True,
     devices: int | None = None,
     n_jobs: int | None = None,
 ) -> Forecaster | PanelForecaster:
@@ -493,6 +494,8 @@ def fit(
         skip_bad_series: with ``id_column``, leave out the series that cannot be used (too few rows, a
             duplicate date, another frequency than the rest) and list them in ``skipped``, rather than
             stopping with an error.
+        shared: with ``id_column``, one model for every series (default); ``False`` fits a model per
+            series (slower; for series with nothing in common).
         devices: with ``id_column``, train data-parallel over this many devices (one host's, or every
             host's after :func:`jax.distributed.initialize`); the batch must split evenly over them.
         n_jobs: with ``id_column``, processes that clean the series and choose their structures
@@ -519,7 +522,7 @@ def fit(
             data, id_column, columns=columns, date_column=date_column, dedupe=dedupe,
             resample=resample, outlier_threshold=outlier_threshold, horizon=horizon,
             seasonal=parse_seasonality(seasonality), window=window, lookback=lookback, validation=validation,
-            half_life=half_life, skip_bad_series=skip_bad_series, devices=devices, jobs=n_jobs,
+            half_life=half_life, skip_bad_series=skip_bad_series, shared=shared, devices=devices, jobs=n_jobs,
             progress=progress, console=console, make_config=make_config,
             read_options={"dayfirst": dayfirst, "date_format": date_format, "sep": sep, "decimal": decimal,
                           "thousands": thousands})

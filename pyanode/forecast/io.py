@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,17 @@ class ModelFileError(PyanodeError):
 
 
 def write_model_file(path: Path, meta: dict[str, Any], model: ForecastModel,
-                     arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``meta`` (plus the format tag and the model's config), the model and ``arrays`` to ``path``."""
+                     arrays: dict[str, np.ndarray], models: Sequence[ForecastModel] = ()) -> Path:
+    """Write ``meta`` (plus the format tag and the model's config), the model and ``arrays`` to ``path``;
+    ``models``: more models (a panel's per-series ones), as ``models/K.eqx`` with their configs in meta."""
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": model.config.to_json(), **meta}
-    buf = io.BytesIO()
-    eqx.tree_serialise_leaves(buf, model)
+    if models:
+        meta["model_configs"] = [m.config.to_json() for m in models]
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("meta.json", json.dumps(meta, indent=1))
-        z.writestr("model.eqx", buf.getvalue())
+        z.writestr("model.eqx", _leaves(model))
+        for k, m in enumerate(models):
+            z.writestr(f"models/{k}.eqx", _leaves(m))
         for name, arr in arrays.items():
             b = io.BytesIO()
             np.save(b, np.ascontiguousarray(arr), allow_pickle=False)
@@ -68,8 +72,10 @@ def read_model_file(path: Path) -> tuple[dict[str, Any], ForecastModel, dict[str
                                      f"version {FORMAT_VERSION}; fit the model again with this pyanode")
             arrays = {n[:-4]: np.load(io.BytesIO(z.read(n)), allow_pickle=False)
                       for n in names if n.endswith(".npy")}
-            skeleton = ForecastModel(Config.from_json(meta["config"]), jax.random.PRNGKey(0))
-            model = eqx.tree_deserialise_leaves(io.BytesIO(z.read("model.eqx")), skeleton)
+            model = _model(z.read("model.eqx"), meta["config"])
+            # More models (a panel's per-series ones) travel in meta as "_models", for the caller.
+            meta["_models"] = [_model(z.read(f"models/{k}.eqx"), c)
+                               for k, c in enumerate(meta.get("model_configs", []))]
     except ModelFileError:
         raise
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError, EOFError, RuntimeError) as err:
@@ -77,3 +83,15 @@ def read_model_file(path: Path) -> tuple[dict[str, Any], ForecastModel, dict[str
                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
                              ) from None
     return meta, model, arrays
+
+
+def _leaves(model: ForecastModel) -> bytes:
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, model)
+    return buf.getvalue()
+
+
+def _model(blob: bytes, config: dict) -> ForecastModel:
+    """A model rebuilt from its config, its parameters read into it."""
+    return eqx.tree_deserialise_leaves(io.BytesIO(blob), ForecastModel(Config.from_json(config),
+                                                                         jax.random.PRNGKey(0)))

@@ -177,14 +177,16 @@ class PanelForecaster:
     (``pyanode.fit(df, id_column=...)``) or :func:`pyanode.forecast.load`.
 
     Attributes:
-        model: the shared augmented neural ODE.
+        model: the shared augmented neural ODE (None when each series has its own, ``shared=False``:
+            ``series[id].model``).
         id_column, date_column: the names the output frames use.
         series: ``{id: Forecaster}`` in the order of the data.
         skipped: ``{id: reason}`` for the series left out (with ``skip_bad_series``).
-        history, info: the training history and how training ended.
+        history, info: the training history and how training ended (per-series models: the histories
+            indexed by ``(id, iteration)``, and each series' own in ``series[id].history``).
     """
 
-    model: ForecastModel
+    model: ForecastModel | None
     id_column: str
     date_column: str
     series: dict[str, Forecaster]
@@ -194,7 +196,8 @@ class PanelForecaster:
 
     @property
     def config(self) -> Config:
-        return self.model.config
+        """The shared model's configuration (per-series models: the first series')."""
+        return (self.model if self.model is not None else next(iter(self.series.values())).model).config
 
     @property
     def columns(self) -> list[str]:
@@ -213,7 +216,8 @@ class PanelForecaster:
         """What was fitted and what was left out, in a few lines."""
         lengths = [len(f.train) for f in self.series.values()]
         out = [f"{len(self.series)} series, {min(lengths)} to {max(lengths)} rows each "
-               f"(median {int(np.median(lengths))}); modelled: {', '.join(self.columns)}; one shared model"]
+               f"(median {int(np.median(lengths))}); modelled: {', '.join(self.columns)}; "
+               + ("one shared model" if self.model is not None else "a model per series")]
         described: dict[str, int] = {}
         for f in self.series.values():
             for col, s in zip(f.columns, f.structure.columns, strict=True):
@@ -255,6 +259,9 @@ class PanelForecaster:
                                 for sid, d in wanted.items()})
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise PyanodeError(f"horizon must be a positive integer, got {horizon!r}")
+        if self.model is None:  # a model per series: each forecasts on its own
+            return self._frame({sid: self.series[sid].predict(horizon, level=level, quantiles=quantiles)
+                                for sid in chosen})
         # One compiled program for every series: the solve is the same H steps from each one's end.
         points = self._rollouts(chosen, horizon)
         out = {}
@@ -390,7 +397,7 @@ class PanelForecaster:
         meta = {
             "kind": "panel", "id_column": self.id_column, "date_column": self.date_column,
             "ids": self.ids, "skipped": self.skipped, "info": self.info,
-            "history_columns": list(self.history.columns),
+            "history_columns": list(first.history.columns),
             "outlier_threshold": first.outlier_threshold, "resample": first.resample,
             "index_unit": first.train.index.unit,
             "index_tz": tz_name(first.train.index.tz) if first.train.index.tz is not None else None,
@@ -406,19 +413,29 @@ class PanelForecaster:
             "spread": np.stack([f._spread.to_numpy(np.float64) for f in views]),
             "train_values": np.concatenate([f.train.to_numpy(np.float64) for f in views]),
             "train_dates": np.concatenate(dates),
-            "history": self.history.to_numpy(np.float64),
-            "history_iterations": self.history.index.to_numpy(np.int64),
         }
-        return write_model_file(path, meta, self.model, arrays)
+        if self.model is not None:
+            arrays["history"] = self.history.to_numpy(np.float64)
+            arrays["history_iterations"] = self.history.index.to_numpy(np.int64)
+            return write_model_file(path, meta, self.model, arrays)
+        # A model per series: every model, history and ending.
+        meta["infos"] = [f.info for f in views]
+        arrays["history"] = np.concatenate([f.history.to_numpy(np.float64) for f in views])
+        arrays["history_iterations"] = np.concatenate([f.history.index.to_numpy(np.int64) for f in views])
+        arrays["history_lengths"] = np.asarray([len(f.history) for f in views], np.int64)
+        return write_model_file(path, meta, views[0].model, arrays, models=[f.model for f in views])
 
 
 def panel_from_file(meta: dict, model: ForecastModel, arr: dict[str, np.ndarray]) -> PanelForecaster:
     """The :class:`PanelForecaster` of a file written by :meth:`PanelForecaster.save`."""
     cols = list(model.config.columns)
-    history = pd.DataFrame(arr["history"], columns=meta["history_columns"],
-                           index=pd.Index(arr["history_iterations"], name="iteration"))
-    for k in ("nfe_forward", "nfe_backward"):
-        history[k] = history[k].astype(np.int64)
+    shared = not meta["_models"]
+    cut = np.concatenate([[0], np.cumsum(arr.get("history_lengths", [len(arr["history"])]))])
+    histories = []
+    for k in range(len(cut) - 1):
+        h = pd.DataFrame(arr["history"][cut[k] : cut[k + 1]], columns=meta["history_columns"],
+                         index=pd.Index(arr["history_iterations"][cut[k] : cut[k + 1]], name="iteration"))
+        histories.append(h.astype({"nfe_forward": np.int64, "nfe_backward": np.int64}))
     series = {}
     bounds = np.concatenate([[0], np.cumsum(arr["lengths"])])
     for i, sid in enumerate(meta["ids"]):
@@ -429,13 +446,16 @@ def panel_from_file(meta: dict, model: ForecastModel, arr: dict[str, np.ndarray]
             idx = idx.tz_localize("UTC").tz_convert(tz_from_name(meta["index_tz"]))
         cal = meta["calibrations"][i]
         series[sid] = Forecaster(
-            model, Structure.from_json(meta["structures"][i]),
+            model if shared else meta["_models"][i], Structure.from_json(meta["structures"][i]),
             pd.DataFrame(arr["train_values"][lo:hi], index=idx, columns=cols),
-            DataReport.from_dict(meta["reports"][i]), history, meta["info"],
+            DataReport.from_dict(meta["reports"][i]), histories[0 if shared else i],
+            meta["info"] if shared else meta["infos"][i],
             pd.Series(arr["center"][i], index=cols), pd.Series(arr["spread"][i], index=cols),
             meta["outlier_threshold"], meta.get("resample"), Calibration.from_json(cal) if cal else None)
-    return PanelForecaster(model, meta["id_column"], meta["date_column"], series, dict(meta["skipped"]),
-                           history, meta["info"])
+    history = histories[0] if shared else pd.concat({sid: f.history for sid, f in series.items()},
+                                                    names=[meta["id_column"], "iteration"])
+    return PanelForecaster(model if shared else None, meta["id_column"], meta["date_column"], series,
+                           dict(meta["skipped"]), history, meta["info"])
 
 
 def _shown(items: list, limit: int = 5) -> str:
@@ -460,6 +480,7 @@ def fit_panel(
     validation: int | None = None,
     half_life: float | None = None,
     skip_bad_series: bool = False,
+    shared: bool = True,
     devices: int | None = None,
     jobs: int | None = None,
     progress: bool = True,
@@ -503,8 +524,13 @@ def fit_panel(
     periods = tuple(sorted({q for p in prepared.values() for q in p.structure.periods}))
     cols = tuple(prepared[ids[0]].frame.columns)
     config = make_config(columns=cols, periods=periods, step_days=step_days, epoch_days=0.0, **options)
-    phi = np.median([[s.phi for s in p.structure.columns] for p in prepared.values()], axis=0)
+    phi = np.median([_phis(p) for p in prepared.values()], axis=0)
     model = ForecastModel(config, jax.random.PRNGKey(config.seed), phi=phi)
+    date_column = prepared[ids[0]].report.date_column or "date"
+    if not shared:
+        return _fit_each(prepared, bad, id_column, date_column, make_config,
+                         (window, lookback, validation, half_life), outlier_threshold=outlier_threshold,
+                         resample=resample, progress=progress, console=console)
     arrays = [residual_arrays(p.structure, p.frame, p.positions) for p in prepared.values()]
     # Each series holds out the same tail to validate on, when it is long enough to spare it.
     v = config.validation
@@ -521,8 +547,43 @@ def fit_panel(
     series = {sid: Forecaster(result.model, p.structure, p.frame, p.report, history, info, p.center, p.spread,
                               outlier_threshold, resample, p.calibration)
               for sid, p in prepared.items()}
-    return PanelForecaster(result.model, id_column, prepared[ids[0]].report.date_column or "date", series,
-                           bad, history, info)
+    return PanelForecaster(result.model, id_column, date_column, series, bad, history, info)
+
+
+def _phis(p: Prepared) -> list[float]:
+    return [s.phi for s in p.structure.columns]
+
+
+def _fit_each(prepared: dict[str, Prepared], bad: dict[str, str], id_column: str, date_column: str,
+              make_config: Callable[..., Config], options: tuple, outlier_threshold: float,
+              resample: str | None, progress: bool, console: Any) -> PanelForecaster:
+    """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series."""
+    from pyanode.forecast.fitting import fit_model
+
+    series = {}
+    for sid, p in prepared.items():
+        config = make_config(columns=tuple(p.frame.columns), periods=p.structure.periods,
+                             step_days=p.step_days, epoch_days=p.structure.epoch_days,
+                             **training_windows(p.steps, p.step_days, *options))
+        model = ForecastModel(config, jax.random.PRNGKey(config.seed), phi=_phis(p))
+        result = fit_model(model, residual_arrays(p.structure, p.frame, p.positions), progress=progress,
+                           console=console)
+        if result.history.empty:
+            if result.interrupted:
+                raise KeyboardInterrupt
+            raise PyanodeError(f"series {sid!r}: training failed at its first step "
+                               f"({result.stopped.split(';')[0]})")
+        info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
+                "best_validation": result.best_validation}
+        series[sid] = Forecaster(result.model, p.structure, p.frame, p.report,
+                                 result.history.set_index("iteration"), info, p.center, p.spread,
+                                 outlier_threshold, resample, p.calibration)
+        if result.interrupted:  # Ctrl-C: keep the series fitted so far
+            break
+    history = pd.concat({sid: f.history for sid, f in series.items()}, names=[id_column, "iteration"])
+    info = {"stopped": f"a model per series ({len(series)} of {len(prepared)} fitted)",
+            "best_iteration": None, "best_validation": None}
+    return PanelForecaster(None, id_column, date_column, series, bad, history, info)
 
 
 PARALLEL_FROM = 64  # series: fewer are prepared in this process (starting workers costs seconds)

@@ -1,5 +1,6 @@
 """Forecast accuracy on the shared forecast suite: pyanode's defaults beside seasonal naive, statsforecast
-(AutoETS, AutoTheta, AutoARIMA, MSTL) and Prophet, scored by MASE with M4's scale.
+(AutoETS, AutoTheta, AutoARIMA, MSTL) and Prophet, scored by MASE with M4's scale, and their 80% and 95%
+prediction intervals by coverage and MSIS.
 
 Protocol (``../shared/data/forecast-suite/suite.json``, or ``$PYANODE_SHARED/data/forecast-suite``): for each
 series, the last 3 windows of ``horizon`` rows are each forecast from all rows before them (Delhi: one origin,
@@ -8,7 +9,20 @@ suite's numeric value columns only (text columns such as Seattle's ``weather`` a
 value at all removed. MASE per column = test MAE / in-sample seasonal-naive MAE of that origin's training rows
 (lag = the suite's M4 ``season``); averaged over columns, then over origins. A method that fails, cannot run
 (MSTL with season 1) or passes ``--timeout`` seconds on a fit scores seasonal naive's MASE at that origin and
-is marked; after a timeout the series' later origins are not tried. Fits run in one worker process per
+is marked; after a timeout the series' later origins are not tried.
+
+Prediction intervals (issue 12), levels 80 and 95, averaged the same way: coverage (the fraction of test
+values inside the interval, bounds included) and M4's MSIS, the mean over the test rows of
+``(hi - lo) + (2/a)(lo - y)[y < lo] + (2/a)(y - hi)[y > hi]`` (``a = 1 - level/100``) divided by MASE's
+scale. The intervals: pyanode's ``predict(dates=..., level=[80, 95])`` (calibrated at fit time);
+statsforecast's ``forecast(..., level=[80, 95])``; Prophet's own: one (MAP) fit per column, then the 10/90
+and 2.5/97.5 percentiles of its ``predictive_samples`` (1000 draws), which is how Prophet makes
+``yhat_lower``/``yhat_upper`` for ``interval_width`` 0.8 and 0.95 (the fit does not depend on the width, so
+one fit serves both); seasonal naive's: normal, ``sigma sqrt(k + 1)`` at ``k`` whole seasons ahead, ``sigma``
+the RMS of its in-sample errors. A method whose interval bounds are missing or not finite at an origin
+scores seasonal naive's intervals there (marked). For pyanode the seconds of ``fit``, of the interval
+calibration inside it (timed again alone), of ``predict`` and of ``predict(level=)`` are recorded, so the
+cost of intervals can be set against a point forecast's. Fits run in one worker process per
 method, so a stuck fit can be killed; statsforecast and Prophet are warmed up (numba compilation, Stan model
 loading) on a small synthetic series before anything is timed; pyanode's compilation is part of its seconds.
 
@@ -16,7 +30,8 @@ loading) on a small synthetic series before anything is timed; pyanode's compila
         [--cache results.json] [--rerun pyanode] [--json out.json]
 
 With ``--cache``, (series, method) results already in the file are loaded instead of recomputed, unless the
-method is listed in ``--rerun``; new results are added to the file as they finish.
+method is listed in ``--rerun`` or the entry lacks interval scores (entries from before issue 12); new
+results are added to the file as they finish, and entries of methods not run are kept.
 """
 
 from __future__ import annotations
@@ -30,12 +45,15 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 
 METHODS = ("pyanode", "snaive", "autoets", "autotheta", "autoarima", "mstl", "prophet")
 WINDOWS = 3
+LEVELS = (80, 95)  # prediction-interval levels, percent
+INTERVAL_KEYS = tuple(f"{k}-{lv}" for k in ("coverage", "msis") for lv in LEVELS)
 FAILED = ("failed", "timeout", "n/a", "skipped")
 
 
@@ -77,6 +95,67 @@ def mase(actual: np.ndarray, forecast: np.ndarray, scale: float) -> float:
     if not ok.any():
         return float("nan")
     return float(np.mean(np.abs(a[ok] - f[ok])) / scale)
+
+
+def coverage(actual: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Fraction of the test rows that have a value with ``lo <= value <= hi``."""
+    a, lo, hi = (np.asarray(v, dtype=np.float64) for v in (actual, lo, hi))
+    if not a.shape == lo.shape == hi.shape:
+        raise ValueError(f"actual {a.shape}, lo {lo.shape} and hi {hi.shape} differ in shape")
+    ok = np.isfinite(a)
+    if not ok.any():
+        return float("nan")
+    return float(np.mean((a[ok] >= lo[ok]) & (a[ok] <= hi[ok])))
+
+
+def msis(actual: np.ndarray, lo: np.ndarray, hi: np.ndarray, level: float, scale: float) -> float:
+    """M4's mean scaled interval score of the ``level`` % interval: the mean over the test rows that have a
+    value of ``(hi - lo) + (2/a)(lo - y)[y < lo] + (2/a)(y - hi)[y > hi]``, ``a = 1 - level/100``, divided
+    by ``scale``."""
+    a, lo, hi = (np.asarray(v, dtype=np.float64) for v in (actual, lo, hi))
+    if not a.shape == lo.shape == hi.shape:
+        raise ValueError(f"actual {a.shape}, lo {lo.shape} and hi {hi.shape} differ in shape")
+    if not 0 < level < 100:
+        raise ValueError(f"level must be between 0 and 100, got {level}")
+    ok = np.isfinite(a)
+    if not ok.any():
+        return float("nan")
+    y, lo, hi = a[ok], lo[ok], hi[ok]
+    alpha = 1.0 - level / 100.0
+    score = (hi - lo) + 2 / alpha * np.maximum(lo - y, 0.0) + 2 / alpha * np.maximum(y - hi, 0.0)
+    return float(np.mean(score) / scale)
+
+
+def seasonal_naive_bands(train: np.ndarray, horizon: int, season: int, level: float
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Seasonal naive's normal ``level`` % interval: the forecast -/+ ``z sigma sqrt(k + 1)`` at ``k`` whole
+    seasons ahead (``k = (h - 1) // season`` at step ``h``), ``sigma`` the root mean square of the in-sample
+    errors ``y[t] - y[t - season]`` (pairs with a missing value skipped)."""
+    y = np.asarray(train, dtype=np.float64)
+    point = seasonal_naive(y, horizon, season)
+    d = y[season:] - y[:-season]
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        raise ValueError("no pair of training values one season apart")
+    sigma = float(np.sqrt(np.mean(d**2)))
+    z = NormalDist().inv_cdf(0.5 + level / 200.0)
+    half = z * sigma * np.sqrt(np.arange(horizon) // season + 1.0)
+    return point - half, point + half
+
+
+def check_bands(bands, shape: tuple[int, int]) -> str:
+    """Why ``bands`` (level -> (lo, hi) arrays of ``shape``) cannot be scored; empty if it can."""
+    for lv in LEVELS:
+        if lv not in bands:
+            return f"no {lv}% interval"
+        lo, hi = (np.asarray(v, dtype=np.float64) for v in bands[lv])
+        if lo.shape != shape or hi.shape != shape:
+            return f"{lv}% bounds of shape {lo.shape}, {hi.shape}, not {shape}"
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            return f"{lv}% bounds with non-finite values"
+        if (lo > hi).any():
+            return f"{lv}% bounds with lo > hi"
+    return ""
 
 
 def seasonal_naive(train: np.ndarray, horizon: int, season: int) -> np.ndarray:
@@ -141,7 +220,8 @@ def load_series(spec: dict, folder: Path) -> tuple[pd.DataFrame, list[tuple[int,
 
 # --------------------------------------------------------------------------------------------------------
 # Methods: each takes training rows (DatetimeIndex, float columns), the test dates and the season, and
-# returns forecasts of shape (len(dates), columns).
+# returns forecasts of shape (len(dates), columns), or a dict with them as "pred", the intervals as "bands"
+# (level -> (lo, hi), each of that shape) and, for some, "timing" (seconds by step) and more.
 
 
 def _ys(train: pd.DataFrame) -> list[np.ndarray]:
@@ -152,18 +232,57 @@ def run_snaive(train, dates, season):
     return np.stack([seasonal_naive(y, len(dates), season) for y in _ys(train)], axis=1)
 
 
+def snaive_bands(train, dates, season) -> dict:
+    ys = _ys(train)
+    out = {}
+    for lv in LEVELS:
+        lo, hi = zip(*(seasonal_naive_bands(y, len(dates), season, lv) for y in ys), strict=True)
+        out[lv] = (np.stack(lo, axis=1), np.stack(hi, axis=1))
+    return out
+
+
 def run_pyanode(train, dates, season):
-    """pyanode as ``pyanode forecast --test`` runs it (the backtest judges the test's horizon), and the
-    same fitted model with its learned vector field switched off (the MLP's output zeroed: the closed-form
-    structure and the learned linear decay of the residual), to show what the neural ODE adds."""
+    """pyanode as ``pyanode forecast --test`` runs it (the backtest judges the test's horizon), with its
+    80% and 95% intervals, and the same fitted model with its learned vector field switched off (the MLP's
+    output zeroed: the closed-form structure and the learned linear decay of the residual), to show what
+    the neural ODE adds. Timed: ``fit``, the interval calibration that ``fit`` runs (run again alone, on
+    the same grid, and checked to give the same calibration), the first ``predict`` (which compiles the
+    forecast), then ``predict`` and ``predict(level=)`` once compiled."""
     import pyanode
     from pyanode.forecast.fitting import field_scaled
+    from pyanode.forecast.grid import grid_positions
+    from pyanode.forecast.intervals import band_columns, calibrate
 
+    cols = list(train.columns)
+    start = time.perf_counter()
     fc = pyanode.fit(train, progress=False, horizon=len(dates))
-    pred = fc.predict(dates=dates).reindex(columns=train.columns).to_numpy(np.float64)
+    fit_s = time.perf_counter() - start
+    # fit's calibration step again, on the grid fit built it from (the cleaned training rows)
+    _, pos, _ = grid_positions(fc.train.index)
+    grid = np.full((int(pos[-1]) + 1, fc.train.shape[1]), np.nan)
+    grid[pos] = fc.train.to_numpy(dtype=np.float64)
+    start = time.perf_counter()
+    again = calibrate(fc.structure, grid, fc.structure.columns[0].trusted)
+    calibrate_s = time.perf_counter() - start
+    start = time.perf_counter()
+    fc.predict(dates=dates)  # the first predict compiles the forecast; timed apart, not in the comparison
+    predict_first_s = time.perf_counter() - start
+    start = time.perf_counter()
+    pred = fc.predict(dates=dates)[cols].to_numpy(np.float64)
+    predict_s = time.perf_counter() - start
+    start = time.perf_counter()
+    banded = fc.predict(dates=dates, level=list(LEVELS))
+    predict_level_s = time.perf_counter() - start
+    bands = {lv: tuple(banded[[band_columns(c, lv)[k] for c in cols]].to_numpy(np.float64) for k in (0, 1))
+             for lv in LEVELS}
     fc.model = field_scaled(fc.model, 0.0)
-    off = fc.predict(dates=dates).reindex(columns=train.columns).to_numpy(np.float64)
-    return {"pred": pred, "field_off": off, "structure": [c.describe() for c in fc.structure.columns]}
+    off = fc.predict(dates=dates)[cols].to_numpy(np.float64)
+    timing = {"fit_s": fit_s, "calibrate_s": calibrate_s, "predict_first_s": predict_first_s,
+              "predict_s": predict_s, "predict_level_s": predict_level_s}
+    return {"pred": pred, "bands": bands, "field_off": off, "timing": timing,
+            "calibration_same": again == fc.calibration,
+            "point_same": bool(np.allclose(banded[cols].to_numpy(np.float64), pred, rtol=1e-6, atol=0)),
+            "structure": [c.describe() for c in fc.structure.columns]}
 
 
 def _statsforecast(name: str, season: int):
@@ -178,19 +297,38 @@ def _statsforecast(name: str, season: int):
 
 def run_statsforecast(name):
     def run(train, dates, season):
-        return np.stack([_statsforecast(name, season).forecast(y=y, h=len(dates))["mean"]
-                         for y in _ys(train)], axis=1)
+        outs = [_statsforecast(name, season).forecast(y=y, h=len(dates), level=list(LEVELS))
+                for y in _ys(train)]
+        bands = {lv: tuple(np.stack([o[f"{side}-{lv}"] for o in outs], axis=1) for side in ("lo", "hi"))
+                 for lv in LEVELS}
+        return {"pred": np.stack([o["mean"] for o in outs], axis=1), "bands": bands}
     return run
 
 
 def run_prophet(train, dates, season):
+    """One MAP fit per column; the point forecast is ``yhat``; the intervals are the percentiles of the
+    fitted model's 1000 posterior predictive draws (``predictive_samples``) that Prophet itself takes for
+    ``yhat_lower``/``yhat_upper`` at ``interval_width`` 0.8 and 0.95, with its own percentile function."""
     from prophet import Prophet
 
-    out = []
+    out, fit_s = [], 0.0
+    lo = {lv: [] for lv in LEVELS}
+    hi = {lv: [] for lv in LEVELS}
+    future = pd.DataFrame({"ds": dates})
     for c in train.columns:
-        model = Prophet().fit(pd.DataFrame({"ds": train.index, "y": train[c].to_numpy()}))
-        out.append(model.predict(pd.DataFrame({"ds": dates}))["yhat"].to_numpy(np.float64))
-    return np.stack(out, axis=1)
+        start = time.perf_counter()
+        model = Prophet(uncertainty_samples=1000).fit(pd.DataFrame({"ds": train.index,
+                                                                    "y": train[c].to_numpy()}))
+        fit_s += time.perf_counter() - start
+        out.append(model.predict(future)["yhat"].to_numpy(np.float64))
+        np.random.seed(0)  # Prophet draws with numpy's global generator
+        sims = model.predictive_samples(future)["yhat"]
+        for lv in LEVELS:
+            tail = (100 - lv) / 2
+            lo[lv].append(np.asarray(model.percentile(sims, tail, axis=1), dtype=np.float64))
+            hi[lv].append(np.asarray(model.percentile(sims, 100 - tail, axis=1), dtype=np.float64))
+    bands = {lv: (np.stack(lo[lv], axis=1), np.stack(hi[lv], axis=1)) for lv in LEVELS}
+    return {"pred": np.stack(out, axis=1), "bands": bands, "timing": {"fit_s": fit_s}}
 
 
 class CannotRun(Exception):
@@ -291,12 +429,28 @@ class Worker:
 # Evaluation
 
 
-def score_origin(df: pd.DataFrame, bounds: tuple[int, int], season: int, pred: np.ndarray) -> dict:
+def score_origin(df: pd.DataFrame, bounds: tuple[int, int], season: int, pred: np.ndarray,
+                 bands: dict | None = None) -> dict:
+    """MASE per column and its mean over the columns; with ``bands`` (level -> (lo, hi) arrays like
+    ``pred``) also coverage and MSIS per column (``interval_columns``) and their means (``intervals``)."""
     train_end, test_end = bounds
     train, test = df.iloc[:train_end], df.iloc[train_end:test_end]
-    per = {c: mase(test[c].to_numpy(), pred[:, i], mase_scale(train[c].to_numpy(), season))
-           for i, c in enumerate(df.columns)}
-    return {"mase": float(np.nanmean(list(per.values()))), "columns": per}
+    scales = {c: mase_scale(train[c].to_numpy(), season) for c in df.columns}
+    per = {c: mase(test[c].to_numpy(), pred[:, i], scales[c]) for i, c in enumerate(df.columns)}
+    out = {"mase": float(np.nanmean(list(per.values()))), "columns": per}
+    if bands is not None:
+        cols = {}
+        for i, c in enumerate(df.columns):
+            y = test[c].to_numpy()
+            d = {}
+            for lv in LEVELS:
+                lo, hi = (np.asarray(v, dtype=np.float64)[:, i] for v in bands[lv])
+                d[f"coverage-{lv}"] = coverage(y, lo, hi)
+                d[f"msis-{lv}"] = msis(y, lo, hi, lv, scales[c])
+            cols[c] = d
+        out["interval_columns"] = cols
+        out["intervals"] = {k: float(np.nanmean([d[k] for d in cols.values()])) for k in INTERVAL_KEYS}
+    return out
 
 
 def evaluate(method: str, spec: dict, df: pd.DataFrame, bounds: list[tuple[int, int]], worker,
@@ -307,11 +461,14 @@ def evaluate(method: str, spec: dict, df: pd.DataFrame, bounds: list[tuple[int, 
     skip = None
     for b in bounds:
         train, dates = df.iloc[:b[0]], df.index[b[0]:b[1]]
-        naive = score_origin(df, b, season, run_snaive(train, dates, season))
+        naive = score_origin(df, b, season, run_snaive(train, dates, season),
+                             snaive_bands(train, dates, season))
         extra = {}
+        interval_status, interval_detail = "ok", ""
         if method == "snaive":
             start = time.perf_counter()
             run_snaive(train, dates, season)
+            snaive_bands(train, dates, season)
             status, detail, secs, res = "ok", "", time.perf_counter() - start, naive
         else:
             if skip:
@@ -320,28 +477,51 @@ def evaluate(method: str, spec: dict, df: pd.DataFrame, bounds: list[tuple[int, 
                 status, detail, secs = worker.run(train, dates, season, timeout)
             res = None
             if status == "ok":
-                if isinstance(detail, dict):  # pyanode: also its field-off ablation and chosen structure
-                    extra = {"field_off_mase": score_origin(df, b, season, detail["field_off"])["mase"],
-                             "structure": detail["structure"]}
+                bands = None
+                if isinstance(detail, dict):  # the intervals and, pyanode's, the field-off ablation and more
+                    bands = detail.get("bands")
+                    if "field_off" in detail:
+                        extra["field_off_mase"] = score_origin(df, b, season, detail["field_off"])["mase"]
+                    extra.update({k: detail[k] for k in ("structure", "timing", "calibration_same",
+                                                         "point_same") if k in detail})
                     detail = detail["pred"]
                 pred = np.asarray(detail, dtype=np.float64)
                 detail = ""
                 if pred.shape != (len(dates), df.shape[1]) or not np.isfinite(pred).all():
                     status, detail = "failed", f"forecast of shape {pred.shape} with non-finite values"
                 else:
-                    res = score_origin(df, b, season, pred)
+                    why = "the method gave no intervals" if bands is None else check_bands(bands, pred.shape)
+                    res = score_origin(df, b, season, pred, None if why else bands)
+                    if why:
+                        interval_status, interval_detail = ("n/a" if bands is None else "failed"), why
+                        if bands is not None:  # scored as seasonal naive's, like a failed forecast
+                            res.update(intervals=naive["intervals"],
+                                       interval_columns=naive["interval_columns"])
             if status == "timeout":
                 skip = "a previous origin timed out"
             if res is None:
                 res = naive
+                interval_status, interval_detail = status, detail
         rows.append({"train_rows": b[0], "test_rows": b[1] - b[0], "status": status, "detail": detail,
                      "seconds": secs, "mase": res["mase"], "columns": res["columns"],
-                     "snaive_mase": naive["mase"], **extra})
+                     "snaive_mase": naive["mase"], "interval_status": interval_status,
+                     "interval_detail": interval_detail, "intervals": res.get("intervals"),
+                     "interval_columns": res.get("interval_columns"),
+                     "snaive_intervals": naive["intervals"], **extra})
     bad = [r["status"] for r in rows if r["status"] != "ok"]
+    extra_entry: dict = {}
     if method != "snaive" and all("field_off_mase" in r for r in rows):
-        extra_entry = {"field_off_mase": float(np.mean([r["field_off_mase"] for r in rows]))}
-    else:
-        extra_entry = {}
+        extra_entry["field_off_mase"] = float(np.mean([r["field_off_mase"] for r in rows]))
+    if all(r["intervals"] is not None for r in rows):
+        extra_entry["intervals"] = {k: float(np.mean([r["intervals"][k] for r in rows]))
+                                    for k in INTERVAL_KEYS}
+        ibad = [r["interval_status"] for r in rows if r["interval_status"] != "ok"]
+        extra_entry["interval_status"] = "ok" if not ibad else ibad[0]
+        extra_entry["interval_substituted"] = len(ibad)
+    timed = [r["timing"] for r in rows if "timing" in r]
+    if timed:  # seconds by step, summed over the origins that ran
+        extra_entry["timing"] = {k: float(sum(t[k] for t in timed)) for k in timed[0]}
+        extra_entry["timing"]["origins"] = len(timed)
     return {**extra_entry, "mase": float(np.mean([r["mase"] for r in rows])),
             "seconds": float(sum(r["seconds"] for r in rows)),
             "status": "ok" if not bad else bad[0], "substituted": len(bad), "origins": rows}
@@ -409,13 +589,111 @@ def report(results: dict[str, dict[str, dict]], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _icell(entry: dict, key: str, fmt: str) -> str:
+    iv = entry.get("intervals")
+    if iv is None:
+        return ""
+    mark = "" if not entry.get("interval_substituted") else \
+        f" ({entry['interval_status']}, {entry['interval_substituted']}/{len(entry['origins'])})"
+    return format(iv[key], fmt) + mark
+
+
+def interval_means(results: dict[str, dict[str, dict]], methods: list[str]) -> dict[str, dict]:
+    """Each method's interval scores averaged over the series, for the methods that have them on every
+    series (``series`` counts them)."""
+    series = [s for s in results if results[s]]
+    out = {}
+    for m in methods:
+        have = [results[s][m]["intervals"] for s in series if "intervals" in results[s].get(m, {})]
+        if have and len(have) == len(series):
+            out[m] = {**{k: float(np.mean([h[k] for h in have])) for k in INTERVAL_KEYS}, "series": len(have)}
+    return out
+
+
+def interval_report(results: dict[str, dict[str, dict]], methods: list[str]) -> str:
+    """Coverage and MSIS of the 80% and 95% intervals per series and method, their means over the series,
+    and pyanode's seconds for intervals against point forecasts."""
+    series = [s for s in results if results[s]]
+    methods = [m for m in methods if any("intervals" in results[s].get(m, {}) for s in series)]
+    if not methods:
+        return ""
+    means = interval_means(results, methods)
+    lines = []
+    for what, fmt, pct in (("coverage", ".1%", True), ("msis", ".2f", False)):
+        title = ("Coverage of the 80% / 95% intervals (nominal 80% / 95%)" if pct else
+                 "MSIS of the 80% / 95% intervals (M4; scaled by MASE's scale; lower is better; bold = "
+                 "lowest on the series)")
+        lines += [title + "; mean over columns and origins; a method marked (status, k/n) scored seasonal "
+                  "naive's intervals at k of its n origins:", "",
+                  "| series | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+        for s in series:
+            cells = []
+            best = {lv: min((results[s][m]["intervals"][f"msis-{lv}"] for m in methods
+                             if "intervals" in results[s].get(m, {})), default=math.nan) for lv in LEVELS}
+            for m in methods:
+                e = results[s].get(m, {})
+                if "intervals" not in e:
+                    cells.append("")
+                    continue
+                parts = []
+                for lv in LEVELS:
+                    c = _icell(e, f"{what}-{lv}", fmt)
+                    if not pct and e["intervals"][f"msis-{lv}"] == best[lv]:
+                        c = f"**{c}**"
+                    parts.append(c)
+                cells.append(" / ".join(parts))
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines.append("| **mean** | " + " | ".join(
+            " / ".join(format(means[m][f"{what}-{lv}"], fmt) for lv in LEVELS) if m in means else ""
+            for m in methods) + " |")
+        lines.append("")
+    timed = [s for s in series if "timing" in results[s].get("pyanode", {})]
+    if timed:
+        lines += ["pyanode's seconds per series (all origins): fit (the interval calibration included), the "
+                  "calibration alone, predict and predict(level=[80, 95]) once compiled (the first predict, "
+                  "which compiles, is left out of both); point = fit - calibration + predict, with "
+                  "intervals = fit + predict(level=):", "",
+                  "| series | fit | calibration | predict | predict(level=) | point | with intervals "
+                  "| ratio |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        tot = dict.fromkeys(("fit_s", "calibrate_s", "predict_s", "predict_level_s"), 0.0)
+        for s in timed:
+            t = results[s]["pyanode"]["timing"]
+            for k in tot:
+                tot[k] += t[k]
+            lines.append(_timing_row(s, t))
+        lines.append(_timing_row("**total**", tot))
+    return "\n".join(lines).rstrip()
+
+
+def interval_cost(timing: dict) -> tuple[float, float, float]:
+    """pyanode's seconds for a point forecast (fit without its calibration, then predict), for one with
+    intervals (fit, then predict(level=)), and their ratio."""
+    point = timing["fit_s"] - timing["calibrate_s"] + timing["predict_s"]
+    banded = timing["fit_s"] + timing["predict_level_s"]
+    return point, banded, banded / point
+
+
+def _timing_row(name: str, t: dict) -> str:
+    point, banded, ratio = interval_cost(t)
+    return (f"| {name} | {t['fit_s']:.1f} | {t['calibrate_s']:.2f} | {t['predict_s']:.2f} | "
+            f"{t['predict_level_s']:.2f} | {point:.1f} | {banded:.1f} | {ratio:.3f} |")
+
+
 def series_table(name: str, entries: dict[str, dict]) -> str:
     r = ranks({m: e["mase"] for m, e in entries.items()})
-    lines = [f"{name}:", "", "| method | MASE | rank | fit s | status |", "|---|---:|---:|---:|---|"]
+    head = " | ".join(INTERVAL_KEYS)
+    lines = [f"{name}:", "", f"| method | MASE | rank | {head} | fit s | status |",
+             "|---|---:|---:|" + "---:|" * len(INTERVAL_KEYS) + "---:|---|"]
     for m, e in sorted(entries.items(), key=lambda kv: kv[1]["mase"]):
         n = len(e["origins"])
         status = f"{e['status']} at {e['substituted']}/{n} origins" if e["substituted"] else "ok"
-        lines.append(f"| {m} | {e['mase']:.3f} | {r[m]:g} | {e['seconds']:.1f} | {status} |")
+        if e.get("interval_substituted"):
+            status += f"; intervals {e['interval_status']} at {e['interval_substituted']}/{n}"
+        iv = e.get("intervals")
+        cells = " | ".join("" if iv is None else (f"{iv[k]:.1%}" if k.startswith("cov") else f"{iv[k]:.2f}")
+                           for k in INTERVAL_KEYS)
+        lines.append(f"| {m} | {e['mase']:.3f} | {r[m]:g} | {cells} | {e['seconds']:.1f} | {status} |")
     return "\n".join(lines)
 
 
@@ -464,7 +742,7 @@ def main(argv: list[str] | None = None) -> dict:
             for spec in specs:
                 name = spec["name"]
                 cached = cache["results"].get(name, {}).get(method)
-                if cached is not None and method not in rerun:
+                if cached is not None and method not in rerun and "intervals" in cached:
                     results[name][method] = cached
                     print(f"{name:24s} {method:10s} MASE {cached['mase']:.3f}  {cached['seconds']:7.1f} s  "
                           "(cached)", flush=True)
@@ -474,8 +752,14 @@ def main(argv: list[str] | None = None) -> dict:
                 results[name][method] = entry
                 flag = "" if entry["status"] == "ok" else f"  [{entry['status']}: seasonal naive at " \
                     f"{entry['substituted']}/{len(bounds)} origins]"
-                print(f"{name:24s} {method:10s} MASE {entry['mase']:.3f}  {entry['seconds']:7.1f} s{flag}",
-                      flush=True)
+                iv = entry.get("intervals")
+                ivs = "" if iv is None else \
+                    "  cov " + "/".join(f"{iv[f'coverage-{lv}']:.2f}" for lv in LEVELS) + \
+                    "  MSIS " + "/".join(f"{iv[f'msis-{lv}']:.2f}" for lv in LEVELS)
+                if cached is not None and method not in rerun:
+                    flag += f"  (recomputed: the cached entry, MASE {cached['mase']:.3f}, had no intervals)"
+                print(f"{name:24s} {method:10s} MASE {entry['mase']:.3f}{ivs}  {entry['seconds']:7.1f} s"
+                      f"{flag}", flush=True)
                 if args.cache:
                     cache["results"].setdefault(name, {})[method] = entry
                     cache["timeout"] = args.timeout
@@ -496,9 +780,14 @@ def main(argv: list[str] | None = None) -> dict:
     for s in specs:
         print(series_table(s["name"], results[s["name"]]), end="\n\n")
     print(report(results, shown), flush=True)
-    out = {"suite": str(folder), "timeout": args.timeout, "methods": shown, "results": results,
+    print()
+    print(interval_report(results, shown), flush=True)
+    # the suite's place without this machine's paths: relative to the shared folder, else its own name
+    label = "shared/data/forecast-suite" if folder == suite_dir() else folder.name
+    out = {"suite": label, "timeout": args.timeout, "methods": shown, "results": results,
            "mean_mase": {m: float(np.mean([results[s][m]["mase"] for s in results if m in results[s]]))
                          for m in shown},
+           "mean_intervals": interval_means(results, shown),
            "mean_rank": mean_ranks({s: {m: e["mase"] for m, e in results[s].items()} for s in results}),
            "versions": _versions()}
     if args.json:

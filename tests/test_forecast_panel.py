@@ -21,6 +21,7 @@ from pyanode.forecast.panel import PanelForecaster, PanelWindows
 
 HERE = Path(__file__).parent
 TEST_STEPS = 12
+ITERATIONS = 20  # the command-line test uses the same, so it reuses the fixture's compiled programs
 
 
 def _panel(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -47,7 +48,8 @@ def _panel(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def fitted() -> tuple[PanelForecaster, pd.DataFrame, pd.DataFrame]:
     train, test = _panel()
-    fc = pyanode.fit(train, id_column="store", iterations=30, horizon=TEST_STEPS, progress=False, seed=0)
+    fc = pyanode.fit(train, id_column="store", iterations=ITERATIONS, horizon=TEST_STEPS, progress=False,
+                     seed=0)
     return fc, train, test
 
 
@@ -131,7 +133,10 @@ def test_plot_shows_best_median_and_worst_series(fitted):
 def test_a_model_per_series_is_each_series_fitted_alone(tmp_path):
     """``shared=False``: each series' forecast is exactly what ``pyanode.fit`` gives on that series alone."""
     train, _ = _panel()
-    two = train[train["store"].isin(["shop0", "shop3"])]
+    # Two series of one length (so that all three fits share their compiled programs).
+    shop0 = train[train["store"] == "shop0"]
+    twin = shop0.assign(store="shop3", sales=2 * shop0["sales"] + np.sin(np.arange(len(shop0))))
+    two = pd.concat([shop0, twin])
     fc = pyanode.fit(two, id_column="store", shared=False, iterations=12, horizon=TEST_STEPS, progress=False)
     assert fc.model is None and fc.series["shop0"].model is not fc.series["shop3"].model
     pred = fc.predict(TEST_STEPS)
@@ -199,7 +204,8 @@ def test_cli_panel_writes_long_format_scores_and_skips_bad_series(tmp_path):
     _write(pd.concat([train, tiny]), tmp_path / "train.csv")
     _write(test, tmp_path / "test.csv")
     res = CliRunner().invoke(app, ["forecast", str(tmp_path / "train.csv"), "--id", "store", "--test",
-                                   str(tmp_path / "test.csv"), "--iterations", "10", "--skip-bad-series",
+                                   str(tmp_path / "test.csv"), "--iterations", str(ITERATIONS),
+                                   "--skip-bad-series",
                                    "--out", str(tmp_path / "f.csv"), "--plot", str(tmp_path / "f.png"),
                                    "--metrics", str(tmp_path / "m.json"), "--level", "80"])
     assert res.exit_code == 0, res.output

@@ -1,10 +1,11 @@
 """One process of the multi-process panel test (tests/test_forecast_panel.py), run as a script:
 
-    python tests/panel_worker.py NUM_PROCESSES PROCESS_ID PORT OUT.npz
+    python tests/panel_worker.py NUM_PROCESSES PROCESS_ID PORT OUT.npz [DEVICES]
 
 With more than one process, joins the others through ``jax.distributed.initialize`` (CPU collectives)
-and trains data-parallel over every process's device; with one, trains on its own device. Fits the
-same small panel for a few iterations in float64 and writes the trained parameters (process 0).
+and trains data-parallel over every process's device; with one, trains on ``DEVICES`` of its own
+(default: one, not sharded). Fits the same small panel for a few iterations in float64 and writes the
+trained parameters (process 0).
 """
 
 import sys
@@ -26,18 +27,19 @@ def panel() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "date", "y"])
 
 
-def main(processes: int, process_id: int, port: str, out: str) -> None:
+def main(processes: int, process_id: int, port: str, out: str, devices: int | None = None) -> None:
     jax.config.update("jax_enable_x64", True)
     if processes > 1:
         jax.distributed.initialize(f"localhost:{port}", num_processes=processes, process_id=process_id)
     import pyanode
 
     fc = pyanode.fit(panel(), id_column="id", iterations=PANEL_ITERATIONS, batch=4, validation=0,
-                     horizon=6, progress=False, devices=len(jax.devices()) if processes > 1 else None)
+                     horizon=6, progress=False, devices=len(jax.devices()) if processes > 1 else devices)
     if process_id == 0:
         leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(fc.model) if hasattr(x, "shape")]
         np.savez(out, *leaves)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4],
+         int(sys.argv[5]) if len(sys.argv) > 5 else None)

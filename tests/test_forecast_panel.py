@@ -290,3 +290,18 @@ def test_two_processes_train_like_one(tmp_path):
         np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-11)
         moved = max(moved, float(np.abs(a[k]).max()))
     assert moved > 0  # the parameters are real numbers, not all zero
+
+
+def test_two_devices_in_one_process_train_like_one(tmp_path):
+    """The same on one host with two (fake CPU) devices: the batch is sharded, the parameters are
+    replicated, and the result equals the unsharded fit's. (This once hung: two independent all-reduces
+    of the loss started in different orders on the two devices; the loss now reduces once.)"""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    worker = [sys.executable, str(HERE / "panel_worker.py"), "1", "0", "0"]
+    for n in (1, 2):
+        run = subprocess.run([*worker, str(tmp_path / f"devices{n}.npz"), str(n)], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+    a, b = np.load(tmp_path / "devices1.npz"), np.load(tmp_path / "devices2.npz")
+    for k in a.files:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-11)

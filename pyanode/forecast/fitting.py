@@ -47,7 +47,7 @@ from pyanode.forecast.model import Config, ForecastModel, ftype, masked_mse, rol
 from pyanode.loop import LoopResult, run_loop
 
 __all__ = ["WindowData", "bucket", "field_scaled", "fit_model", "train_validated", "validation_loss",
-           "validation_tails", "window_loss", "windows_loss"]
+           "local_copy", "validation_tails", "window_loss", "windows_loss"]
 
 def bucket(size: int) -> int:
     """``size`` rounded up to the next of 4, 5, 6 or 7 times a power of two (at most 25% padding).
@@ -184,6 +184,8 @@ def train_validated(model: ForecastModel, loss: Any, batches: Any, val: tuple | 
                                  c.program_key("validation_loss"))
 
         def validate(m: ForecastModel, it: int) -> dict[str, float]:
+            if replicated is not None:  # data-parallel: score this process's copy of the parameters
+                m = local_copy(m)
             return {"val_loss": float(program(eqx.filter(m, eqx.is_array), *val))}
 
     result = run_loop(
@@ -208,6 +210,13 @@ def train_validated(model: ForecastModel, loss: Any, batches: Any, val: tuple | 
     return dataclasses.replace(result, model=kept, best_validation=score,
                                best_iteration=0 if kept is model else result.best_iteration,
                                stopped=f"{result.stopped}; kept {name}")
+
+
+def local_copy(tree: Any) -> Any:
+    """Every array of ``tree`` as this process's own copy on its default device (a replicated array of a
+    multi-device or multi-host run becomes an ordinary one)."""
+    return jax.tree_util.tree_map(
+        lambda x: jnp.asarray(np.asarray(x.addressable_data(0))) if isinstance(x, jax.Array) else x, tree)
 
 
 def field_scaled(model: ForecastModel, weight: float) -> ForecastModel:

@@ -255,4 +255,8 @@ def masked_mse(pred: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Arr
     obs = ~jnp.isnan(target)
     w = jnp.where(obs, weight, 0.0)
     sq = jnp.where(obs, (pred - jnp.nan_to_num(target)) ** 2, 0.0)
-    return jnp.sum(w * sq) / jnp.maximum(jnp.sum(w), 1.0)
+    # One reduction for both sums: with the batch split over devices it is one all-reduce, where two
+    # independent ones may be started in different orders on different devices (XLA's CPU runtime then
+    # waits forever on a multi-device host).
+    total, count = jnp.sum(jnp.stack(jnp.broadcast_arrays(w * sq, w)), axis=tuple(range(1, 1 + sq.ndim)))
+    return total / jnp.maximum(count, 1.0)

@@ -38,7 +38,7 @@ import pandas as pd
 
 from pyanode.errors import PyanodeError
 from pyanode.forecast.data import DataError, DataReport, load_panel, tz_from_name, tz_name
-from pyanode.forecast.fitting import _pad, train_validated, validation_tails, windows_loss
+from pyanode.forecast.fitting import _pad, local_copy, train_validated, validation_tails, windows_loss
 from pyanode.forecast.forecaster import (
     Forecaster,
     Prepared,
@@ -118,13 +118,6 @@ class PanelWindows:
         return self.lags[self.rows[pick]], self.days[self.rows[pick]], target
 
 
-def _local(tree: Any) -> Any:
-    """Every array of ``tree`` as this process's own copy (a replicated array of a multi-device or
-    multi-host run becomes an ordinary array on the default device)."""
-    return jax.tree_util.tree_map(
-        lambda x: jnp.asarray(np.asarray(x.addressable_data(0))) if isinstance(x, jax.Array) else x, tree)
-
-
 def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Sequence[int], *,
                 devices: int | None = None, progress: bool = True, console: Any = None) -> Any:
     """Train the shared ``model`` on the residuals of every series (the recipe in the module docstring);
@@ -164,10 +157,10 @@ def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Se
         return train_validated(model, batch_loss, batches, val, progress=progress, console=console)
 
     # Several devices: the parameters are replicated over the mesh; validation runs on this process's copy.
-    replicated = dp.replicate(model)
-    result = train_validated(replicated, batch_loss, batches, None, progress=progress, console=console,
-                             replicated=dp.replicated)
-    return dataclasses.replace(result, model=_local(result.model), final_model=_local(result.final_model))
+    result = train_validated(dp.replicate(model), batch_loss, batches, val, progress=progress,
+                             console=console, replicated=dp.replicated)
+    return dataclasses.replace(result, model=local_copy(result.model),
+                               final_model=local_copy(result.final_model))
 
 
 @dataclasses.dataclass

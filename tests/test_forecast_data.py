@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from pyanode.datasets import delhi_climate_files
-from pyanode.forecast.baselines import baseline_forecasts, metrics, season_of
+from pyanode.forecast.baselines import baseline_forecasts, mase_scales, mase_season, metrics, season_of
 from pyanode.forecast.data import DataError, clean, load_frame
 
 
@@ -126,6 +126,24 @@ def test_metrics_by_hand():
     m = metrics(pred, truth)["x"]
     assert m["mae"] == pytest.approx((1 + 0 + 3) / 3)
     assert m["rmse"] == pytest.approx(np.sqrt((1 + 0 + 9) / 3))
+
+
+def test_mase_season_scale_and_metric_by_hand():
+    # M4's seasons: a day of sub-daily steps, 12 monthly, 4 quarterly, else 1.
+    assert [mase_season(s) for s in (1 / 24, 0.25, 1.0, 7.0, 30.0, 365.25 / 12, 91.0, 365.25)] == [
+        24, 4, 1, 1, 12, 12, 4, 1]
+    assert [mase_season(s) for s in (26.0, 34.5, 81.0, 101.5)] == [1, 1, 1, 1]  # just outside the bands
+    idx = pd.date_range("2020-01-01", periods=6, freq="D")
+    train = pd.DataFrame({"x": [1.0, 3.0, np.nan, 6.0, 10.0, 15.0], "y": [1.0] + [np.nan] * 5}, index=idx)
+    scales = mase_scales(train, 1.0)  # missing rows skipped: diffs of 1, 3, 6, 10, 15
+    assert scales["x"] == pytest.approx((2 + 3 + 4 + 5) / 4) and np.isnan(scales["y"])
+    assert mase_scales(train, 0.5)["x"] == pytest.approx((5 + 7 + 9) / 3)  # season of two steps
+    truth = pd.DataFrame({"x": [1.0, 2.0], "y": [1.0, 1.0]}, index=idx[:2])
+    pred = pd.DataFrame({"x": [3.0, 2.0], "y": [2.0, 2.0]}, index=idx[:2])
+    m = metrics(pred, truth, {"x": 3.5, "y": 0.0})
+    assert m["x"] == pytest.approx({"mae": 1.0, "rmse": np.sqrt(2.0), "mase": 1 / 3.5})
+    assert m["y"]["mae"] == 1.0 and np.isnan(m["y"]["mase"])  # a zero scale gives no MASE
+    assert "mase" not in metrics(pred, truth)["x"]
 
 
 def test_trending_series_is_not_masked_but_a_spike_is():

@@ -1,11 +1,13 @@
 """The closed-form structure (trend, cycles, transform) chosen by backtest: pyanode.forecast.structure."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pyanode.forecast import structure as S
 from pyanode.forecast.grid import days_since_epoch, grid_positions
 from pyanode.forecast.structure import (
     backtest_horizon,
@@ -133,3 +135,135 @@ def test_a_linear_trend_is_extrapolated_a_quarter_of_the_series_ahead():
     assert fc.structure.columns[0].parts[0].trend in ("linear", "local")
     pred = fc.predict(horizon=ahead)["y"].to_numpy()
     assert np.max(np.abs(pred / line[n:] - 1)) < 0.04  # measured: 2.8%
+
+
+# -- exact values of the building blocks (each pins down a boundary or a formula) -------------------------
+
+
+def test_backtest_horizon_at_every_boundary():
+    hour = 1 / 24
+    assert backtest_horizon(hour / 2) == 96  # sub-hourly: two days of steps
+    assert backtest_horizon(hour / 60) == 2880
+    assert backtest_horizon(58 / 1440) == 50  # 58 minutes is still sub-hourly: round(2880 / 58)
+    assert backtest_horizon(hour) == 48
+    assert [backtest_horizon(s) for s in (1.5 * hour, 1.0)] == [14, 14]  # up to daily
+    assert [backtest_horizon(s) for s in (1.5, 7.0)] == [13, 13]  # up to weekly
+    assert [backtest_horizon(s) for s in (7.5, 31.0)] == [18, 18]  # up to monthly
+    assert [backtest_horizon(s) for s in (31.5, 92.0)] == [8, 8]  # up to quarterly
+    assert [backtest_horizon(s) for s in (92.5, 365.25)] == [6, 6]  # longer steps
+
+
+def test_harmonics_and_candidate_periods_at_their_boundaries():
+    assert harmonics_for(365.25, 1.0) == 10 and harmonics_for(7.0, 1 / 24) == 3  # Prophet's defaults
+    assert harmonics_for(1.0, 1 / 60) == 12
+    assert harmonics_for(1.0, 1.0) == 0 and harmonics_for(7.0, 1.0) == 3  # Nyquist: int(3.5)
+    # Two steps per cycle is just enough; the span must cover the cycle twice (less one step).
+    assert candidate_periods(0.5, 30.0) == (1.0, 7.0)
+    assert candidate_periods(1.0, 13.0) == (7.0,) and candidate_periods(1.0, 12.5) == ()
+
+
+def test_the_trend_keeps_its_slope_for_the_trusted_steps_then_fades():
+    t = np.array([0.0, 9.0, 10.0, 13.0, 14.0, 20.0, 1e6])
+    # Fitted on steps 0..9, trusted 4 steps: t itself up to 13, then 4 more steps' worth at most.
+    expected = [0, 9, 10, 13, 13 + 4 * (1 - np.exp(-1 / 4)), 13 + 4 * (1 - np.exp(-7 / 4)), 17]
+    np.testing.assert_allclose(S._faded(t, 10, 4), expected, rtol=1e-12)
+    np.testing.assert_allclose(S._faded(t, 10, 1)[4], 10 + (1 - np.exp(-4)), rtol=1e-12)
+    np.testing.assert_array_equal(S._faded(t, 10, 0), t)  # 0: not faded
+    np.testing.assert_allclose(S._faded(np.array([8.5, 9.5]), 10, 4), [8.5, 9.5])  # between grid steps
+    # Through ColumnStructure.mu: mu = 1 + (faded t) for a linear trend part with coefficients (1, 10).
+    col = S.ColumnStructure("none", 0.0, 1.0, (S.Part("linear", (), 0.0, (1.0, 10.0)),), 10, 0.5, 4)
+    np.testing.assert_allclose(col.mu(t[:6], 0.0, 1.0), 1 + np.array(expected[:6]), rtol=1e-12)
+
+
+def test_trend_and_season_bases_are_the_documented_columns():
+    t = np.array([0.0, 1.0, 2.0, 3.0])
+    np.testing.assert_allclose(S._trend_basis(t, 3, "local"),
+                               np.stack([np.ones(4), t / 3, np.maximum(0, t / 3 - 2 / 3)], axis=1))
+    np.testing.assert_allclose(S._trend_basis(t, 3, "flat"), np.ones((4, 1)))
+    np.testing.assert_allclose(S._trend_basis(t, 1, "linear")[:, 1], t)
+    days = np.array([0.1, 0.3, 0.55])
+    w = 2 * np.pi * days
+    np.testing.assert_allclose(S._season_basis(days, (1.0,), 0.25),  # two harmonics at four steps a day
+                               np.stack([np.sin(w), np.cos(w), np.sin(2 * w), np.cos(2 * w)], axis=1))
+    assert S._season_basis(days, (), 0.25).shape == (3, 0)
+
+
+def test_ar1_coefficient_by_hand():
+    # Pairs (r[i+1], r[i]) with a NaN are skipped: (0.5, 1), (0.25, 0.5), (1, 2): 2.625 / 5.25.
+    assert S._ar1(np.array([1.0, 0.5, 0.25, np.nan, 2.0, 1.0])) == pytest.approx(0.5, rel=1e-12)
+    assert S._ar1(np.array([0.5, 0.25])) == pytest.approx(0.5, rel=1e-12)
+    assert S._ar1(np.zeros(3)) == 0.0  # no variation: no decay to estimate
+    assert S._ar1(np.array([1.0, -1.0, 1.0])) == 0.0  # clipped below at 0
+    assert S._ar1(np.array([1.0, 2.0, 4.0])) == 0.999  # and above at 0.999
+
+
+def test_half_lives_and_candidates():
+    assert S._half_lives((7.0, 365.25), 1.0, 14, 10_000) == [0.0, 5840.0, 1460.0, 365.0]
+    assert S._half_lives((7.0, 365.25), 1.0, 14, 1460) == [0.0, 365.0]  # only those shorter than the data
+    assert S._half_lives((7.0,), 0.5, 14, 10_000) == [0.0, 224.0, 56.0, 14.0]  # cycle in steps
+    assert S._half_lives((1.0,), 1.0, 5, 100) == [0.0, 16.0, 4.0, 1.0]
+    assert S._half_lives((), 1.0, 14, 1000) == [0.0, 224.0, 56.0, 14.0]  # no cycle: the horizon
+    assert S._half_lives((), 1.0, 0, 100) == [0.0, 16.0, 4.0, 1.0]
+    cands = S._candidates((7.0, 365.25), True, 1.0, 14, False, 100_000)
+    assert len(cands) == 2 * 3 * 4 * 4  # transforms x trends x subsets of the periods x weightings
+    assert {c.half_life for c in cands if c.periods == (7.0,)} == {0.0, 112.0, 28.0, 7.0}
+    assert cands[0].name == "flat" and cands[-1].name == "local+weekly+yearly+log+recent(half-life 365)"
+    assert [c.periods for c in S._candidates((7.0,), False, 1.0, 14, True, 10)] == [(7.0,)] * 6  # 0, 7
+
+
+def test_transformed_values_and_recency_weights_by_hand():
+    z, mean, std = S._transformed(np.array([0.5, 2.0, np.nan, 8.0]), "log")
+    g = np.log([0.5, 2.0, 8.0])
+    assert (mean, std) == pytest.approx((g.mean(), g.std()), rel=1e-12)
+    np.testing.assert_allclose(z, [(g[0] - mean) / std, (g[1] - mean) / std, np.nan, (g[2] - mean) / std])
+    z, mean, std = S._transformed(np.array([1.0, 2.0, 3.0]), "none")
+    np.testing.assert_allclose(z, [-np.sqrt(1.5), 0.0, np.sqrt(1.5)], rtol=1e-12)
+    z, mean, std = S._transformed(np.array([4.0, 4.0]), "none")  # constant: spread 1, not 0
+    assert (mean, std) == (4.0, 1.0) and np.all(z == 0)
+    t = np.arange(4.0)
+    np.testing.assert_allclose(S._weights(t, 4, 1.0), [1 / 8, 1 / 4, 1 / 2, 1], rtol=1e-12)
+    np.testing.assert_allclose(S._weights(t, 4, 2.0), 2 ** -((3 - t) / 2), rtol=1e-12)
+    np.testing.assert_array_equal(S._weights(t, 4, 0.0), np.ones(4))
+
+
+def test_normal_equations_weight_recent_rows_and_shrink_only_the_cycles():
+    basis = S._basis(np.arange(8.0), 8, 0.0, 0.25, (1.0,))  # local trend (3 columns), 2 daily harmonics
+    s = basis[:, 3]  # sin(2 pi t / 4): 0, 1, 0, -1, ...; s.s = 4 and orthogonal to the constant
+    coef, *_ = S._Normal(2 * s, 8, basis, 0.0).fit(np.array([0, 3]))
+    np.testing.assert_allclose(coef, [0.0, 8 / (4 + S.RIDGE)], atol=1e-8)  # ridge on the cycle only
+    coef, *_ = S._Normal(2 * s + 5, 8, basis, 0.0).fit(np.array([0]))
+    assert coef[0] == pytest.approx(5.0, rel=1e-8)  # the trend is not shrunk
+    # Half-life of one step: a weighted mean with weights 1/8, 1/4, 1/2, 1.
+    z = np.array([0.0, 0.0, 0.0, 1.0])
+    coef, *_ = S._Normal(z, 4, basis[:4], 1.0).fit(np.array([0]))
+    assert coef[0] == pytest.approx(1 / 1.875, rel=1e-8)
+    # The last residual and its step are those of the last observed row before the cut.
+    z = np.array([0.0, 1.0, 3.0, 2.0, 5.0, 4.0, 7.0, np.nan])
+    coef, phi, last, t_last = S._Normal(z, 8, basis, 0.0).fit(np.array([0, 1]))
+    resid = z[:7] - basis[:7, [0, 1]] @ coef
+    assert t_last == 6 and last == pytest.approx(resid[6], rel=1e-9) and phi == S._ar1(resid)
+
+
+def test_standardisation_of_integers_log_of_non_positive_values_and_the_clip():
+    s = S.Structure((S.ColumnStructure("log", 0.0, 1.0, (), 1, 0.0, 0),
+                     S.ColumnStructure("none", 1.0, 2.0, (), 1, 0.0, 0)), 1.0, 0.0)
+    z = s.to_standard(np.array([[0, 0], [1, 1], [-1, 2]]))  # integers in, floats out
+    np.testing.assert_allclose(z, [[np.nan, -0.5], [0.0, 0.0], [np.nan, 0.5]])
+    np.testing.assert_allclose(s.from_standard(np.array([[1, 1], [0, 2]])), [[np.e, 3.0], [1.0, 5.0]])
+    big = s.from_standard(np.array([[800.0, 0.0], [-800.0, 0.0]]))[:, 0]  # exp clipped to +-700
+    np.testing.assert_allclose(big, [np.exp(700.0), np.exp(-700.0)], rtol=1e-12)
+
+
+def test_structure_json_round_trip_and_description():
+    part = S.Part("local", (7.0, 365.25), 28.0, (1.0, 2.0, 3.0, 0.5, 0.25))
+    col = S.ColumnStructure("log", 1.5, 0.5, (part,), 100, 0.25, 14, (("local+weekly", 0.5), ("flat", 0.75)))
+    s = S.Structure((col,), 1.0, 10_000.0)
+    assert S.Structure.from_json(json.loads(json.dumps(s.to_json()))) == s
+    old = col.to_json()
+    del old["scores"]  # saved before the scores were kept
+    assert S.ColumnStructure.from_json(old) == dataclasses.replace(col, scores=())
+    assert dataclasses.replace(col, transform="none").describe().endswith("(half-life 28 steps)")
+    assert col.describe() == ("local trend, weekly cycle, yearly cycle, recent data weighted (half-life 28 "
+                              "steps), log scale")
+    assert S.Part("flat", (3.5,), 0.0, (1.0,)).describe() == "flat trend, 3.5-day cycle"
+    assert s.periods == (7.0, 365.25)

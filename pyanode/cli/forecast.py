@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -154,6 +155,20 @@ def _run_example(example, train, test, horizon, *options, **keywords) -> None:
         _run(train_csv, test, horizon, *options, **keywords)
 
 
+def _scores(title: str, table: Any, columns: list[str]) -> Any:
+    """A rich table: per method (rows), each column's MAE / RMSE / MASE."""
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column("")
+    for c in columns:
+        t.add_column(c, justify="right")
+    for name in table.index:
+        t.add_row(name, *[" / ".join(f"{table.loc[name, (c, m)]:.3g}" for m in ("mae", "rmse", "mase"))
+                          for c in columns])
+    return t
+
+
 def _checked(test, horizon, iterations, augment, plot, metrics, out, save, force, columns):
     """The options every run checks before any work: returns (plot path, metrics path, columns)."""
     if horizon is not None and horizon < 1:
@@ -177,7 +192,6 @@ def _checked(test, horizon, iterations, augment, plot, metrics, out, save, force
 def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
          seed, out, plot, metrics, save, resample, dedupe, force, quiet, read=None, intervals=None) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     plot_path, metrics, cols = _checked(test, horizon, iterations, augment, plot, metrics, out, save, force,
                                         columns)
@@ -213,14 +227,8 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
         pred = fc.predict(dates=fc._test_frame(test_df)[0].index, **bands)
         for line in fc.test_report.lines()[1:]:
             out_console.print("test " + line, markup=False)
-        t = Table(title=f"test MAE / RMSE / MASE over {len(pred)} dates after {fc.end.date()}")
-        t.add_column("")
-        for c in fc.columns:
-            t.add_column(c, justify="right")
-        for name in table.index:
-            t.add_row(name, *[" / ".join(f"{table.loc[name, (c, m)]:.3g}" for m in ("mae", "rmse", "mase"))
-                              for c in fc.columns])
-        out_console.print(t)
+        title = f"test MAE / RMSE / MASE over {len(pred)} dates after {fc.end.date()}"
+        out_console.print(_scores(title, table, fc.columns))
         payload = {c: {name: {m: float(table.loc[name, (c, m)]) for m in ("mae", "rmse", "mase")}
                        for name in table.index} for c in fc.columns}
         extra = [m for m in table.columns.get_level_values("metric").unique()
@@ -258,7 +266,6 @@ def _run_panel(train, test, horizon, id_column, panel_options, devices, date_col
                force, quiet, read, intervals) -> None:
     """``--id``: a long-format panel, one shared model (or one per series); outputs in long format too."""
     from rich.console import Console
-    from rich.table import Table
 
     from pyanode.forecast import fit
     from pyanode.forecast.data import load_panel
@@ -289,14 +296,8 @@ def _run_panel(train, test, horizon, id_column, panel_options, devices, date_col
             out_console.print(f"test: series {sid!r} not scored: {why}", markup=False)
         table = fc.evaluate(frames, level=bands["level"])
         overall = fc.summary(table)
-        t = Table(title=f"test MAE / RMSE / MASE, mean over {len(frames)} series")
-        t.add_column("")
-        for c in fc.columns:
-            t.add_column(c, justify="right")
-        for name in overall.index:
-            t.add_row(name, *[" / ".join(f"{overall.loc[name, (c, m)]:.3g}" for m in ("mae", "rmse", "mase"))
-                              for c in fc.columns])
-        out_console.print(t)
+        out_console.print(_scores(f"test MAE / RMSE / MASE, mean over {len(frames)} series", overall,
+                                  fc.columns))
         mase = table.xs("model", level="method")
         naive = table.xs("seasonal_naive", level="method")
         for c in fc.columns:

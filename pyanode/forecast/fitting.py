@@ -40,14 +40,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pandas as pd
 
 from pyanode.cache import cached_program
+from pyanode.errors import PyanodeError
 from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config, ForecastModel, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
 
 __all__ = ["WindowData", "bucket", "field_scaled", "fit_model", "train_validated", "validation_loss",
-           "local_copy", "validation_tails", "window_loss", "windows_loss"]
+           "local_copy", "outcome", "validation_tails", "window_loss", "windows_loss"]
 
 def bucket(size: int) -> int:
     """``size`` rounded up to the next of 4, 5, 6 or 7 times a power of two (at most 25% padding).
@@ -210,6 +212,19 @@ def train_validated(model: ForecastModel, loss: Any, batches: Any, val: tuple | 
     return dataclasses.replace(result, model=kept, best_validation=score,
                                best_iteration=0 if kept is model else result.best_iteration,
                                stopped=f"{result.stopped}; kept {name}")
+
+
+def outcome(result: LoopResult, what: str = "training") -> tuple[pd.DataFrame, dict]:
+    """The history (indexed by iteration) and ``info`` of a finished fit; a fit that trained nothing
+    re-raises Ctrl-C or stops with a one-line error (there is no model to forecast with)."""
+    if result.history.empty:
+        if result.interrupted:
+            raise KeyboardInterrupt
+        raise PyanodeError(f"{what} failed at its first step ({result.stopped.split(';')[0]}); look for "
+                           "extreme values in the data, or try a smaller lr or tighter rtol/atol")
+    info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
+            "best_validation": result.best_validation}
+    return result.history.set_index("iteration"), info
 
 
 def local_copy(tree: Any) -> Any:

@@ -40,7 +40,7 @@ from pyanode.forecast.data import (
     tz_from_name,
     tz_name,
 )
-from pyanode.forecast.fitting import fit_model
+from pyanode.forecast.fitting import fit_model, outcome
 from pyanode.forecast.grid import GridArrays, days_since_epoch, grid_positions, lag_windows
 from pyanode.forecast.intervals import (
     CRPS_QUANTILES,
@@ -544,14 +544,7 @@ def fit(
     model = ForecastModel(config, jax.random.PRNGKey(seed), phi=[s.phi for s in structure.columns])
     arrays = residual_arrays(structure, df, prep.positions)
     result = fit_model(model, arrays, progress=progress, console=console)
-    if result.history.empty:  # nothing was trained: there is no model to forecast with
-        if result.interrupted:
-            raise KeyboardInterrupt
-        raise PyanodeError(f"training failed at its first step ({result.stopped.split(';')[0]}); look for "
-                           "extreme values in the data, or try a smaller lr or tighter rtol/atol")
-    history = result.history.set_index("iteration")
-    info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
-            "best_validation": result.best_validation}
+    history, info = outcome(result)
     return Forecaster(result.model, structure, df, report, history, info, prep.center, prep.spread,
                       outlier_threshold, resample, prep.calibration)
 

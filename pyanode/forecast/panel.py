@@ -38,7 +38,14 @@ import pandas as pd
 
 from pyanode.errors import PyanodeError
 from pyanode.forecast.data import DataError, DataReport, load_panel, tz_from_name, tz_name
-from pyanode.forecast.fitting import _pad, local_copy, train_validated, validation_tails, windows_loss
+from pyanode.forecast.fitting import (
+    _pad,
+    local_copy,
+    outcome,
+    train_validated,
+    validation_tails,
+    windows_loss,
+)
 from pyanode.forecast.forecaster import (
     Forecaster,
     Prepared,
@@ -529,14 +536,7 @@ def fit_panel(
     v = config.validation
     held_out = [v if p.steps - v >= max(8, 2 * v) else 0 for p in prepared.values()]
     result = train_panel(model, arrays, held_out, devices=devices, progress=progress, console=console)
-    if result.history.empty:
-        if result.interrupted:
-            raise KeyboardInterrupt
-        raise PyanodeError(f"training failed at its first step ({result.stopped.split(';')[0]}); look for "
-                           "extreme values in the data, or try a smaller lr or tighter rtol/atol")
-    history = result.history.set_index("iteration")
-    info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
-            "best_validation": result.best_validation}
+    history, info = outcome(result)
     series = {sid: Forecaster(result.model, p.structure, p.frame, p.report, history, info, p.center, p.spread,
                               outlier_threshold, resample, p.calibration)
               for sid, p in prepared.items()}
@@ -561,16 +561,9 @@ def _fit_each(prepared: dict[str, Prepared], bad: dict[str, str], id_column: str
         model = ForecastModel(config, jax.random.PRNGKey(config.seed), phi=_phis(p))
         result = fit_model(model, residual_arrays(p.structure, p.frame, p.positions), progress=progress,
                            console=console)
-        if result.history.empty:
-            if result.interrupted:
-                raise KeyboardInterrupt
-            raise PyanodeError(f"series {sid!r}: training failed at its first step "
-                               f"({result.stopped.split(';')[0]})")
-        info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
-                "best_validation": result.best_validation}
-        series[sid] = Forecaster(result.model, p.structure, p.frame, p.report,
-                                 result.history.set_index("iteration"), info, p.center, p.spread,
-                                 outlier_threshold, resample, p.calibration)
+        history, info = outcome(result, f"training series {sid!r}")
+        series[sid] = Forecaster(result.model, p.structure, p.frame, p.report, history, info, p.center,
+                                 p.spread, outlier_threshold, resample, p.calibration)
         if result.interrupted:  # Ctrl-C: keep the series fitted so far
             break
     history = pd.concat({sid: f.history for sid, f in series.items()}, names=[id_column, "iteration"])

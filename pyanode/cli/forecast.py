@@ -243,22 +243,26 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
         pred = fc.predict(horizon=horizon or 30, **(intervals or {}))
 
     _atomic(out, lambda p: pred.to_csv(p, float_format="%.6g"))
-    written = [out]
+    fig = None
     if plot_path is not None:
         fig = fc.plot(test_df if test is not None else None, horizon=None if test is not None else len(pred),
                       level=(intervals or {}).get("level"))
+    _write_rest(out_console, fc, out, plot_path, fig, metrics, save)
 
-        def _savefig(p: Path) -> None:
-            fig.savefig(p, dpi=110, format=plot_path.suffix.lstrip(".") or "png")
 
-        _atomic(plot_path, _savefig)
+def _write_rest(console: Any, fc: Any, out: Path, plot_path: Path | None, fig: Any, metrics: Path | None,
+                save: Path | None) -> None:
+    """Write the figure and the model (each atomically) and say what was written."""
+    written = [out]
+    if plot_path is not None:
+        _atomic(plot_path, lambda p: fig.savefig(p, dpi=110, format=plot_path.suffix.lstrip(".") or "png"))
         written.append(plot_path)
     if metrics is not None:
         written.append(metrics)
     if save is not None:
-        fc.save(save, force=True)  # existence was checked above; save() itself writes atomically
+        fc.save(save, force=True)  # existence was checked before fitting; save() itself writes atomically
         written.append(save)
-    out_console.print("wrote " + ", ".join(map(str, written)), markup=False)
+    console.print("wrote " + ", ".join(map(str, written)), markup=False)
 
 
 def _run_panel(train, test, horizon, id_column, panel_options, devices, date_column, columns, augment,
@@ -324,19 +328,8 @@ def _run_panel(train, test, horizon, id_column, panel_options, devices, date_col
         pred = fc.predict(horizon or 30, **bands)
 
     _atomic(out, lambda p: pred.to_csv(p, float_format="%.6g", index=False))
-    written = [out]
+    fig = None
     if plot_path is not None:
         fig = fc.plot(frames if test is not None else None,
                       horizon=None if test is not None else horizon or 30, level=bands["level"])
-
-        def _savefig(p: Path) -> None:
-            fig.savefig(p, dpi=110, format=plot_path.suffix.lstrip(".") or "png")
-
-        _atomic(plot_path, _savefig)
-        written.append(plot_path)
-    if metrics is not None:
-        written.append(metrics)
-    if save is not None:
-        fc.save(save, force=True)
-        written.append(save)
-    out_console.print("wrote " + ", ".join(map(str, written)), markup=False)
+    _write_rest(out_console, fc, out, plot_path, fig, metrics, save)

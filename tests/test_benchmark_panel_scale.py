@@ -1,0 +1,81 @@
+"""The panel benchmark's pure helpers: the generator's shape and determinism, MASE by hand, gap filling."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from panel_data import HORIZON, make_panel  # noqa: E402
+from panel_scale import fill_gaps, mase, mase_scales  # noqa: E402
+
+
+def test_panel_shape_and_seed():
+    train, test = make_panel(30, seed=3)
+    assert list(train.columns) == ["unique_id", "ds", "y"] and list(test.columns) == ["unique_id", "ds", "y"]
+    assert train["unique_id"].nunique() == 30 and (test.groupby("unique_id").size() == HORIZON).all()
+    assert (train["y"] > 0).all() and (test["y"] > 0).all()
+    assert (train["ds"].dt.day == 1).all()
+    lengths = train.groupby("unique_id").size()
+    assert lengths.min() >= 48 - 6 and lengths.max() <= 240  # gaps remove at most 6 months
+    assert lengths.nunique() > 5 and train.groupby("unique_id")["ds"].min().nunique() > 5
+    # the test follows training: the first test month is after the last training month, no gaps in the test
+    last = train.groupby("unique_id")["ds"].max()
+    first = test.groupby("unique_id")["ds"].min()
+    assert (first > last).all()
+    span = test.groupby("unique_id")["ds"].agg(lambda d: (d.max().year - d.min().year) * 12
+                                                + d.max().month - d.min().month)
+    assert (span == HORIZON - 1).all()
+    again_train, again_test = make_panel(30, seed=3)
+    pd.testing.assert_frame_equal(train, again_train)
+    pd.testing.assert_frame_equal(test, again_test)
+    other, _ = make_panel(30, seed=4)
+    assert not np.allclose(other["y"].to_numpy()[:40], train["y"].to_numpy()[:40])
+    # series i does not depend on the panel's size
+    small, _ = make_panel(5, seed=3)
+    pd.testing.assert_frame_equal(small, train[train["unique_id"].isin(small["unique_id"].unique())])
+    # some series have gaps somewhere in a bigger panel
+    big, _ = make_panel(200, seed=0)
+    months = big.groupby("unique_id")["ds"].agg(lambda d: (d.max().year - d.min().year) * 12
+                                                 + d.max().month - d.min().month + 1)
+    assert (months > big.groupby("unique_id").size()).sum() > 10
+
+
+def _frame(uid: str, start: str, values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"unique_id": uid, "ds": pd.date_range(start, periods=len(values), freq="MS"),
+                         "y": values})
+
+
+def test_mase_by_hand():
+    train = pd.concat([_frame("a", "2000-01-01", [1, 2, 4, 8, 9]), _frame("b", "2001-05-01", [10, 10, 13])])
+    test = pd.concat([_frame("a", "2000-06-01", [10, 12]), _frame("b", "2001-08-01", [13])])
+    # season 1: a's diffs 1, 2, 4, 1 -> scale 2; b's 0, 3 -> 1.5
+    scales = mase_scales(train, 1)
+    assert scales["a"] == pytest.approx(2.0) and scales["b"] == pytest.approx(1.5)
+    # season 2: a's |4-1|, |8-2|, |9-4| -> 14/3; b's |13-10| -> 3
+    assert mase_scales(train, 2)["a"] == pytest.approx(14 / 3)
+    forecast = pd.concat([_frame("b", "2001-08-01", [10.0, 99.0]), _frame("a", "2000-06-01", [9.0, 9.0])])
+    got = mase(train, test, forecast, 1)
+    assert got["a"] == pytest.approx((1 + 3) / 2 / 2.0) and got["b"] == pytest.approx(3 / 1.5)
+    with pytest.raises(ValueError, match="no forecast"):
+        mase(train, test, forecast.iloc[:2], 1)
+
+
+def test_mase_scale_uses_dates_across_a_gap():
+    # March is missing: the lag-1 pairs are (Jan, Feb) and (Apr, May) only
+    train = _frame("a", "2000-01-01", [1, 3, 0, 10, 14]).drop(index=2)
+    assert mase_scales(train, 1)["a"] == pytest.approx((2 + 4) / 2)
+
+
+def test_fill_gaps_interpolates_inside_each_series():
+    train = pd.concat([_frame("a", "2000-01-01", [1, 2, 3, 4, 5]).drop(index=[1, 2]),
+                       _frame("b", "1999-11-01", [7, 8, 9]).drop(index=1)])
+    filled = fill_gaps(train)
+    assert filled["unique_id"].tolist() == ["a"] * 5 + ["b"] * 3
+    assert filled["y"].tolist() == [1, 2, 3, 4, 5, 7, 8, 9]
+    assert filled["ds"].tolist() == [*pd.date_range("2000-01-01", periods=5, freq="MS"),
+                                     *pd.date_range("1999-11-01", periods=3, freq="MS")]

@@ -14,6 +14,8 @@ import pytest
 
 matplotlib.use("Agg")
 
+from figures import assert_forecast_drawn, run_recording_figures  # noqa: E402
+
 import pyanode.forecast as F  # noqa: E402
 from pyanode.cli._multivalue import spread_values  # noqa: E402
 from pyanode.errors import PyanodeError  # noqa: E402
@@ -22,6 +24,8 @@ from pyanode.forecast.intervals import (  # noqa: E402
     CRPS_QUANTILES,
     Calibration,
     ColumnCalibration,
+    _isotonic,
+    _smooth_sigma,
     calibrate,
     interval_metrics,
 )
@@ -185,6 +189,34 @@ def test_gaussian_fallback_and_conformal_quantile():
     assert col.band(90) == (-9.0, 9.0)
     assert col.band(50) == (-5.0, 5.0)  # ceil(20 * 0.75) = 15th -> 5; floor(20 * 0.25) = 5th -> -5
     np.testing.assert_allclose(col.scale(np.array([0.0, 0.5, 1, 2, 8])), [0, 0.25, 0.5, 1.0, 2.0])
+    # calibrate: origins evenly over the last third (30 rows: rows 20 .. 29, 10 origins); a column with
+    # at least MIN_SCORES = 8 observed errors is calibrated, one with fewer gets sigma 1 and Gaussian
+    # multipliers.
+    rng = np.random.default_rng(0)
+    y = (5 + 0.1 * np.arange(30) + rng.normal(0, 1, 30))[:, None]
+    s = choose_structure(y, 1.0, 18262.0, horizon=4)
+    full = calibrate(s, y, 4).columns[0]
+    assert full.origins == 10 and len(full.scores) == 10 * 4 - (1 + 2 + 3)  # the last origins see less
+    y[22] = np.nan  # origins 20, 24 and 29 (origins=3) see 3 + 4 + 1 = 8 errors
+    eight = calibrate(s, y, 4, origins=3).columns[0]
+    assert eight.origins == 3 and len(eight.scores) == 8 and eight.sigma != (1.0,) * 4
+    y[23] = np.nan  # 7 errors
+    assert calibrate(s, y, 4, origins=3).columns[0] == ColumnCalibration((1.0,) * 4, (), 3)
+
+
+def test_sigma_by_hand():
+    """sigma_h: mean square error per step, isotonic (weighted by the counts), three-point average, root."""
+    # Per step: (1 + 1 + 1) / 3 = 1, (4 + 4) / 2 = 4, 4 / 1 = 4; already non-decreasing; averaged with the
+    # edges repeated: (1 + 1 + 4) / 3 = 2, (1 + 4 + 4) / 3 = 3, 4.
+    errors = np.array([[1.0, 2.0, 2.0], [1.0, 2.0, np.nan], [-1.0, np.nan, np.nan]])
+    np.testing.assert_allclose(_smooth_sigma(errors), np.sqrt([2.0, 3.0, 4.0]), rtol=1e-12)
+    # Pool adjacent violators: 3 > 1 pools (3 + 3 * 1) / 4 = 1.5, then 2 > 1.5 pools (2 + 4 * 1.5) / 5 = 1.6.
+    np.testing.assert_allclose(_isotonic(np.array([2.0, 3.0, 1.0, 5.0]), np.array([1.0, 1.0, 3.0, 1.0])),
+                               [1.6, 1.6, 1.6, 5.0], rtol=1e-12)
+    # A step with no error borrows its neighbours' mean (2.5) at zero weight: 9, 1, 2.5, 4 with counts
+    # 3, 2, 0, 3 pool to (27 + 2 + 0 + 12) / 8 everywhere.
+    gap = np.array([[3.0, 1.0, np.nan, 2.0]] * 2 + [[3.0, np.nan, np.nan, 2.0]])
+    np.testing.assert_allclose(_smooth_sigma(gap), [np.sqrt(41 / 8)] * 4, rtol=1e-12)
 
 
 @pytest.mark.parametrize("kwargs, needle", [
@@ -238,8 +270,9 @@ def test_bad_input_cli(tmp_path, data, args, needle):
 def test_cli_writes_intervals_scores_and_bands(tmp_path, data):
     _csv(tmp_path / "train.csv", data.iloc[:200])
     _csv(tmp_path / "test.csv", data.iloc[200:214])
-    res = _cli(["train.csv", "--test", "test.csv", "--iterations", "6", "--level", "80", "95",
-                "--quantiles", "0.1", "0.9"], tmp_path)
+    res, figures = run_recording_figures(["forecast", "train.csv", "--test", "test.csv", "--iterations", "6",
+                                          "--level", "80", "95", "--quantiles", "0.1", "0.9"], tmp_path,
+                                         dict(os.environ, JAX_PLATFORMS="cpu"))
     assert res.returncode == 0, res.stderr
     out = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
     assert list(out.columns[:7]) == ["a", "a-lo-80", "a-hi-80", "a-lo-95", "a-hi-95", "a-q0.1", "a-q0.9"]
@@ -249,7 +282,9 @@ def test_cli_writes_intervals_scores_and_bands(tmp_path, data):
                                           "msis-95", "crps"}
     assert set(metrics["a"]["persistence"]) == {"mae", "rmse", "mase"}
     assert 0 <= metrics["b"]["model"]["coverage-95"] <= 1
-    assert (tmp_path / "forecast.png").stat().st_size > 10_000
+    # The figure draws the written forecast and the test values, with one shaded band per level.
+    truth = pd.read_csv(tmp_path / "test.csv", index_col=0, parse_dates=True)
+    assert_forecast_drawn(figures[0], out[["a", "b"]], truth[["a", "b"]], bands=2)
 
 
 def test_plot_bands(fitted):

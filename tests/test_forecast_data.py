@@ -6,7 +6,7 @@ import pytest
 
 from pyanode.datasets import delhi_climate_files
 from pyanode.forecast.baselines import baseline_forecasts, mase_scales, mase_season, metrics, season_of
-from pyanode.forecast.data import DataError, clean, load_frame
+from pyanode.forecast.data import DataError, DataReport, clean, load_frame, resample_frame
 
 
 def _frame(n=10, start="2020-01-01"):
@@ -18,12 +18,19 @@ def test_dates_from_index_named_column_and_first_parseable_column(tmp_path):
     df = _frame()
     got, rep = load_frame(df)
     assert got.index.equals(df.index) and rep.rows == 10
+    assert (rep.start, rep.end) == ("2020-01-01", "2020-01-10")
     flat = df.reset_index(names="timestamp")
     got2, rep2 = load_frame(flat)
     assert got2.index.equals(df.index) and rep2.date_column == "timestamp"
     odd = df.reset_index(names="when")[["a", "when", "b"]]
     got3, rep3 = load_frame(odd)
     assert rep3.date_column == "when" and list(got3.columns) == ["a", "b"]
+    # Named: as a column, or as the index's name; and a column of datetime.date objects.
+    assert load_frame(odd, date_column="when")[0].equals(got3)
+    assert load_frame(odd.set_index("when"), date_column="when")[0].equals(got3)
+    dated = df.reset_index(drop=True).assign(day=df.index.date)
+    got5, rep5 = load_frame(dated)
+    assert rep5.date_column == "day" and list(got5.index) == list(df.index)
     path = tmp_path / "x.csv"
     flat.to_csv(path, index=False)
     got4, _ = load_frame(path)
@@ -34,8 +41,17 @@ def test_no_date_column_and_unparseable_dates():
     with pytest.raises(DataError, match="no date column"):
         load_frame(pd.DataFrame({"x": [1.0, 2.0], "y": [3.0, 4.0]}))
     bad = pd.DataFrame({"date": ["2020-01-01", "not a date", "2020-01-03"], "x": [1.0, 2, 3]})
-    with pytest.raises(DataError, match="not a date"):
+    with pytest.raises(DataError) as err:
         load_frame(bad)
+    assert str(err.value) == "date column 'date': 1 values do not parse as dates (e.g. 'not a date')"
+    # A column named like a date column is the date column: if it does not parse, that is the error (not
+    # "no date column found").
+    named = pd.DataFrame({"x": [1.0, 2.0], "Start Date": ["soon", "later"]})
+    with pytest.raises(DataError) as err:
+        load_frame(named)
+    assert str(err.value) == "date column 'Start Date' has values that are not dates (e.g. 'soon')"
+    with pytest.raises(DataError, match=r"^no column named 'when'; the columns are: date, x$"):
+        load_frame(bad, date_column="when")
 
 
 def test_sorting_duplicates_and_dedupe():
@@ -43,8 +59,12 @@ def test_sorting_duplicates_and_dedupe():
     got, rep = load_frame(df)
     assert rep.unsorted and got.index.is_monotonic_increasing and got["a"].tolist() == [0, 1, 2, 3, 4]
     dup = pd.concat([_frame(3), _frame(3).iloc[[1]] + 10.0])
-    with pytest.raises(DataError, match="2020-01-02"):
+    with pytest.raises(DataError, match=r"^1 duplicate date\(s\): 2020-01-02; remove them or merge them with "
+                       r"--dedupe mean \(dedupe='mean'\)$"):
         load_frame(dup)
+    many = pd.concat([_frame(8), _frame(7)])
+    with pytest.raises(DataError, match=r"^7 duplicate date\(s\): 2020-01-01, .*, 2020-01-05 and 2 more; "):
+        load_frame(many)
     merged, rep = load_frame(dup, dedupe="mean")
     assert merged.loc["2020-01-02", "a"] == pytest.approx((1.0 + 11.0) / 2)
     assert rep.duplicates_merged == 1 and len(merged) == 3
@@ -58,6 +78,10 @@ def test_non_numeric_columns_are_reported_and_ignored():
     assert any("city" in line for line in rep.lines())
     with pytest.raises(DataError, match="no numeric column"):
         load_frame(df[["city"]])
+    # A notes column with one text cell and the rest empty is text, not an all-missing number column.
+    df["note"] = [None, None, "holiday", None, None, None]
+    got, rep = load_frame(df)
+    assert list(got.columns) == ["a", "b"] and rep.ignored["note"] == "not numeric"
 
 
 def test_all_nan_column_and_inf_are_refused():
@@ -175,3 +199,37 @@ def test_resample_drops_a_nearly_empty_last_period():
     assert any("dropped the last MS period" in line for line in rep.lines())
     with pytest.raises(DataError, match="resample"):
         load_frame(df, resample="nonsense")
+    # resample_frame on its own (the forecaster calls it) updates the report it is given.
+    report = DataReport(rows=len(df), start="2020-01-01", end="2020-04-01")
+    out = resample_frame(df, "MS", report)
+    assert (report.rows, report.start, report.end) == (3, "2020-01-01", "2020-03-01") and len(out) == 3
+    assert report.notes == ["dropped the last MS period (2020-04-01): only 1 of about 30 rows"]
+
+
+def test_selected_columns_are_kept_in_order_and_the_rest_reported():
+    df = _frame(4)
+    df["c"] = 1.0
+    got, rep = load_frame(df, columns=["c", "a"])
+    assert list(got.columns) == ["c", "a"] and rep.columns == ["c", "a"]
+    assert got["a"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert rep.ignored == {"b": "not selected"}
+    with pytest.raises(DataError, match=r"^column\(s\) 'y' not in the data; available: a, b, c$"):
+        load_frame(df, columns=["y", "a"])
+
+
+def test_outliers_at_the_edges_on_a_held_level_and_in_any_unit():
+    """The local test uses the neighbours available at the ends (at least 3), falls back to the column's
+    spread only where the neighbours' MAD is exactly 0 (a level held exactly), and is unit-free."""
+    rng = np.random.default_rng(0)
+    x = 10 + rng.normal(0, 1, 120)
+    x[2] = 40.0  # a spike among the first rows: fewer than 7 neighbours on its left
+    x[50:70] = 30.0  # a level held exactly (MAD 0) ...
+    x[60] = 31.0  # ... with one step on it: 0.32 of the column's MAD, not an outlier
+    x[80:110] = 30 + rng.normal(0, 0.05, 30)  # a high, quiet stretch ...
+    x[95] = 33.0  # ... and 3 above it: about 60 of its neighbours' MADs
+    df = pd.DataFrame({"x": x}, index=pd.date_range("2020-01-01", periods=120))
+    for unit in (1e-3, 1.0, 1e3):
+        cleaned, rep, _, _ = clean(df * unit)
+        assert np.flatnonzero(cleaned["x"].isna()).tolist() == [2, 95], unit
+    assert rep.outliers == {"x": 2}
+    assert rep.lines()[-1] == "x: 2 outliers masked (40000 on 2020-01-03, 33000 on 2020-04-05)"

@@ -49,8 +49,8 @@ def test_undecided_day_month_order_is_refused_never_guessed(tmp_path):
     assert "\n" not in msg and "'01/01/2020'" in msg and "--dayfirst" in msg and "--date-format" in msg
     df, rep = load_frame(p, dayfirst=True)
     assert df.index[1] == pd.Timestamp("2020-01-02") and rep.date_order == "day-first"
-    df, _ = load_frame(p, dayfirst=False)
-    assert df.index[1] == pd.Timestamp("2020-02-01")
+    df, rep = load_frame(p, dayfirst=False)
+    assert df.index[1] == pd.Timestamp("2020-02-01") and rep.date_order == "month-first"
     df, _ = load_frame(p, date_format="%d/%m/%Y")
     assert df.index[11] == pd.Timestamp("2020-01-12")
     # Both orders in one column: refused, naming one value of each.
@@ -172,6 +172,10 @@ def test_gzip_zip_and_parquet_files_are_read_directly(tmp_path):
         z.writestr("b.csv", _frame_csv_bytes())
     with pytest.raises(DataError, match="2 files.*a.csv"):
         load_frame(tmp_path / "two.zip")
+    # Compressed twice: what is inside the gzip is not text.
+    (tmp_path / "twice.csv.gz").write_bytes(gzip.compress(gzip.compress(_frame_csv_bytes())))
+    with pytest.raises(DataError, match=r"twice.csv.gz is a binary file, not a CSV text file$"):
+        load_frame(tmp_path / "twice.csv.gz")
 
 
 def test_parquet_without_pyarrow_says_how_to_install_it(tmp_path, monkeypatch):
@@ -189,6 +193,10 @@ def test_parse_dates_and_zone_names_round_trip():
     assert parse_dates(["13/01/2020", "14/01/2020"])[0] == pd.Timestamp("2020-01-13")
     with pytest.raises(DataError, match="could be day first or month first"):
         parse_dates(["01/02/2020"])
+    with pytest.raises(DataError, match=r"^not parseable as dates: 'soon'$"):
+        parse_dates(["2020-01-01", "2020-01-02", "soon"])  # mostly dates: the one that is not is named
+    with pytest.raises(DataError, match=r"^not parseable as dates: 'soon'$"):
+        parse_dates(["soon", "later"])  # not dates at all
     for name in ("+05:30", "-03:00", "UTC", "Europe/Berlin"):
         assert tz_name(pd.Timestamp("2020-01-01", tz=tz_from_name(name)).tz) == name
     assert tz_name(datetime.timezone(datetime.timedelta(hours=-3, minutes=-30))) == "-03:30"
@@ -267,3 +275,27 @@ def test_an_unquoted_delimiter_inside_a_date_is_refused_not_shifted(tmp_path):
     df, _ = load_frame(good)
     assert list(df.index) == list(pd.date_range("2000-01-01", periods=3))
     assert df["value"].tolist() == [5.0, 6.0, 7.0]
+
+
+def test_two_digit_years_and_dates_without_their_midnight(tmp_path):
+    # Two-digit years: 00-68 are 2000-2068, 69-99 are 1969-1999 (as strptime's %y).
+    p = _write(tmp_path / "yy.csv", "date,x\n13/01/20,1\n31/12/68,2\n01/01/69,3\n")
+    df, rep = load_frame(p)
+    assert list(df.index) == list(pd.to_datetime(["1969-01-01", "2020-01-13", "2068-12-31"]))
+    assert df["x"].tolist() == [3.0, 1.0, 2.0] and rep.date_order == "day-first"
+    # Timestamps that leave out a midnight time (as some exports write them) are all read.
+    p = _write(tmp_path / "t.csv", "time,x\n2020-01-01,1\n2020-01-01 12:00,2\n2020-01-02,3\n")
+    df, rep = load_frame(p)
+    assert list(df.index) == [pd.Timestamp(t) for t in ("2020-01-01", "2020-01-01 12:00", "2020-01-02")]
+    assert (rep.start, rep.end) == ("2020-01-01 00:00:00", "2020-01-02 00:00:00")
+
+
+def test_a_date_format_with_several_utc_offsets_converts_them_to_utc():
+    """With ``date_format`` too (pandas 3 raises on mixed offsets where older pandas returned objects)."""
+    df = pd.DataFrame({"date": ["2020-03-28 10:00 +0100", "2020-03-29 10:00 +0200", "2020-03-30 10:00 +0200"],
+                       "y": [1.0, 2.0, 3.0]})
+    frame, report = load_frame(df, date_format="%Y-%m-%d %H:%M %z")
+    assert list(frame.index) == [pd.Timestamp("2020-03-28 09:00", tz="UTC"),
+                                 pd.Timestamp("2020-03-29 08:00", tz="UTC"),
+                                 pd.Timestamp("2020-03-30 08:00", tz="UTC")]
+    assert "dates had several UTC offsets; converted them to UTC" in report.notes

@@ -278,14 +278,16 @@ class PanelForecaster:
             raise PyanodeError(f"no fitted series {unknown[0]!r} (fitted: {_shown(self.ids)})")
         return [str(sid) for sid in ids]
 
-    def _split(self, frame: pd.DataFrame | str | Path) -> dict[str, pd.DataFrame]:
+    def _split(self, frame: pd.DataFrame) -> dict[str, pd.Series]:
+        """A long frame of ``id, date`` rows -> each series' dates."""
         if not isinstance(frame, pd.DataFrame):
             raise PyanodeError("dates must be a DataFrame with the id and date columns")
-        if self.id_column not in frame.columns:
-            raise DataError(f"no id column {self.id_column!r} in the dates "
-                            f"(columns: {', '.join(map(str, frame.columns))})")
-        return {str(k): g.drop(columns=[self.id_column]).set_index(self.date_column).index
-                for k, g in frame.groupby(self.id_column, sort=False)}
+        missing = [c for c in (self.id_column, self.date_column) if c not in frame.columns]
+        if missing:
+            raise DataError(f"no column {missing[0]!r} in the dates (columns: "
+                            f"{', '.join(map(str, frame.columns))}); give the {self.id_column!r} and "
+                            f"{self.date_column!r} columns")
+        return {str(k): g[self.date_column] for k, g in frame.groupby(self.id_column, sort=False)}
 
     def _rollouts(self, ids: list[str], horizon: int) -> list[np.ndarray]:
         """Residual forecasts (H, n) of each series, from one compiled program over chunks of series."""

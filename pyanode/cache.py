@@ -183,6 +183,21 @@ _loaded: dict[str, tuple[Callable, dict]] = {}
 def _caller(call: Callable, structure: Any) -> Callable:
     # The output takes its structure (static parts included) from this call's arguments.
     def run(*a: Any) -> Any:
-        return jax.tree_util.tree_unflatten(structure, call(*jax.tree_util.tree_leaves(a)))
+        return jax.tree_util.tree_unflatten(structure, call(*_committed(jax.tree_util.tree_leaves(a))))
 
     return run
+
+
+def _committed(leaves: list) -> list:
+    """The arguments, all committed to one device when they live on one device.
+
+    ``jax.jit`` compiles a program once per mix of committed arguments (what a program returned) and
+    uncommitted ones (fresh arrays): a training loop's first step (fresh state) and second (the first's
+    output) would compile the same program twice, seconds each. Arguments spread over several devices (a
+    sharded run) are left as they are.
+    """
+    devices = {d for x in leaves if isinstance(x, jax.Array) and x.committed for d in x.sharding.device_set}
+    if len(devices) > 1:
+        return leaves
+    device = devices.pop() if devices else jax.local_devices()[0]
+    return [x if isinstance(x, jax.Array) and x.committed else jax.device_put(x, device) for x in leaves]

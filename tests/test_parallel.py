@@ -47,6 +47,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # 60 s; CI's slow step runs it when pyanode/parallel.py changes
 def test_one_and_four_devices_agree():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     proc = subprocess.run(

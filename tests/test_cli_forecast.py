@@ -33,7 +33,6 @@ def _cli(args, cwd):
 
 
 def _one_line_error(res, *needles):
-    assert res.exit_code if hasattr(res, "exit_code") else True
     err = res.stderr if isinstance(res, subprocess.CompletedProcess) else res.output
     code = res.returncode if isinstance(res, subprocess.CompletedProcess) else res.exit_code
     assert code == 2, err
@@ -268,3 +267,36 @@ def test_cli_refusals_for_files_people_write(tmp_path, monkeypatch):
 
     df, _ = load_frame(tmp_path / "amb.csv", dayfirst=True)
     assert df.index[1] == pd.Timestamp("2020-01-02")
+
+
+def test_cli_date_column_columns_resample_dedupe_and_force(tmp_path, monkeypatch):
+    """The reading options succeed through the command: the named date column (of two date-like ones),
+    the chosen columns in the asked order, twice-daily readings averaged per day, a repeated reading
+    merged; then ``--force`` overwrites the outputs, and an output path that is a folder is refused."""
+    n = 100  # days, two readings a day, the 11th reading repeated
+    stamps = pd.date_range("2023-03-01 06:00", periods=2 * n, freq="12h")
+    t = np.arange(2 * n) / 2.0
+    df = pd.DataFrame({"logged": (stamps + pd.Timedelta(days=400)).strftime("%Y-%m-%d %H:%M"),
+                       "b": np.cos(t / 7.0), "when": stamps.strftime("%Y-%m-%d %H:%M"),
+                       "a": np.sin(t / 10.0) + 5, "c": t})
+    df = pd.concat([df.iloc[:11], df.iloc[10:11].assign(a=df["a"].iloc[10] + 1.0), df.iloc[11:]])
+    df.to_csv(tmp_path / "readings.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    args = ["forecast", "readings.csv", "--date-column", "when", "--columns", "a,b", "--resample", "D",
+            "--dedupe", "mean", "--iterations", "2", "--plot", "", "--quiet"]
+    no_dedupe = [a for a in args if a not in ("--dedupe", "mean")]
+    _one_line_error(runner.invoke(app, no_dedupe), "--dedupe")  # the repeated reading needs it
+    res = runner.invoke(app, [*args, "--horizon", "5"])
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(tmp_path / "forecast.csv")
+    assert list(out.columns) == ["when", "a", "b"]  # the date column keeps its name
+    # Daily steps after the last day of the "when" column (not "logged", 400 days later).
+    assert list(out["when"]) == [str(d.date()) for d in pd.date_range("2023-06-09", periods=5, freq="D")]
+    res = runner.invoke(app, [*args, "--horizon", "7"])
+    _one_line_error(res, "forecast.csv", "--force")
+    assert len(pd.read_csv(tmp_path / "forecast.csv")) == 5  # untouched
+    res = runner.invoke(app, [*args, "--horizon", "7", "--force"])
+    assert res.exit_code == 0, res.output
+    assert len(pd.read_csv(tmp_path / "forecast.csv")) == 7
+    (tmp_path / "out_dir").mkdir()
+    _one_line_error(runner.invoke(app, [*args, "--out", "out_dir"]), "out_dir")

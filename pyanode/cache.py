@@ -200,4 +200,8 @@ def _committed(leaves: list) -> list:
     if len(devices) > 1:
         return leaves
     device = devices.pop() if devices else jax.local_devices()[0]
-    return [x if isinstance(x, jax.Array) and x.committed else jax.device_put(x, device) for x in leaves]
+    fresh = [i for i, x in enumerate(leaves) if not (isinstance(x, jax.Array) and x.committed)]
+    out = list(leaves)
+    for i, x in zip(fresh, jax.device_put([leaves[i] for i in fresh], device), strict=True):  # one call
+        out[i] = x
+    return out

@@ -131,3 +131,17 @@ def test_seasonality_option_sets_the_cycles_searched():
     # The weekly cycle is what the data need: its backtest error is far below the acyclic structure's.
     none, weekly = (fits[s].structure.columns[0].scores[0][1] for s in ("none", "weekly"))
     assert weekly < 0.5 * none
+
+
+def test_hourly_forecast_in_a_zone_steps_by_the_clock_across_daylight_saving():
+    """Hourly data in Berlin ending just before the spring change (01:00 UTC, 2023-03-26): the next six
+    hours are six real hours (UTC 00:00..05:00, shown in Berlin time), with no wall time repeated or
+    skipped by the change (stepping by the wall clock would give 03:00 twice)."""
+    index = pd.date_range("2023-03-23 12:00", "2023-03-25 23:00", freq="h", tz="UTC")
+    index = index.tz_convert("Europe/Berlin")
+    fc = pyanode.fit(_frame(index), **{**TINY, "iterations": 2})
+    dates = fc.predict(horizon=6).index
+    assert str(dates.tz) == "Europe/Berlin"
+    expected = pd.date_range("2023-03-26 00:00", periods=6, freq="h", tz="UTC")
+    assert list(dates.tz_convert("UTC")) == list(expected)
+    assert [d.strftime("%H:%M") for d in dates] == ["01:00", "03:00", "04:00", "05:00", "06:00", "07:00"]

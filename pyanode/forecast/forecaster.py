@@ -397,7 +397,7 @@ def load(path: str | Path) -> Forecaster | PanelForecaster:
     if meta.get("index_tz"):  # the dates were saved as UTC; back to the training data's own zone
         idx = idx.tz_localize("UTC").tz_convert(tz_from_name(meta["index_tz"]))
     train = pd.DataFrame(arr["train_values"], index=idx, columns=cols)
-    history_columns = meta.get("history_columns", ["loss", "nfe_forward", "nfe_backward", "seconds"])
+    history_columns = meta["history_columns"]  # written by every version that load accepts
     history = pd.DataFrame(arr["history"], columns=history_columns,
                            index=pd.Index(arr.get("history_iterations", np.arange(len(arr["history"]))),
                                           name="iteration"))

@@ -145,3 +145,39 @@ def test_hourly_forecast_in_a_zone_steps_by_the_clock_across_daylight_saving():
     expected = pd.date_range("2023-03-26 00:00", periods=6, freq="h", tz="UTC")
     assert list(dates.tz_convert("UTC")) == list(expected)
     assert [d.strftime("%H:%M") for d in dates] == ["01:00", "03:00", "04:00", "05:00", "06:00", "07:00"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "step_days", "expected"),
+    [
+        # 2,001 daily steps: window 128 (at most half the data), lookback 90 days, validation 2001 // 24,
+        # half-life an eighth of the data in whole steps (250, not 250.125).
+        (2001, 1.0, {"window": 128, "lookback": 90, "validation": 83, "half_life": 250.0}),
+        # 100 monthly steps: window 50, lookback 12 (an eighth of the data), validation 4, half-life 50.
+        (100, 365.25 / 12, {"window": 50, "lookback": 12, "validation": 4, "half_life": 50.0}),
+        # 40 steps: too short to hold out a validation tail.
+        (40, 1.0, {"window": 20, "lookback": 5, "validation": 0, "half_life": 20.0}),
+    ],
+)
+def test_training_window_defaults_are_the_documented_ones(steps, step_days, expected):
+    from pyanode.forecast.forecaster import training_windows
+
+    assert training_windows(steps, step_days, None, None, None, None) == expected
+    given = training_windows(steps, step_days, 8, 3, 2, 0)
+    assert given == {"window": 8, "lookback": 3, "validation": 2, "half_life": 0.0}
+    with pytest.raises(PyanodeError, match=f"validation must be between 0 and {steps // 2 - 1} steps"):
+        training_windows(steps, step_days, None, None, steps // 2, None)
+
+
+def test_fit_reads_a_file_with_the_read_options_given(tmp_path):
+    """``fit(path, dayfirst=True)`` passes the option to the reader: ``01/02/2019`` is 1 February, so the
+    file is 36 month starts (read month first, or undecided, its dates are ambiguous and it is refused)."""
+    index = pd.date_range("2019-01-01", periods=36, freq="MS")
+    frame = _frame(index).reset_index(names="date")
+    frame["date"] = frame["date"].dt.strftime("%d/%m/%Y")
+    frame.to_csv(tmp_path / "monthly.csv", index=False)
+    fc = pyanode.fit(tmp_path / "monthly.csv", dayfirst=True, **{**TINY, "iterations": 2})
+    assert fc.train.index.equals(pd.DatetimeIndex(index, name="date"))
+    assert list(fc.predict(horizon=2).index) == list(pd.to_datetime(["2022-01-01", "2022-02-01"]))
+    with pytest.raises(DataError, match="dayfirst"):
+        pyanode.fit(tmp_path / "monthly.csv", **TINY)

@@ -181,3 +181,17 @@ def test_fit_reads_a_file_with_the_read_options_given(tmp_path):
     assert list(fc.predict(horizon=2).index) == list(pd.to_datetime(["2022-01-01", "2022-02-01"]))
     with pytest.raises(DataError, match="dayfirst"):
         pyanode.fit(tmp_path / "monthly.csv", **TINY)
+
+
+def test_the_fitted_report_keeps_what_reading_found(tmp_path):
+    """The forecaster's report has both what reading the data found (an ignored text column, merged
+    duplicate dates) and what cleaning found (a masked spike): cleaning adds to the report, not a new one."""
+    index = pd.date_range("2019-01-01", periods=36, freq="MS")
+    df = _frame(index)
+    df.iloc[20, 0] = 1e4  # a spike
+    df["city"] = "Delhi"
+    df = pd.concat([df.iloc[:5], df.iloc[4:5], df.iloc[5:]])  # one date twice
+    fc = pyanode.fit(df, dedupe="first", **{**TINY, "iterations": 2})
+    assert fc.report.ignored == {"city": "not numeric"}
+    assert fc.report.duplicates_merged == 1
+    assert fc.report.outliers == {"y": 1} and fc.report.rows == 36

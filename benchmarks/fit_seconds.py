@@ -66,8 +66,8 @@ def main() -> None:
                 cache = Path(tmp, f"cache-{name}-{k}")
                 cold = _time_fit(tree.resolve(), train, dates, cache)
                 warm = _time_fit(tree.resolve(), train, dates, cache)
-                row = {"series": name, "tree": str(k), "rows": start, "import_s": cold[0], "cold_fit_s": cold[1],
-                       "warm_fit_s": warm[1]}
+                row = {"series": name, "tree": str(k), "rows": start, "import_s": cold[0],
+                       "cold_fit_s": cold[1], "warm_fit_s": warm[1]}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     if args.json:

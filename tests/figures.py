@@ -26,45 +26,64 @@ def saved_figures() -> Iterator[dict]:
         yield figures
 
 
-# What a subprocess's Figure.savefig also writes (JSON beside the run): per axes, its y label, each line's
-# label and data (dates as matplotlib date numbers) and how many filled bands it has.
-_RECORDER = r"""
-import json, os, sys
+# What Figure.savefig also writes in a process this code ran in first (JSON in $PYANODE_TEST_FIGURES):
+# the saved file's name, the suptitle, and per axes its y label, each line's label and data (dates as
+# matplotlib date numbers), how many collections (filled bands, scatter points, arrows) and images it has.
+SAVEFIG_RECORDER = r"""
+import json, os
 import matplotlib
-matplotlib.use("Agg")
 import matplotlib.dates as mdates
 import numpy as np
 from matplotlib.figure import Figure
 
-real = Figure.savefig
-folder = os.environ["PYANODE_TEST_FIGURES"]
+_real_savefig = Figure.savefig
 
-def as_numbers(values):
+def _as_numbers(values):
     values = np.asarray(values)
     if values.dtype.kind in "fiu":
         return values.astype(float).tolist()
     return [float(v) for v in mdates.date2num(values)]
 
-def spy(self, fname, *args, **kwargs):
-    real(self, fname, *args, **kwargs)
-    axes = [{"ylabel": ax.get_ylabel(), "bands": len(ax.collections),
-             "lines": [{"label": ln.get_label(), "x": as_numbers(ln.get_xdata()),
-                        "y": as_numbers(ln.get_ydata())} for ln in ax.lines]} for ax in self.axes]
+def _recording_savefig(self, fname, *args, **kwargs):
+    _real_savefig(self, fname, *args, **kwargs)
+    folder = os.environ["PYANODE_TEST_FIGURES"]
+    axes = [{"ylabel": ax.get_ylabel(), "bands": len(ax.collections), "images": len(ax.images),
+             "lines": [{"label": ln.get_label(), "x": _as_numbers(ln.get_xdata()),
+                        "y": _as_numbers(ln.get_ydata())} for ln in ax.lines]} for ax in self.axes]
     k = len(os.listdir(folder))
     with open(os.path.join(folder, f"figure-{k}.json"), "w") as f:
-        json.dump({"suptitle": self._suptitle.get_text() if self._suptitle else "", "axes": axes}, f)
+        json.dump({"file": os.path.basename(str(fname)), "axes": axes,
+                   "suptitle": self._suptitle.get_text() if self._suptitle else ""}, f)
 
-Figure.savefig = spy
+Figure.savefig = _recording_savefig
+"""
+
+_RECORDER = 'import matplotlib\nmatplotlib.use("Agg")\n' + SAVEFIG_RECORDER + r"""
+import sys
 from pyanode.cli import main
 sys.argv = ["pyanode", *sys.argv[1:]]
 main()
 """
 
 
+def recorded_figures(folder: Path) -> list[dict]:
+    """The figures recorded in ``folder`` by :data:`SAVEFIG_RECORDER`, in the order they were saved."""
+    import json
+
+    return [json.loads((folder / f"figure-{k}.json").read_text()) for k in range(len(list(folder.iterdir())))]
+
+
+def assert_every_axes_draws_data(figure: dict) -> None:
+    """Each axes of a recorded figure draws something: a line of two or more points, a collection
+    (scatter points, arrows, bands) or an image; an empty titled axes fails."""
+    for k, ax in enumerate(figure["axes"]):
+        drawn = any(len(ln["x"]) >= 2 for ln in ax["lines"]) or ax["bands"] > 0 or ax["images"] > 0
+        assert drawn, (figure["file"], k, ax)
+
+
 def run_recording_figures(args: list[str], cwd: Path, env: dict, timeout: int = 600):
     """Run ``pyanode ARGS`` in a subprocess that records every figure it saves; returns the completed
     process and the recorded figures (see ``_RECORDER``), in the order they were saved."""
-    import json
     import subprocess
     import sys
     import tempfile
@@ -72,9 +91,7 @@ def run_recording_figures(args: list[str], cwd: Path, env: dict, timeout: int = 
     folder = Path(tempfile.mkdtemp(prefix="pyanode-figures-"))
     res = subprocess.run([sys.executable, "-c", _RECORDER, *map(str, args)], cwd=cwd, capture_output=True,
                          text=True, env=dict(env, PYANODE_TEST_FIGURES=str(folder)), timeout=timeout)
-    count = len(list(folder.iterdir()))
-    figures = [json.loads((folder / f"figure-{k}.json").read_text()) for k in range(count)]
-    return res, figures
+    return res, recorded_figures(folder)
 
 
 def assert_forecast_drawn(figure: dict, forecast, truth=None, bands: int | None = None) -> None:

@@ -1,6 +1,7 @@
 """The forecaster: fit, predict, evaluate, plot, save/load, seeds; Delhi accuracy with default settings."""
 
 import io
+import os
 import zipfile
 
 import matplotlib
@@ -10,6 +11,7 @@ import pytest
 
 matplotlib.use("Agg")
 
+import pyanode  # noqa: E402
 import pyanode.forecast as F  # noqa: E402
 from pyanode.datasets import delhi_climate  # noqa: E402
 from pyanode.errors import PyanodeError  # noqa: E402
@@ -168,41 +170,72 @@ def test_delhi_default_settings_beat_naive_baselines():
     np.testing.assert_allclose(mae.loc["seasonal_naive"].to_numpy(), [2.67, 8.52, 4.56, 2.62], atol=0.015)
 
 
-def _run_notebook(path, cwd):
+def _run_notebook(path, cwd, figures):
+    """Run a jupytext script as a notebook; a first cell records every figure it saves (into ``figures``)."""
     import jupytext
     import nbclient
+    import nbformat
+    from figures import SAVEFIG_RECORDER
 
     nb = jupytext.read(path)
-    nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
-                            ).execute()
+    nb.cells.insert(0, nbformat.v4.new_code_cell(SAVEFIG_RECORDER))
+    os.environ["PYANODE_TEST_FIGURES"] = str(figures)  # the kernel inherits it
+    try:
+        nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
+                                resources={"metadata": {"path": str(cwd)}}).execute()
+    finally:
+        del os.environ["PYANODE_TEST_FIGURES"]
     return nb
 
 
 @pytest.mark.slow
 def test_example_delhi_notebook_runs(tmp_path):
-    """examples/delhi_forecast.py end to end as a notebook (jupytext percent format)."""
+    """examples/delhi_forecast.py end to end as a notebook (jupytext percent format): its report, its saved
+    model, and a figure that draws that model's forecast with 80% and 95% bands against the test days."""
     from pathlib import Path
 
+    from figures import assert_forecast_drawn, recorded_figures
+
     root = Path(__file__).resolve().parents[1]
-    nb = _run_notebook(root / "examples" / "delhi_forecast.py", tmp_path)
+    (tmp_path / "figures").mkdir()
+    nb = _run_notebook(root / "examples" / "delhi_forecast.py", tmp_path, tmp_path / "figures")
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "seasonal_naive" in text and "meanpressure: 9 outliers masked" in text
-    assert (tmp_path / "delhi.pyanode").exists() and (tmp_path / "delhi_forecast.png").stat().st_size > 20_000
+    (figure,) = [f for f in recorded_figures(tmp_path / "figures") if f["file"] == "delhi_forecast.png"]
+    fc = pyanode.load(tmp_path / "delhi.pyanode")
+    _, test = delhi_climate()
+    truth = test[test.index > fc.end][fc.columns]
+    assert_forecast_drawn(figure, fc.predict(dates=truth.index, level=[80, 95]), truth, bands=2)
 
 
 @pytest.mark.slow
 def test_example_sciml_recipe_runs(tmp_path):
-    """examples/sciml_weather_recipe.py: the tutorial's recipe (float64, 1e-9 tolerances) and its figure."""
+    """examples/sciml_weather_recipe.py: the tutorial's recipe (float64, 1e-9 tolerances) and its figure,
+    one panel per column with the training and test months and both forecasts over the test months."""
     import subprocess
     import sys
     from pathlib import Path
 
+    from figures import SAVEFIG_RECORDER, recorded_figures
+
     root = Path(__file__).resolve().parents[1]
-    res = subprocess.run([sys.executable, str(root / "examples" / "sciml_weather_recipe.py")], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=1800)
+    script = root / "examples" / "sciml_weather_recipe.py"
+    run = SAVEFIG_RECORDER + f"\nimport runpy\nrunpy.run_path({str(script)!r}, run_name='__main__')\n"
+    (tmp_path / "figures").mkdir()
+    res = subprocess.run([sys.executable, "-c", run], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=1800, env=dict(os.environ, PYANODE_TEST_FIGURES=str(tmp_path / "figures")))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "tutorial recipe" in res.stdout and "pyanode defaults" in res.stdout
-    assert (tmp_path / "sciml_weather_recipe.png").stat().st_size > 20_000
+    (figure,) = [f for f in recorded_figures(tmp_path / "figures") if f["file"] == "sciml_weather_recipe.png"]
+    assert len(figure["axes"]) == 4
+    for ax in figure["axes"]:
+        lines = {ln["label"]: ln for ln in ax["lines"]}
+        train, test = lines["training months"], lines["test months"]
+        assert len(train["x"]) >= 12 and len(test["x"]) >= 2 and min(test["x"]) > max(train["x"])
+        for name in ("recipe's neural ODE", "pyanode defaults"):
+            drawn = lines[name]
+            assert min(drawn["x"]) <= min(test["x"]) and max(drawn["x"]) >= max(test["x"]), name
+            assert np.isfinite(drawn["y"]).all(), name
 
 
 def test_grid_month_starts_and_gaps():

@@ -30,7 +30,7 @@ def saved_figures() -> Iterator[dict]:
 # the saved file's name, the suptitle, and per axes its y label, each line's label and data (dates as
 # matplotlib date numbers), how many collections (filled bands, scatter points, arrows) and images it has.
 SAVEFIG_RECORDER = r"""
-import json, os
+import json, os, re
 import matplotlib
 import matplotlib.dates as mdates
 import numpy as np
@@ -52,7 +52,10 @@ def _recording_savefig(self, fname, *args, **kwargs):
                         "y": _as_numbers(ln.get_ydata())} for ln in ax.lines]} for ax in self.axes]
     k = len(os.listdir(folder))
     with open(os.path.join(folder, f"figure-{k}.json"), "w") as f:
-        json.dump({"file": os.path.basename(str(fname)), "axes": axes,
+        # pyanode writes through a temporary ".NAME.XXXXXXXX.tmp.png" beside NAME: record NAME.
+        base = os.path.basename(str(fname))
+        atomic = re.fullmatch(r"\.(.+)\.[^.]+\.tmp\.[^.]+", base)
+        json.dump({"file": atomic.group(1) if atomic else base, "axes": axes,
                    "suptitle": self._suptitle.get_text() if self._suptitle else ""}, f)
 
 Figure.savefig = _recording_savefig

@@ -68,7 +68,7 @@ def g1d_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "g1d"
     with saved_figures() as figures:
         result = _invoke(
-            "g1d", "--model", "node,anode,resnet", "--iterations", "30", "--out", str(out), "--quiet"
+            "g1d", "--model", "node,anode,resnet", "--iterations", "10", "--out", str(out), "--quiet"
         )
     assert result.exit_code == 0, result.output
     return out, figures
@@ -79,16 +79,16 @@ def test_g1d_writes_summary_history_and_figures(g1d_run):
 
     g1d_run, figures = g1d_run
     summary = json.loads((g1d_run / "summary.json").read_text())
-    assert summary["experiment"] == "g1d" and summary["settings"]["iterations"] == 30
+    assert summary["experiment"] == "g1d" and summary["settings"]["iterations"] == 10
     models = summary["models"]
     assert [m["model"] for m in models] == ["node", "anode", "resnet"]
     for m in models:
-        assert SUMMARY_KEYS <= set(m) and m["iterations"] == 30 and m["parameters"] > 0
+        assert SUMMARY_KEYS <= set(m) and m["iterations"] == 10 and m["parameters"] > 0
         assert m["nfe_forward_final"] > 0 and m["nfe_backward_final"] > 0
     assert [m["augment"] for m in models] == [0, 1, 0]
     hist = pd.read_csv(g1d_run / "history.csv")
     assert list(hist.columns) == ["model", "iteration", "loss", "nfe_forward", "nfe_backward", "seconds"]
-    assert hist.groupby("model").size().to_dict() == {"anode": 30, "node": 30, "resnet": 30}
+    assert hist.groupby("model").size().to_dict() == {"anode": 10, "node": 10, "resnet": 10}
     # The summary's final numbers are the history's last rows.
     last = hist.groupby("model").last()
     for m in models:

@@ -145,6 +145,7 @@ def test_bad_inputs_through_a_real_subprocess(tmp_path):
     assert (tmp_path / "forecast.png").read_text() == "keep me"
 
 
+@pytest.mark.slow  # a full default fit (about 50 s); the CI slow step runs it when pyanode/forecast changes
 def test_a_csv_nobody_tuned_for_seattle_weather(tmp_path):
     """A new user's first try on another real daily series: Seattle's NOAA weather 2012-2015.
 

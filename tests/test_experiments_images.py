@@ -35,6 +35,7 @@ def test_image_experiments_are_registered_with_the_paper_defaults():
     assert (anode.num_filters, anode.augment_dim) == (64, 5)
 
 
+@pytest.mark.slow  # an experiment run (about 40 s)
 def test_digits_anode_learns_held_out_images(tmp_path):
     from pyanode.datasets.images import load_image_dataset
     from pyanode.experiments.images import score_images

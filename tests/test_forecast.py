@@ -256,6 +256,7 @@ def test_business_day_data_forecast_business_days():
     assert (dates.day_of_week < 5).all() and dates[0] > idx[-1] and len(dates) == 5
 
 
+@pytest.mark.slow  # about 35 s; tests/test_adjoint.py compares the adjoints on many solvers by default
 def test_default_gradient_matches_the_interpolating_adjoint(fitted):
     """The default gradient (backprop through the solver) agrees with the tutorial's interpolating adjoint.
 

@@ -176,7 +176,7 @@ def test_fit_reads_a_file_with_the_read_options_given(tmp_path):
     frame = _frame(index).reset_index(names="date")
     frame["date"] = frame["date"].dt.strftime("%d/%m/%Y")
     frame.to_csv(tmp_path / "monthly.csv", index=False)
-    fc = pyanode.fit(tmp_path / "monthly.csv", dayfirst=True, **{**TINY, "iterations": 2})
+    fc = pyanode.fit(tmp_path / "monthly.csv", dayfirst=True, **TINY)  # (the monthly test's programs)
     assert fc.train.index.equals(pd.DatetimeIndex(index, name="date"))
     assert list(fc.predict(horizon=2).index) == list(pd.to_datetime(["2022-01-01", "2022-02-01"]))
     with pytest.raises(DataError, match="dayfirst"):
@@ -191,7 +191,7 @@ def test_the_fitted_report_keeps_what_reading_found(tmp_path):
     df.iloc[20, 0] = 1e4  # a spike
     df["city"] = "Delhi"
     df = pd.concat([df.iloc[:5], df.iloc[4:5], df.iloc[5:]])  # one date twice
-    fc = pyanode.fit(df, dedupe="first", **{**TINY, "iterations": 2})
+    fc = pyanode.fit(df, dedupe="first", **TINY)
     assert fc.report.ignored == {"city": "not numeric"}
     assert fc.report.duplicates_merged == 1
     assert fc.report.outliers == {"y": 1} and fc.report.rows == 36

@@ -292,6 +292,7 @@ def test_two_processes_train_like_one(tmp_path):
     assert moved > 0  # the parameters are real numbers, not all zero
 
 
+@pytest.mark.slow  # about 40 s; the two-process test above checks the sharded step in the default run
 def test_two_devices_in_one_process_train_like_one(tmp_path):
     """The same on one host with two (fake CPU) devices: the batch is sharded, the parameters are
     replicated, and the result equals the unsharded fit's. (This once hung: two independent all-reduces

@@ -196,12 +196,19 @@ def _committed(leaves: list) -> list:
     output) would compile the same program twice, seconds each. Arguments spread over several devices (a
     sharded run) are left as they are.
     """
-    devices = {d for x in leaves if isinstance(x, jax.Array) and x.committed for d in x.sharding.device_set}
+    devices = {d for x in leaves if _is_committed(x) for d in x.sharding.device_set}
     if len(devices) > 1:
         return leaves
     device = devices.pop() if devices else jax.local_devices()[0]
-    fresh = [i for i, x in enumerate(leaves) if not (isinstance(x, jax.Array) and x.committed)]
+    fresh = [i for i, x in enumerate(leaves) if not _is_committed(x)]
     out = list(leaves)
     for i, x in zip(fresh, jax.device_put([leaves[i] for i in fresh], device), strict=True):  # one call
         out[i] = x
     return out
+
+
+def _is_committed(x: Any) -> bool:
+    if not isinstance(x, jax.Array):
+        return False
+    committed = getattr(x, "committed", None)  # (JAX 0.4.30, the oldest allowed, has only _committed)
+    return bool(x._committed if committed is None else committed)

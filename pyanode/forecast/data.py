@@ -430,9 +430,9 @@ def _parse_with_format(text: pd.Series, date_format: str) -> _Dates:
     except (ValueError, TypeError) as err:
         if "Mixed timezones" not in str(err):  # pandas 3 raises for several UTC offsets; older ones don't
             raise DataError(f"bad --date-format {date_format!r}: {str(err).splitlines()[0]}") from None
-        parsed = pd.Series([], dtype=object)
+        parsed = None
     note = ""
-    if not pd.api.types.is_datetime64_any_dtype(parsed):  # several UTC offsets
+    if parsed is None or not pd.api.types.is_datetime64_any_dtype(parsed):  # several UTC offsets
         parsed = pd.to_datetime(text, format=date_format, errors="coerce", utc=True)
         note = "dates had several UTC offsets; converted them to UTC"
     idx = pd.DatetimeIndex(parsed)

@@ -27,6 +27,7 @@ from pyanode.forecast.intervals import (  # noqa: E402
     _isotonic,
     _smooth_sigma,
     calibrate,
+    departure_envelope,
     interval_metrics,
 )
 from pyanode.forecast.structure import choose_structure  # noqa: E402
@@ -94,6 +95,40 @@ def test_contain_widen_and_nest(fitted):
             width = np.log(hi) - np.log(lo) if c == "b" else hi - lo
             assert (np.diff(width) >= -1e-9 * np.abs(width[1:])).all()
             assert width[-1] > width[0]
+
+
+def test_departure_envelope_by_hand():
+    # d = zhat - ztilde at grid steps 1..4 for two columns; rows at steps 0, 1, 2.5 and 4.
+    grid = np.array([[0.3, -0.1], [0.1, -0.4], [0.5, 0.2], [-0.2, 0.0]])
+    here = np.array([[0.0, 0.0], [0.3, -0.1], [0.6, 0.1], [-0.2, 0.0]])
+    lo, hi = departure_envelope(np.array([0.0, 1.0, 2.5, 4.0]), grid, here)
+    # Lower reach: the largest d > 0 up to ceil(step) (2.5 -> 3), or the row's own if larger.
+    np.testing.assert_allclose(lo, [[0.0, 0.0], [0.3, 0.0], [0.6, 0.2], [0.5, 0.2]])
+    # Upper reach: the largest -d > 0 so far.
+    np.testing.assert_allclose(hi, [[0.0, 0.0], [0.0, 0.1], [0.0, 0.4], [0.2, 0.4]])
+
+
+def test_intervals_hold_the_calibrated_closed_form_models(fitted):
+    """Each interval contains the calibrated closed-form model's conformal interval (structure plus AR(1)
+    decay of the last residual, computed here from the fitted structure) as well as the point forecast's."""
+    pred = fitted.predict(horizon=3 * H, level=[80, 95])
+    s = fitted.structure
+    z = s.to_standard(fitted.train.to_numpy(dtype=np.float64))
+    last = len(z) - 1  # daily data without gaps: position = row
+    steps = np.arange(1, 3 * H + 1.0)
+    mu = s.mu(last + steps)
+    resid_last = z[-1] - s.mu(np.array([float(last)]))[0]
+    closed = mu + resid_last[None, :] * np.array([c.phi for c in s.columns])[None, :] ** steps[:, None]
+    point = s.to_standard(pred[["a", "b"]].to_numpy())
+    assert np.abs(point - closed).max() > 0.01  # the learned model departs: the check below means something
+    sig = np.stack([c.scale(steps) for c in fitted.calibration.columns], axis=1)
+    for lv in (80, 95):
+        q = np.array([c.band(lv) for c in fitted.calibration.columns])  # (n, 2)
+        lo = s.to_standard(pred[[f"a-lo-{lv}", f"b-lo-{lv}"]].to_numpy())
+        hi = s.to_standard(pred[[f"a-hi-{lv}", f"b-hi-{lv}"]].to_numpy())
+        for centre in (closed, point):
+            assert (lo <= centre + q[:, 0] * sig + 1e-4).all()
+            assert (hi >= centre + q[:, 1] * sig - 1e-4).all()
 
 
 def test_save_load_identical_and_seed_reproducible(fitted, data, tmp_path):

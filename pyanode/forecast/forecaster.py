@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,31 +194,54 @@ class Forecaster:
         c = self.config
         uniq = idx.unique().sort_values()
         tau = (days_since_epoch(uniq) - days_since_epoch(self.train.index[-1:])[0]) / c.unit_days
-        taus = np.concatenate([[0.0], tau[tau > 0]])
+        grid = np.zeros(0)
+        if want_levels is not None or want_quantiles is not None:
+            # The intervals need the forecast at every grid step up to the last date asked for.
+            grid = c.dt * np.arange(1, math.ceil(tau[-1] / c.dt - 1e-9) + 1)
+        taus = np.union1d(np.concatenate([[0.0], tau[tau > 0]]), grid)
         arrays = residual_arrays(self.structure, self.train, self._positions())
         lags = lag_windows(arrays.filled, c.lookback)[-1:]
         pred = _forecast(self.model, jnp.asarray(lags, ftype()), jnp.asarray(arrays.days[-1:], ftype()),
                          jnp.asarray(taus, ftype()))
-        resid = np.asarray(pred[0], dtype=np.float64)
-        if tau[0] > 0:  # the origin (tau = 0) was only the start of the solve
-            resid = resid[1:]
-        out = self.forecast_from_residuals(uniq, resid, want_levels, want_quantiles).reindex(idx)
+        resid_all = np.asarray(pred[0], dtype=np.float64)
+        resid = resid_all[np.searchsorted(taus, tau)]  # tau = 0: the origin, the start of the solve
+        out = self.forecast_from_residuals(uniq, resid, want_levels, want_quantiles,
+                                           resid_all[np.searchsorted(taus, grid)]).reindex(idx)
         out.index.name = self.train.index.name or "date"
         return out
 
     def forecast_from_residuals(self, dates: pd.DatetimeIndex, resid: np.ndarray,
-                                level: Sequence[float] | None = None, quantiles: Sequence[float] | None = None
-                                ) -> pd.DataFrame:
+                                level: Sequence[float] | None = None,
+                                quantiles: Sequence[float] | None = None,
+                                grid_resid: np.ndarray | None = None) -> pd.DataFrame:
         """The forecast at sorted unique ``dates`` from the model's residual forecast there (standardised
-        units, (len(dates), n)): the structure added back, in the columns' units, with intervals."""
+        units, (len(dates), n)): the structure added back, in the columns' units, with intervals (which
+        need ``grid_resid``, the residual forecast at grid steps 1, 2, ... up to the last date)."""
         positions = (days_since_epoch(dates) - self.structure.epoch_days) / self.config.step_days
         point_z = self.structure.mu(positions) + resid
         out = pd.DataFrame(self.structure.from_standard(point_z), index=dates, columns=self.columns)
         if level is not None or quantiles is not None:  # intervals (issue 12): pyanode.forecast.intervals
-            out = with_intervals(out, point_z, positions - self._positions()[-1], self.structure,
+            last = self._positions()[-1]
+            grid = last + np.arange(1, len(grid_resid) + 1.0)
+            # How far the neural ODE's forecast departs from the calibrated closed-form one (mu cancels).
+            closed_form = self._closed_form_residual(np.concatenate([grid, positions]))
+            departure, here = grid_resid - closed_form[: len(grid)], resid - closed_form[len(grid) :]
+            out = with_intervals(out, point_z, positions - last, departure, here, self.structure,
                                  self._calibration(), check_levels(level) if level is not None else None,
                                  check_quantiles(quantiles) if quantiles is not None else None)
         out.index.name = self.train.index.name or "date"
+        return out
+
+    def _closed_form_residual(self, positions: np.ndarray) -> np.ndarray:
+        """The closed-form model's residual forecast at grid ``positions`` (standardised units): each
+        column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, as the calibration's
+        backtests forecast (:func:`pyanode.forecast.intervals.backtest_errors`)."""
+        y = residual_arrays(self.structure, self.train, self._positions()).y
+        out = np.zeros((len(positions), y.shape[1]))
+        for j, c in enumerate(self.structure.columns):
+            seen = np.flatnonzero(np.isfinite(y[:, j]))
+            if len(seen):
+                out[:, j] = y[seen[-1], j] * c.phi ** np.maximum(positions - seen[-1], 0.0)
         return out
 
     def scaled_backtest_error(self, column: str) -> float:

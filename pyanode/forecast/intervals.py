@@ -34,15 +34,33 @@ refitting the ODE ``K`` times would cost ``K`` fits.
   past. The quantile ``tau`` is ``s_(ceil((n + 1) tau))`` above the median and ``s_(floor((n + 1) tau))``
   below it.
 
-**Intervals.** At step ``h`` the interval of level ``L`` is ``zhat(h) + q_lo sigma_h .. zhat(h) + q_hi
-sigma_h``, with ``q_lo <= 0 <= q_hi`` enforced (the point forecast always lies inside), mapped back with
-``from_standard``. Because ``sigma_h`` is non-decreasing and the multipliers of a wider level are further
+**Intervals: two models, one calibration.** The scores above are those of the closed-form model
+(structure plus AR(1) decay, ``ztilde(h)``); the point forecast is the neural ODE's, ``zhat(h)``, which
+starts from that model and learns what it misses. The ODE was never backtested at ``K`` origins (that
+would cost ``K`` fits), so its own error distribution is unknown; how far it departs from the calibrated
+model, ``d(h) = zhat(h) - ztilde(h)``, is the part of its uncertainty that can be seen without refitting
+it. Each bound reaches as far as the closed-form model's does, at this step or any earlier grid step:
+
+    lo(h) = zhat(h) - D_lo(h) + q_lo sigma_h,     D_lo(h) = max(0, d(h), max_{k <= ceil(h)} d(k)),
+    hi(h) = zhat(h) + D_hi(h) + q_hi sigma_h,     D_hi(h) = max(0, -d(h), max_{k <= ceil(h)} -d(k)),
+
+mapped back with ``from_standard`` (``k``: grid steps). So the interval contains the closed-form model's
+conformal interval (whose coverage guarantee, under exchangeability, carries over) and the one around
+the point forecast; it widens where the learned field moves the forecast away from what was calibrated,
+and once the two models have disagreed by ``d`` it does not narrow again further ahead (that the forecasts
+meet again later is no evidence that the truth will). Where the two forecasts agree, ``D = 0``.
+Quantiles below the median reach down by ``D_lo``, those above up by ``D_hi``; the median is the point
+model's own. ``q_lo <= 0 <= q_hi`` is enforced (the point forecast always lies inside). Because
+``sigma_h`` and ``D`` are non-decreasing along the grid and the multipliers of a wider level are further
 out, the intervals widen weakly with the horizon (in standardised units; in the column's units for
 columns without the log transform) and nest (95% contains 80%). A column with too few observations to
 backtest gets ``sigma_h = 1`` (the standardised data's spread) and Gaussian multipliers.
 
-Not modelled: the neural ODE's own parameter uncertainty (an ensemble of fits), and any change of regime
-after the training data.
+On the forecast suite (BENCHMARKS.md) the reach raised the mean coverage from 73.6% / 88.8% to about
+77.6% / 91.3% (80% / 95%) at a lower mean MSIS at 95% and the same at 80%.
+
+Not modelled: the neural ODE's parameter uncertainty beyond its departure from the closed-form model (an
+ensemble of fits), and any change of regime after the training data.
 """
 
 from __future__ import annotations
@@ -59,7 +77,7 @@ from pyanode.errors import PyanodeError
 from pyanode.forecast.structure import Structure, _basis, _columns, _Normal
 
 __all__ = ["CRPS_QUANTILES", "Calibration", "ColumnCalibration", "band_columns", "calibrate",
-           "check_levels", "check_quantiles", "interval_metrics", "with_intervals"]
+           "check_levels", "check_quantiles", "departure_envelope", "interval_metrics", "with_intervals"]
 
 ORIGINS = 40  # most backtest origins per column
 MIN_SCORES = 8  # fewer normalised errors than this: Gaussian multipliers instead
@@ -253,9 +271,28 @@ def calibrate(structure: Structure, y: np.ndarray, horizon: int, origins: int = 
 
 # -- forecasts with intervals ----------------------------------------------------------------------------
 
-def with_intervals(point: pd.DataFrame, point_z: np.ndarray, steps: np.ndarray, structure: Structure,
-                   calibration: Calibration, level: Sequence[float] | None,
-                   quantiles: Sequence[float] | None) -> pd.DataFrame:
+def departure_envelope(steps: np.ndarray, grid_departure: np.ndarray, departure: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """How far each row's lower and upper bounds reach past the point forecast's own calibrated ones
+    (standardised units, ``(len(steps), n)``, non-negative): the largest departure ``d = zhat - ztilde``
+    below (for the lower bound: ``d > 0``) or above (upper: ``d < 0``) the point forecast at any grid step
+    up to the row's, or at the row itself.
+
+    Args:
+        steps: grid steps after the last training date of each row.
+        grid_departure: ``d`` at grid steps 1, 2, ..., at least up to ``ceil(max(steps))``.
+        departure: ``d`` at the rows themselves.
+    """
+    zero = np.zeros((1, grid_departure.shape[1]))
+    below = np.concatenate([zero, np.maximum.accumulate(np.maximum(grid_departure, 0.0), axis=0)])
+    above = np.concatenate([zero, np.maximum.accumulate(np.maximum(-grid_departure, 0.0), axis=0)])
+    k = np.clip(np.ceil(np.asarray(steps, dtype=np.float64) - 1e-9), 0, len(grid_departure)).astype(np.int64)
+    return np.maximum(below[k], np.maximum(departure, 0.0)), np.maximum(above[k], np.maximum(-departure, 0.0))
+
+
+def with_intervals(point: pd.DataFrame, point_z: np.ndarray, steps: np.ndarray, grid_departure: np.ndarray,
+                   departure: np.ndarray, structure: Structure, calibration: Calibration,
+                   level: Sequence[float] | None, quantiles: Sequence[float] | None) -> pd.DataFrame:
     """``point`` (columns in their units) with each column followed by its interval bounds, then its
     quantiles.
 
@@ -263,20 +300,25 @@ def with_intervals(point: pd.DataFrame, point_z: np.ndarray, steps: np.ndarray, 
         point: the point forecast in the columns' units.
         point_z: the same forecast in standardised units, ``(len(point), n)``.
         steps: grid steps after the last training date of each row (fractional between grid dates).
+        grid_departure, departure: the point forecast minus the closed-form model's, standardised, at
+            grid steps 1, 2, ... and at the rows (:func:`departure_envelope`).
         structure, calibration: the forecaster's.
         level, quantiles: checked lists (:func:`check_levels`, :func:`check_quantiles`) or None.
     """
     columns = list(point.columns)
     sig = np.stack([c.scale(steps) for c in calibration.columns], axis=1)
+    reach_lo, reach_hi = departure_envelope(steps, grid_departure, departure)
 
-    def units(mult: np.ndarray) -> np.ndarray:
-        return structure.from_standard(point_z + mult[None, :] * sig)
+    def units(mult: np.ndarray, side: float) -> np.ndarray:
+        # side < 0: a lower bound or quantile, reaching down as far as the closed-form model's; > 0: up.
+        shift = -reach_lo if side < 0 else reach_hi if side > 0 else 0.0
+        return structure.from_standard(point_z + shift + mult[None, :] * sig)
 
     parts: dict[str, np.ndarray] = {}
     bands = {lv: [c.band(lv) for c in calibration.columns] for lv in level or ()}
-    lows = {lv: units(np.array([b[0] for b in bs])) for lv, bs in bands.items()}
-    highs = {lv: units(np.array([b[1] for b in bs])) for lv, bs in bands.items()}
-    quant = {tau: units(np.array([c.multiplier(tau) for c in calibration.columns]))
+    lows = {lv: units(np.array([b[0] for b in bs]), -1) for lv, bs in bands.items()}
+    highs = {lv: units(np.array([b[1] for b in bs]), 1) for lv, bs in bands.items()}
+    quant = {tau: units(np.array([c.multiplier(tau) for c in calibration.columns]), tau - 0.5)
              for tau in quantiles or ()}
     values = point.to_numpy(dtype=np.float64)
     for j, c in enumerate(columns):

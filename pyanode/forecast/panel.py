@@ -266,8 +266,9 @@ class PanelForecaster:
         points = self._rollouts(chosen, horizon)
         out = {}
         for sid, resid in zip(chosen, points, strict=True):
+            # The rows are the grid steps 1 .. H: the intervals' grid forecast too.
             out[sid] = self.series[sid].forecast_from_residuals(self.series[sid].future_dates(horizon), resid,
-                                                               level, quantiles)
+                                                               level, quantiles, resid)
         return self._frame(out)
 
     def _chosen(self, ids: Sequence[str] | None) -> list[str]:

@@ -194,10 +194,9 @@ class Forecaster:
         c = self.config
         uniq = idx.unique().sort_values()
         tau = (days_since_epoch(uniq) - days_since_epoch(self.train.index[-1:])[0]) / c.unit_days
-        grid = np.zeros(0)
-        if want_levels is not None or want_quantiles is not None:
-            # The intervals need the forecast at every grid step up to the last date asked for.
-            grid = c.dt * np.arange(1, math.ceil(tau[-1] / c.dt - 1e-9) + 1)
+        # The intervals need the forecast at every grid step up to the last date asked for; solved with
+        # or without them, so that both share one compiled program (and one point forecast).
+        grid = c.dt * np.arange(1, math.ceil(tau[-1] / c.dt - 1e-9) + 1)
         taus = np.union1d(np.concatenate([[0.0], tau[tau > 0]]), grid)
         arrays = residual_arrays(self.structure, self.train, self._positions())
         lags = lag_windows(arrays.filled, c.lookback)[-1:]

@@ -582,13 +582,9 @@ class Prepared:
     spread: pd.Series
     step_days: float
     positions: np.ndarray  # each row's grid position
-    grid: np.ndarray  # (T, n) values on the grid, NaN where unobserved
+    steps: int  # T, the grid's length (not the values on it: a panel keeps every series' Prepared a while)
     structure: Structure
     calibration: Calibration
-
-    @property
-    def steps(self) -> int:
-        return len(self.grid)
 
 
 def prepare_series(df: pd.DataFrame, report: DataReport, *, outlier_threshold: float, resample: str | None,
@@ -619,7 +615,7 @@ def prepare_series(df: pd.DataFrame, report: DataReport, *, outlier_threshold: f
         runner_up = f"; next best {s.scores[1][0]}: {s.scores[1][1]:.4g}" if len(s.scores) > 1 else ""
         report.notes.append(f"{col}: {s.describe()} (chosen by backtest: MAE {s.scores[0][1]:.4g}"
                             f"{runner_up})")
-    return Prepared(df, report, center, spread, step_days, pos, grid_values, structure, calibration)
+    return Prepared(df, report, center, spread, step_days, pos, T, structure, calibration)
 
 
 def training_windows(steps: int, step_days: float, window: int | None, lookback: int | None,

@@ -87,12 +87,17 @@ class PanelWindows:
     Origins are drawn by inverse-CDF sampling: every series has the same total weight, split over its
     origins by recency (halving every ``half_life`` steps back from its own training end). Targets are NaN
     past each series' training part (its held-out tail included), so a window never reads another series.
+
+    The origins of all series are numbered in order (series ``s`` has ``starts[s]`` to ``starts[s + 1] - 1``);
+    origin ``k`` of series ``s`` is row ``offsets[s] + k`` of the lag windows and ``target_offsets[s] + k``
+    of the targets, found from the origin's number when it is drawn (a few numbers per series kept, not
+    two per origin).
     """
 
     def __init__(self, arrays: Sequence[GridArrays], held_out: Sequence[int], config: Config):
         c = config
         L = c.window
-        lags, days, targets, rows, trows, weights = [], [], [], [], [], []
+        lags, days, targets, counts, offsets, toffsets, weights = [], [], [], [], [], [], []
         offset = toffset = 0
         for a, v in zip(arrays, held_out, strict=True):
             T = len(a.y)
@@ -105,13 +110,15 @@ class PanelWindows:
             age = (n_origins - 1 - np.arange(n_origins)).astype(np.float64)
             w = np.exp(-np.log(2.0) * age / c.half_life) if c.half_life > 0 else np.ones(n_origins)
             weights.append(w / w.sum())
-            rows.append(offset + np.arange(n_origins))
-            trows.append(toffset + np.arange(n_origins))
+            counts.append(n_origins)
+            offsets.append(offset)
+            toffsets.append(toffset)
             offset += T
             toffset += T + L
         self.lags, self.days = np.concatenate(lags), np.concatenate(days)
         self.targets = np.concatenate(targets)
-        self.rows, self.trows = np.concatenate(rows), np.concatenate(trows)
+        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.offsets, self.target_offsets = np.asarray(offsets, np.int64), np.asarray(toffsets, np.int64)
         cdf = np.cumsum(np.concatenate(weights))
         self.cdf = cdf / cdf[-1]
         self.config = c
@@ -121,8 +128,15 @@ class PanelWindows:
         c = self.config
         u = np.random.default_rng([c.seed, it]).random(c.batch)
         pick = np.minimum(np.searchsorted(self.cdf, u, side="right"), len(self.cdf) - 1)
-        target = self.targets[self.trows[pick][:, None] + np.arange(c.window + 1)[None, :]]
-        return self.lags[self.rows[pick]], self.days[self.rows[pick]], target
+        rows, trows = self.rows(pick)
+        target = self.targets[trows[:, None] + np.arange(c.window + 1)[None, :]]
+        return self.lags[rows], self.days[rows], target
+
+    def rows(self, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The lag-window rows and target rows of the numbered ``origins``."""
+        s = np.searchsorted(self.starts, origins, side="right") - 1
+        k = origins - self.starts[s]
+        return self.offsets[s] + k, self.target_offsets[s] + k
 
 
 def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Sequence[int], *,
@@ -504,6 +518,7 @@ def fit_panel(
             bad[sid] = done
         else:
             prepared[sid] = done
+    del frames  # the loaded frames: each series now has its cleaned one
     # Every series must share the grid step: the model's time unit and calendar are one for all.
     steps = pd.Series({sid: p.step_days for sid, p in prepared.items()})
     if len(steps):
@@ -534,7 +549,7 @@ def fit_panel(
         return _fit_each(prepared, bad, id_column, date_column, make_config,
                          (window, lookback, validation, half_life), outlier_threshold=outlier_threshold,
                          resample=resample, progress=progress, console=console)
-    arrays = [residual_arrays(p.structure, p.frame, p.positions) for p in prepared.values()]
+    arrays = _Residuals(list(prepared.values()))
     # Each series holds out the same tail to validate on, when it is long enough to spare it.
     v = config.validation
     held_out = [v if p.steps - v >= max(8, 2 * v) else 0 for p in prepared.values()]
@@ -544,6 +559,21 @@ def fit_panel(
                               outlier_threshold, resample, p.calibration)
               for sid, p in prepared.items()}
     return PanelForecaster(result.model, id_column, date_column, series, bad, history, info)
+
+
+class _Residuals(Sequence[GridArrays]):
+    """Each prepared series' residual arrays (:func:`residual_arrays`), made when asked for and not kept:
+    the training pool copies what it needs of them, so a panel never holds them all at once."""
+
+    def __init__(self, prepared: list[Prepared]):
+        self._prepared = prepared
+
+    def __len__(self) -> int:
+        return len(self._prepared)
+
+    def __getitem__(self, i: int) -> GridArrays:  # type: ignore[override]
+        p = self._prepared[i]
+        return residual_arrays(p.structure, p.frame, p.positions)
 
 
 def _phis(p: Prepared) -> list[float]:

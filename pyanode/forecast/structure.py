@@ -32,6 +32,7 @@ off with a slope fitted to a few recent weeks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 
@@ -256,9 +257,15 @@ class _Candidate:
 
     @property
     def name(self) -> str:
-        return "+".join([self.trend, *(PERIOD_NAMES.get(p, f"{p:g}d") for p in self.periods)]
-                        + (["log"] if self.transform == "log" else [])
-                        + ([f"recent(half-life {self.half_life:g})"] if self.half_life else []))
+        return _candidate_name(self.transform, self.trend, self.periods, self.half_life)
+
+
+@functools.lru_cache(maxsize=4096)
+def _candidate_name(transform: str, trend: str, periods: tuple[float, ...], half_life: float) -> str:
+    """A candidate's name in the scores; one string object per name, shared by every series' scores."""
+    return "+".join([trend, *(PERIOD_NAMES.get(p, f"{p:g}d") for p in periods)]
+                    + (["log"] if transform == "log" else [])
+                    + ([f"recent(half-life {half_life:g})"] if half_life else []))
 
 
 def _half_lives(periods: tuple[float, ...], step_days: float, horizon: int, steps: int) -> list[float]:

@@ -100,12 +100,14 @@ def _trend_basis(t: np.ndarray, fitted_steps: int, trend: str) -> np.ndarray:
 
 
 def _season_basis(days: np.ndarray, periods: tuple[float, ...], step_days: float) -> np.ndarray:
-    cols = []
+    """Columns ``sin(w_k t), cos(w_k t)`` for the harmonics ``w_k = 2 pi k / P`` of each period ``P``, in
+    that order (every sine and cosine of a period in one call each)."""
+    blocks = [np.zeros((len(days), 0))]
     for p in periods:
-        for k in range(1, harmonics_for(p, step_days) + 1):
-            w = 2 * math.pi * k / p
-            cols += [np.sin(w * days), np.cos(w * days)]
-    return np.stack(cols, axis=1) if cols else np.zeros((len(days), 0))
+        w = 2 * math.pi * np.arange(1, harmonics_for(p, step_days) + 1) / p
+        angle = days[:, None] * w[None, :]
+        blocks.append(np.stack([np.sin(angle), np.cos(angle)], axis=2).reshape(len(days), 2 * len(w)))
+    return np.concatenate(blocks, axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,7 +320,7 @@ class _Normal:
     def fit(self, cols: np.ndarray) -> tuple[np.ndarray, float, float, int]:
         """Ridge coefficients (no penalty on the trend), AR(1) phi, last residual and its step."""
         penalty = np.where(cols >= len(TRENDS), RIDGE, 0.0)
-        g = self.gram[np.ix_(cols, cols)] + np.diag(penalty) + 1e-9 * np.eye(len(cols))
+        g = self.gram[cols[:, None], cols] + np.diag(penalty) + 1e-9 * np.eye(len(cols))
         coef = np.linalg.solve(g, self.rhs[cols])
         # phi from the recent residuals only: it describes the present, and long series stay cheap.
         start = max(0, self.cut - RECENT_ROWS)
@@ -327,6 +329,7 @@ class _Normal:
 
 
 GRAM_BLOCK = 64  # rows per block of the backtest's Gram products (see _gram)
+WEIGHTED_ELEMENTS = 2**22  # at most this many weighted basis values at once (32 MB) in the backtest
 
 
 def _gram(xw: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -373,8 +376,8 @@ def _origins(zs: np.ndarray, cuts: list[int], h: int, bases: dict[int, np.ndarra
     with the normal equations of each half-life. An origin with fewer than four observed rows before it,
     or none in its window, judges no candidate and is left out."""
     R, T = zs.shape
+    H, K = len(half_lives), bases[T].shape[1]
     observed = np.isfinite(zs[0])
-    K = bases[T].shape[1]
     kept, last, count, grams, rhss = [], [], [], [], []
     for cut in cuts:
         obs = observed[:cut]
@@ -382,15 +385,21 @@ def _origins(zs: np.ndarray, cuts: list[int], h: int, bases: dict[int, np.ndarra
             continue
         t = np.flatnonzero(obs)
         x = bases[cut][:cut][obs]
-        xw = x[None] * np.stack([_weights(t.astype(np.float64), cut, k) for k in half_lives])[:, :, None]
-        grams.append(_gram(xw, x))
-        rhss.append(np.einsum("hti,rt->rhi", xw, zs[:, :cut][:, obs]))
+        gram, rhs = np.empty((H, K, K)), np.empty((R, H, K))
+        group = max(1, WEIGHTED_ELEMENTS // x.size)  # half-lives at once: bounds the weighted copies
+        for k in range(0, H, group):
+            w = np.stack([_weights(t.astype(np.float64), cut, hl) for hl in half_lives[k : k + group]])
+            xw = x[None] * w[:, :, None]
+            gram[k : k + group] = _gram(xw, x)
+            rhs[:, k : k + group] = np.einsum("hti,rt->rhi", xw, zs[:, :cut][:, obs])
+        grams.append(gram)
+        rhss.append(rhs)
         kept.append(cut)
         last.append(t[-1])
         count.append(len(t))
     return _Origins(half_lives, kept, [bases[c] for c in kept], np.asarray(last, dtype=np.int64),
-                    np.asarray(count, dtype=np.int64), np.asarray(grams).reshape(-1, len(half_lives), K, K),
-                    np.asarray(rhss).reshape(-1, R, len(half_lives), K))
+                    np.asarray(count, dtype=np.int64), np.asarray(grams).reshape(-1, H, K, K),
+                    np.asarray(rhss).reshape(-1, R, H, K))
 
 
 def _ridge_coefficients(origins: _Origins, used: np.ndarray, transform: np.ndarray, weighting: np.ndarray,

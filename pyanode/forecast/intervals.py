@@ -132,14 +132,31 @@ def quantile_column(column: str, tau: float) -> str:
 
 # -- the calibration --------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
+def _frozen(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    out = np.array(values, dtype=np.float64).reshape(-1)
+    out.flags.writeable = False
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class ColumnCalibration:
     """One column's calibration: ``sigma[h - 1]`` (standardised units, non-decreasing) and the sorted
-    normalised errors (empty: Gaussian multipliers)."""
+    normalised errors (empty: Gaussian multipliers), kept as read-only float arrays (a panel holds one per
+    column of every series: a tuple of Python floats would take four times the memory)."""
 
-    sigma: tuple[float, ...]
-    scores: tuple[float, ...]
+    sigma: np.ndarray
+    scores: np.ndarray
     origins: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigma", _frozen(self.sigma))
+        object.__setattr__(self, "scores", _frozen(self.scores))
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ColumnCalibration) and self.origins == other.origins
+                and np.array_equal(self.sigma, other.sigma) and np.array_equal(self.scores, other.scores))
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and arrays are not hashable
 
     def multiplier(self, tau: float) -> float:
         """The normalised error's conformal quantile ``tau`` (see the module docstring)."""
@@ -147,7 +164,7 @@ class ColumnCalibration:
         if n < MIN_SCORES:
             return NormalDist().inv_cdf(tau)
         k = math.ceil((n + 1) * tau) if tau >= 0.5 else math.floor((n + 1) * tau)
-        return self.scores[min(max(k, 1), n) - 1]
+        return float(self.scores[min(max(k, 1), n) - 1])
 
     def band(self, level: float) -> tuple[float, float]:
         """``(q_lo, q_hi)`` of a central interval of ``level`` percent, with ``q_lo <= 0 <= q_hi``."""
@@ -174,13 +191,12 @@ class Calibration:
 
     def to_json(self) -> dict:
         return {"horizon": self.horizon,
-                "columns": [{"sigma": list(c.sigma), "scores": list(c.scores), "origins": c.origins}
+                "columns": [{"sigma": c.sigma.tolist(), "scores": c.scores.tolist(), "origins": c.origins}
                             for c in self.columns]}
 
     @classmethod
     def from_json(cls, d: dict) -> Calibration:
-        cols = tuple(ColumnCalibration(tuple(float(v) for v in c["sigma"]),
-                                       tuple(float(v) for v in c["scores"]), int(c.get("origins", 0)))
+        cols = tuple(ColumnCalibration(c["sigma"], c["scores"], int(c.get("origins", 0)))
                      for c in d["columns"])
         return cls(cols, int(d["horizon"]))
 
@@ -260,12 +276,11 @@ def calibrate(structure: Structure, y: np.ndarray, horizon: int, origins: int = 
     for j in range(y.shape[1]):
         errors = backtest_errors(z_all[:, j], structure, j, horizon, origins)
         if np.isfinite(errors).sum() < MIN_SCORES:
-            cols.append(ColumnCalibration(tuple([1.0] * horizon), (), len(errors)))
+            cols.append(ColumnCalibration(np.ones(horizon), (), len(errors)))
             continue
         sigma = _smooth_sigma(errors)
         scores = (errors / sigma)[np.isfinite(errors)]
-        cols.append(ColumnCalibration(tuple(float(s) for s in sigma),
-                                      tuple(float(s) for s in np.sort(scores)), len(errors)))
+        cols.append(ColumnCalibration(sigma, np.sort(scores), len(errors)))
     return Calibration(tuple(cols), int(horizon))
 
 

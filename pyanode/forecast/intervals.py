@@ -74,7 +74,7 @@ import numpy as np
 import pandas as pd
 
 from pyanode.errors import PyanodeError
-from pyanode.forecast.structure import Structure, _basis, _columns, _Normal
+from pyanode.forecast.structure import Structure, refit_errors
 
 __all__ = ["CRPS_QUANTILES", "Calibration", "ColumnCalibration", "band_columns", "calibrate",
            "check_levels", "check_quantiles", "departure_envelope", "interval_metrics", "with_intervals"]
@@ -233,33 +233,13 @@ def backtest_errors(z: np.ndarray, structure: Structure, j: int, horizon: int,
                     origins: int = ORIGINS) -> np.ndarray:
     """Signed errors ``e[o, h - 1]`` (standardised units; NaN where the truth is missing) of column ``j``'s
     chosen structure refitted before each origin (see the module docstring)."""
-    cs = structure.columns[j]
     T = len(z)
     first = max(4, T - T // 3)
     if first >= T:
         return np.zeros((0, horizon))
     cuts = np.unique(np.round(np.linspace(first, T - 1, min(origins, T - first))).astype(np.int64))
-    periods = cs.periods
-    t_all = np.arange(T, dtype=np.float64)
-    out = np.full((len(cuts), horizon), np.nan)
-    for i, cut in enumerate(cuts):
-        end = min(T, cut + horizon)
-        basis = _basis(t_all[:end], int(cut), structure.epoch_days, structure.step_days, periods)
-        ahead = np.arange(cut, end)
-        normals: dict[float, _Normal] = {}
-        forecasts = []
-        for part in cs.parts:
-            cols = _columns(part.trend, part.periods, periods, structure.step_days)
-            if np.isfinite(z[:cut]).sum() < max(4, len(cols)):
-                break
-            if part.half_life not in normals:
-                normals[part.half_life] = _Normal(z, int(cut), basis, part.half_life)
-            coef, phi, last, t_last = normals[part.half_life].fit(cols)
-            forecasts.append(basis[ahead][:, cols] @ coef + last * phi ** (ahead - t_last))
-        if len(forecasts) < len(cs.parts):
-            continue
-        out[i, : len(ahead)] = z[ahead] - np.mean(forecasts, axis=0)
-    return out[np.isfinite(out).any(axis=1)] if len(out) else out
+    return refit_errors(z, structure.columns[j], [int(c) for c in cuts], horizon, structure.epoch_days,
+                        structure.step_days)
 
 
 def calibrate(structure: Structure, y: np.ndarray, horizon: int, origins: int = ORIGINS) -> Calibration:

@@ -35,11 +35,12 @@ import dataclasses
 import functools
 import itertools
 import math
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 __all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_periods", "choose_structure",
-           "harmonics_for"]
+           "harmonics_for", "refit_errors"]
 
 TRENDS = ("flat", "linear", "local")
 KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
@@ -432,48 +433,64 @@ def _ar1_rows(r: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.where(den > 0, np.clip(num / np.where(den > 0, den, 1.0), 0.0, 0.999), 0.0)
 
 
-def _backtest(v: np.ndarray, zs: dict[str, tuple[np.ndarray, float, float]], candidates: list[_Candidate],
-              origins: _Origins, h: int, seasonal: tuple[float, ...], step_days: float) -> np.ndarray:
-    """Every candidate's backtest score: the mean over the origins of its mean absolute error (in the
-    column's units ``v``) on the window after each; ``inf`` where no origin judged it. ``zs``: the
-    standardised values, mean and spread under each transform (:func:`_transformed`), in the order of
-    ``origins.rhs``.
+def _used(shapes: Sequence[tuple[str, tuple[float, ...]]], seasonal: tuple[float, ...], step_days: float,
+          K: int) -> np.ndarray:
+    """(C, K): which columns of the full basis (local trend, then every period of ``seasonal``) each
+    ``(trend, periods)`` uses."""
+    used = np.zeros((len(shapes), K), dtype=bool)
+    columns: dict[tuple, np.ndarray] = {}
+    for i, shape in enumerate(shapes):
+        if shape not in columns:
+            columns[shape] = _columns(*shape, seasonal, step_days)
+        used[i, columns[shape]] = True
+    return used
 
-    At an origin, candidate ``c`` (basis columns ``S_c``, transform ``r_c``) forecasts step ``t`` as
+
+def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: _Origins, h: int
+               ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Per origin ``o``: ``(o, ahead, zf)``, every candidate's standardised forecast ``zf`` (C, len(ahead))
+    of the steps ``ahead`` after the cut.
+
+    At an origin, candidate ``c`` (basis columns ``S_c``, transform ``r_c``: its row of ``z``) forecasts
+    step ``t`` as
 
         z(t) = X_t[S_c] beta_c + phi_c^(t - t0) e(t0)
 
-    with ``beta_c`` its ridge fit before the cut, ``e(t0)`` its residual at the last observed step ``t0``
-    and ``phi_c`` the AR(1) coefficient of its recent residuals (:meth:`_Normal.fit`, one candidate at a
-    time). Here all candidates go at once: ``beta_c`` is a coefficient vector of the full basis, zero off
-    ``S_c`` (:func:`_ridge_coefficients`, one batched solve), so one product gives every candidate's fitted
-    values at an origin.
-    """
-    C, T = len(candidates), len(v)
-    transforms = list(zs)
-    transform = np.array([transforms.index(c.transform) for c in candidates])
-    weighting = np.array([origins.half_lives.index(c.half_life) for c in candidates])
-    z = np.stack([zs[tr][0] for tr in transforms])
-    means, stds = np.array([zs[tr][1] for tr in transforms]), np.array([zs[tr][2] for tr in transforms])
-    is_log = np.array([c.transform == "log" for c in candidates])
-    used = np.zeros((C, origins.gram.shape[-1]), dtype=bool)
-    columns: dict[tuple, np.ndarray] = {}
-    for i, c in enumerate(candidates):
-        if (c.trend, c.periods) not in columns:
-            columns[c.trend, c.periods] = _columns(c.trend, c.periods, seasonal, step_days)
-        used[i, columns[c.trend, c.periods]] = True
-    # An origin judges the candidates it has enough observations to fit (as many as coefficients).
-    judged = origins.observations[:, None] >= used.sum(axis=1)[None, :]
-    coef = _ridge_coefficients(origins, used, transform, weighting, judged)
-    observed = np.isfinite(v)
-    errors = np.zeros((len(origins.cuts), C))
+    with ``beta_c`` its ridge fit before the cut (``coef[o, c]``, a coefficient vector of the full basis,
+    zero off ``S_c``: :func:`_ridge_coefficients`), ``e(t0)`` its residual at the last observed step ``t0``
+    and ``phi_c`` the AR(1) coefficient of its recent residuals (as :meth:`_Normal.fit`, one candidate at a
+    time): one product gives every candidate's fitted values at an origin."""
+    T = z.shape[1]
+    observed = np.isfinite(z[0])
     for o, (cut, basis, t0) in enumerate(zip(origins.cuts, origins.bases, origins.last, strict=True)):
         start = max(0, cut - RECENT_ROWS)  # phi from the recent residuals only (as _Normal.fit)
         ahead = np.arange(cut, min(cut + h, T))
         fitted = np.einsum("ck,tk->ct", coef[o], basis[start : ahead[-1] + 1])  # (C, steps)
         resid = z[transform, start:cut] - fitted[:, : cut - start]
         phi = _ar1_rows(resid, observed[start + 1 : cut] & observed[start : cut - 1])
-        zf = fitted[:, ahead - start] + resid[:, t0 - start, None] * phi[:, None] ** (ahead - t0)
+        yield o, ahead, fitted[:, ahead - start] + resid[:, t0 - start, None] * phi[:, None] ** (ahead - t0)
+
+
+def _backtest(v: np.ndarray, zs: dict[str, tuple[np.ndarray, float, float]], candidates: list[_Candidate],
+              origins: _Origins, h: int, seasonal: tuple[float, ...], step_days: float) -> np.ndarray:
+    """Every candidate's backtest score: the mean over the origins of its mean absolute error (in the
+    column's units ``v``) on the window after each (forecasts: :func:`_forecasts`); ``inf`` where no origin
+    judged it. ``zs``: the standardised values, mean and spread under each transform
+    (:func:`_transformed`), in the order of ``origins.rhs``."""
+    C = len(candidates)
+    transforms = list(zs)
+    transform = np.array([transforms.index(c.transform) for c in candidates])
+    weighting = np.array([origins.half_lives.index(c.half_life) for c in candidates])
+    z = np.stack([zs[tr][0] for tr in transforms])
+    means, stds = np.array([zs[tr][1] for tr in transforms]), np.array([zs[tr][2] for tr in transforms])
+    is_log = np.array([c.transform == "log" for c in candidates])
+    used = _used([(c.trend, c.periods) for c in candidates], seasonal, step_days, origins.gram.shape[-1])
+    # An origin judges the candidates it has enough observations to fit (as many as coefficients).
+    judged = origins.observations[:, None] >= used.sum(axis=1)[None, :]
+    coef = _ridge_coefficients(origins, used, transform, weighting, judged)
+    observed = np.isfinite(v)
+    errors = np.zeros((len(origins.cuts), C))
+    for o, ahead, zf in _forecasts(z, coef, transform, origins, h):
         pred = zf * stds[transform, None] + means[transform, None]
         pred[is_log] = np.exp(np.clip(pred[is_log], -700, 700))
         ok = observed[ahead]
@@ -481,6 +498,32 @@ def _backtest(v: np.ndarray, zs: dict[str, tuple[np.ndarray, float, float]], can
     count = judged.sum(axis=0)
     total = np.sum(np.where(judged, errors, 0.0), axis=0)
     return np.where(count > 0, total / np.maximum(count, 1), math.inf)
+
+
+def refit_errors(z: np.ndarray, column: ColumnStructure, cuts: Sequence[int], h: int, epoch_days: float,
+                 step_days: float) -> np.ndarray:
+    """Signed errors ``z(t) - zhat_o(t)`` (O, h) of ``column``'s structure refitted before each of ``cuts``
+    (its parts' mean, each forecasting as in the backtest, :func:`_forecasts`), NaN where the truth is
+    missing or past the data; an origin where a part cannot be fitted, or with nothing to judge in its
+    window, is left out. ``z``: the column's standardised values on the grid (T,), NaN where unobserved."""
+    T = len(z)
+    periods = column.periods
+    t_all = np.arange(T, dtype=np.float64)
+    season = _season_basis(epoch_days + step_days * t_all, periods, step_days)
+    bases = {cut: np.concatenate([_trend_basis(t_all, cut, "local"), season], axis=1) for cut in [*cuts, T]}
+    half_lives = sorted({p.half_life for p in column.parts})
+    origins = _origins(z[None], list(cuts), h, bases, half_lives)
+    K = len(TRENDS) + season.shape[1]
+    used = _used([(p.trend, p.periods) for p in column.parts], periods, step_days, K)
+    judged = origins.observations[:, None] >= used.sum(axis=1)[None, :]
+    transform = np.zeros(len(column.parts), dtype=np.int64)
+    weighting = np.array([half_lives.index(p.half_life) for p in column.parts])
+    coef = _ridge_coefficients(origins, used, transform, weighting, judged)
+    out = np.full((len(origins.cuts), h), np.nan)
+    for o, ahead, zf in _forecasts(z[None], coef, transform, origins, h):
+        if judged[o].all():
+            out[o, : len(ahead)] = z[ahead] - zf.mean(axis=0)
+    return out[np.isfinite(out).any(axis=1)]
 
 
 def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon: int | None = None,

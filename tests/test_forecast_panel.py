@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import pyanode
 from pyanode.cli import app
-from pyanode.forecast.grid import GridArrays
+from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config
 from pyanode.forecast.panel import PanelForecaster, PanelWindows
 
@@ -174,6 +174,28 @@ def test_training_windows_stay_inside_their_series():
     assert abs(np.mean(first == 1.0) - 0.5) < 0.03
     np.testing.assert_array_equal(pool.windows(1)[0], lags)
     assert not np.array_equal(pool.windows(2)[1], days)
+
+
+def test_training_windows_read_what_the_encoder_reads_at_their_origin():
+    """The encoder inputs made for the drawn origins equal the rows of :func:`lag_windows` of each whole
+    series at those origins (whose dates identify them), and the targets are the next values."""
+    config = Config(columns=("a", "b"), window=6, lookback=24, batch=300, half_life=10.0, seed=1)
+    rng = np.random.default_rng(0)
+    whole = {}
+    pools = []
+    for k, n in enumerate((40, 90)):
+        y = np.cumsum(rng.normal(size=(n, 2)), axis=0)
+        days = 1000.0 * k + np.arange(n, dtype=float)
+        pools.append(GridArrays(y=y, filled=y, days=days))
+        whole[k] = (lag_windows(y, 24).astype(np.float32), y)
+    lags, days, targets = PanelWindows(pools, [0, 4], config).windows(3)
+    t_fit = {0: 40, 1: 90 - 4}  # series 1 holds out its last 4 steps
+    for row, day, target in zip(lags, days, targets, strict=True):
+        k, t = int(day // 1000), int(day % 1000)
+        np.testing.assert_array_equal(row, whole[k][0][t])
+        inside = min(t + 7, t_fit[k]) - t  # target steps inside the training part
+        np.testing.assert_array_equal(target[:inside], whole[k][1][t : t + inside].astype(np.float32))
+        assert np.isnan(target[inside:]).all()
 
 
 # -- the command line ------------------------------------------------------------------------------------

@@ -251,9 +251,7 @@ class Forecaster:
         return float(self.structure.columns[j].scores[0][1] / scale) if scale > 0 else float("nan")
 
     def _positions(self) -> np.ndarray:
-        # The structure's epoch (a panel's series share one model but each has its own first date).
-        days = days_since_epoch(self.train.index)
-        return np.rint((days - self.structure.epoch_days) / self.config.step_days).astype(np.int64)
+        return positions_since(self.train.index, self.structure.epoch_days, self.config.step_days)
 
     def _calibration(self) -> Calibration:
         if self.calibration is None:
@@ -359,12 +357,19 @@ class Forecaster:
         return write_model_file(path, meta, self.model, arrays)
 
 
-def residual_arrays(structure: Structure, frame: pd.DataFrame, positions: np.ndarray) -> GridArrays:
+def positions_since(index: pd.DatetimeIndex, epoch_days: float, step_days: float) -> np.ndarray:
+    """Each date's grid position counted from the structure's epoch (a panel's series share one model, but
+    each has its own first date)."""
+    return np.rint((days_since_epoch(index) - epoch_days) / step_days).astype(np.int64)
+
+
+def residual_arrays(structure: Structure, frame: pd.DataFrame | np.ndarray, positions: np.ndarray
+                    ) -> GridArrays:
     """The data's residuals after their structure on the grid (NaN where unobserved) and gap-filled
     (the last residual carried forward; zero, the structure itself, before the first)."""
     T = int(positions[-1]) + 1
     values = np.full((T, frame.shape[1]), np.nan)
-    raw = frame.to_numpy(dtype=np.float64)
+    raw = np.asarray(frame, dtype=np.float64)
     if len(np.unique(positions)) == len(positions):
         values[positions] = raw
     else:  # rows sharing a grid step are averaged

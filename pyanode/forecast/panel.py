@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from pyanode.forecast.forecaster import (
     Prepared,
     _forecast,
     _utc_naive,
+    positions_since,
     prepare_series,
     residual_arrays,
     training_windows,
@@ -89,20 +90,22 @@ class PanelWindows:
     past each series' training part (its held-out tail included), so a window never reads another series.
 
     The origins of all series are numbered in order (series ``s`` has ``starts[s]`` to ``starts[s + 1] - 1``);
-    origin ``k`` of series ``s`` is row ``offsets[s] + k`` of the lag windows and ``target_offsets[s] + k``
-    of the targets, found from the origin's number when it is drawn (a few numbers per series kept, not
-    two per origin).
+    origin ``k`` of series ``s`` is row ``offsets[s] + k`` of the gap-filled values and the dates and
+    ``target_offsets[s] + k`` of the targets, found from the origin's number when it is drawn (a few numbers
+    per series kept, not two per origin). The encoder's inputs are made for the drawn origins only
+    (:func:`lag_windows` of the series up to the origin: the same values as for the whole series), so the
+    pool holds each series' values a few times over, not ``lookback``-wide windows of them.
     """
 
     def __init__(self, arrays: Sequence[GridArrays], held_out: Sequence[int], config: Config):
         c = config
         L = c.window
-        lags, days, targets, counts, offsets, toffsets, weights = [], [], [], [], [], [], []
+        filled, days, targets, counts, offsets, toffsets, weights = [], [], [], [], [], [], []
         offset = toffset = 0
         for a, v in zip(arrays, held_out, strict=True):
             T = len(a.y)
             t_fit = T - v
-            lags.append(lag_windows(a.filled, c.lookback).astype(np.float32))
+            filled.append(np.asarray(a.filled, np.float64))
             days.append(a.days)
             tail = np.full((T - t_fit + L, c.n), np.nan)
             targets.append(np.concatenate([a.y[:t_fit], tail]).astype(np.float32))
@@ -115,7 +118,7 @@ class PanelWindows:
             toffsets.append(toffset)
             offset += T
             toffset += T + L
-        self.lags, self.days = np.concatenate(lags), np.concatenate(days)
+        self.filled, self.days = np.concatenate(filled), np.concatenate(days)
         self.targets = np.concatenate(targets)
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.offsets, self.target_offsets = np.asarray(offsets, np.int64), np.asarray(toffsets, np.int64)
@@ -128,15 +131,12 @@ class PanelWindows:
         c = self.config
         u = np.random.default_rng([c.seed, it]).random(c.batch)
         pick = np.minimum(np.searchsorted(self.cdf, u, side="right"), len(self.cdf) - 1)
-        rows, trows = self.rows(pick)
+        s = np.searchsorted(self.starts, pick, side="right") - 1
+        rows, trows = self.offsets[s] + pick - self.starts[s], self.target_offsets[s] + pick - self.starts[s]
+        lags = np.stack([lag_windows(self.filled[first : row + 1], c.lookback)[-1]
+                         for first, row in zip(self.offsets[s], rows, strict=True)]).astype(np.float32)
         target = self.targets[trows[:, None] + np.arange(c.window + 1)[None, :]]
-        return self.lags[rows], self.days[rows], target
-
-    def rows(self, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The lag-window rows and target rows of the numbered ``origins``."""
-        s = np.searchsorted(self.starts, origins, side="right") - 1
-        k = origins - self.starts[s]
-        return self.offsets[s] + k, self.target_offsets[s] + k
+        return lags, self.days[rows], target
 
 
 def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Sequence[int], *,
@@ -184,17 +184,118 @@ def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Se
                                final_model=local_copy(result.final_model))
 
 
+@dataclasses.dataclass(frozen=True)
+class FrameLayout:
+    """How a series' training frame is laid out (the same for every series of a panel, kept once)."""
+
+    columns: tuple[str, ...]
+    index_name: str | None
+    unit: str  # the dates' resolution ("ns", "us", ...)
+    tz: str | None  # the dates' time zone (:func:`pyanode.forecast.data.tz_name`), None for none
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SeriesRecord:
+    """What a panel keeps of one series: its cleaned training rows as plain arrays, what was done to
+    them, its structure and interval calibration. A :class:`Prepared` without its pandas objects: for
+    a series of a few hundred rows, a DataFrame and two Series cost more memory than their values, and a
+    panel keeps one record per series."""
+
+    values: np.ndarray  # (rows, n) cleaned values (outliers NaN)
+    dates: np.ndarray  # (rows,) int64 nanoseconds since 1970, UTC for dates with a time zone
+    positions: np.ndarray  # (rows,) int32 grid position of each row
+    center: np.ndarray  # (n,) the median and MAD the outliers were judged by
+    spread: np.ndarray
+    step_days: float
+    layout: FrameLayout
+    report: DataReport
+    structure: Structure
+    calibration: Calibration | None
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, positions: np.ndarray, center: pd.Series, spread: pd.Series,
+           step_days: float, report: DataReport, structure: Structure, calibration: Calibration | None
+           ) -> SeriesRecord:
+        index = frame.index
+        layout = FrameLayout(tuple(map(str, frame.columns)), index.name, index.unit,
+                             tz_name(index.tz) if index.tz is not None else None)
+        dates = _utc_naive(index).to_numpy().astype("datetime64[ns]").astype(np.int64)
+        return cls(frame.to_numpy(np.float64), dates, np.asarray(positions, np.int32),
+                   center.to_numpy(np.float64), spread.to_numpy(np.float64),
+                   float(step_days), layout, report, structure, calibration)
+
+    @classmethod
+    def from_prepared(cls, p: Prepared) -> SeriesRecord:
+        return cls.of(p.frame, p.positions, p.center, p.spread, p.step_days, p.report, p.structure,
+                      p.calibration)
+
+    @classmethod
+    def from_forecaster(cls, f: Forecaster) -> SeriesRecord:
+        return cls.of(f.train, f._positions(), f._center, f._spread, f.config.step_days, f.report,
+                      f.structure, f.calibration)
+
+    @property
+    def steps(self) -> int:
+        """The grid's length."""
+        return int(self.positions[-1]) + 1
+
+    def frame(self) -> pd.DataFrame:
+        """The cleaned training rows as the fit saw them (dates in their zone and resolution)."""
+        lay = self.layout
+        index = pd.DatetimeIndex(self.dates.astype("datetime64[ns]"), name=lay.index_name).as_unit(lay.unit)
+        if lay.tz is not None:
+            index = index.tz_localize("UTC").tz_convert(tz_from_name(lay.tz))
+        return pd.DataFrame(self.values, index=index, columns=list(lay.columns))
+
+    def forecaster(self, model: ForecastModel, history: pd.DataFrame, info: dict, outlier_threshold: float,
+                   resample: str | None) -> Forecaster:
+        """A :class:`Forecaster` of this series with ``model``."""
+        cols = list(self.layout.columns)
+        return Forecaster(model, self.structure, self.frame(), self.report, history, info,
+                          pd.Series(self.center, index=cols), pd.Series(self.spread, index=cols),
+                          outlier_threshold, resample, self.calibration)
+
+
+class SeriesViews(Mapping[str, Forecaster]):
+    """``{id: Forecaster}`` over compact :class:`SeriesRecord` s sharing one model: each lookup makes a
+    Forecaster view of its series (cheap: a frame from the record's arrays). So a fitted panel holds, per
+    series, its values and closed-form parts, not a Forecaster with its pandas objects."""
+
+    def __init__(self, records: dict[str, SeriesRecord], model: ForecastModel, history: pd.DataFrame,
+                 info: dict, outlier_threshold: float, resample: str | None):
+        self.records, self.model, self.history, self.info = records, model, history, info
+        self.outlier_threshold, self.resample = outlier_threshold, resample
+
+    def __getitem__(self, sid: str) -> Forecaster:
+        return self.records[sid].forecaster(self.model, self.history, self.info, self.outlier_threshold,
+                                            self.resample)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def _records(series: Mapping[str, Forecaster]) -> list[SeriesRecord]:
+    """Every series' record (without making Forecaster views where the panel keeps records)."""
+    if isinstance(series, SeriesViews):
+        return list(series.records.values())
+    return [SeriesRecord.from_forecaster(f) for f in series.values()]
+
+
 @dataclasses.dataclass
 class PanelForecaster:
     """A fitted panel: one shared model and, per series, a :class:`Forecaster` view of it (its own
-    structure, calibration, cleaned training data and report). Made by :func:`fit_panel`
+    structure, calibration, cleaned training data and report; kept compact, :class:`SeriesViews`, and made
+    into a Forecaster when asked for). Made by :func:`fit_panel`
     (``pyanode.fit(df, id_column=...)``) or :func:`pyanode.forecast.load`.
 
     Attributes:
         model: the shared augmented neural ODE (None when each series has its own, ``shared=False``:
             ``series[id].model``).
         id_column, date_column: the names the output frames use.
-        series: ``{id: Forecaster}`` in the order of the data.
+        series: ``{id: Forecaster}`` in the order of the data (a read-only mapping).
         skipped: ``{id: reason}`` for the series left out (with ``skip_bad_series``).
         history, info: the training history and how training ended (per-series models: the histories
             indexed by ``(id, iteration)``, and each series' own in ``series[id].history``).
@@ -203,7 +304,7 @@ class PanelForecaster:
     model: ForecastModel | None
     id_column: str
     date_column: str
-    series: dict[str, Forecaster]
+    series: Mapping[str, Forecaster]
     skipped: dict[str, str]
     history: pd.DataFrame
     info: dict
@@ -228,13 +329,14 @@ class PanelForecaster:
 
     def report_lines(self) -> list[str]:
         """What was fitted and what was left out, in a few lines."""
-        lengths = [len(f.train) for f in self.series.values()]
+        records = _records(self.series)
+        lengths = [len(r.values) for r in records]
         out = [f"{len(self.series)} series, {min(lengths)} to {max(lengths)} rows each "
                f"(median {int(np.median(lengths))}); modelled: {', '.join(self.columns)}; "
                + ("one shared model" if self.model is not None else "a model per series")]
         described: dict[str, int] = {}
-        for f in self.series.values():
-            for col, s in zip(f.columns, f.structure.columns, strict=True):
+        for r in records:
+            for col, s in zip(self.columns, r.structure.columns, strict=True):
                 key = f"{col}: {s.describe()}"
                 described[key] = described.get(key, 0) + 1
         for key, k in sorted(described.items(), key=lambda kv: -kv[1])[:5]:
@@ -409,33 +511,31 @@ class PanelForecaster:
         path = Path(path)
         if path.exists() and not force:
             raise PyanodeError(f"{path} exists; pass --force (force=True) to overwrite it")
-        views = list(self.series.values())
-        first = views[0]
+        records = _records(self.series)
+        first, view = records[0], next(iter(self.series.values()))
         meta = {
             "kind": "panel", "id_column": self.id_column, "date_column": self.date_column,
             "ids": self.ids, "skipped": self.skipped, "info": self.info,
-            "history_columns": list(first.history.columns),
-            "outlier_threshold": first.outlier_threshold, "resample": first.resample,
-            "index_unit": first.train.index.unit,
-            "index_tz": tz_name(first.train.index.tz) if first.train.index.tz is not None else None,
-            "reports": [f.report.to_dict() for f in views],
-            "structures": [f.structure.to_json() for f in views],
-            "calibrations": [f.calibration.to_json() if f.calibration is not None else None for f in views],
+            "history_columns": list(self.history.columns),
+            "outlier_threshold": view.outlier_threshold, "resample": view.resample,
+            "index_unit": first.layout.unit, "index_tz": first.layout.tz,
+            "reports": [r.report.to_dict() for r in records],
+            "structures": [r.structure.to_json() for r in records],
+            "calibrations": [r.calibration.to_json() if r.calibration is not None else None for r in records],
         }
-        dates = [_utc_naive(f.train.index).to_numpy().astype("datetime64[ns]").astype(np.int64)
-                 for f in views]
         arrays = {
-            "lengths": np.asarray([len(f.train) for f in views], np.int64),
-            "center": np.stack([f._center.to_numpy(np.float64) for f in views]),
-            "spread": np.stack([f._spread.to_numpy(np.float64) for f in views]),
-            "train_values": np.concatenate([f.train.to_numpy(np.float64) for f in views]),
-            "train_dates": np.concatenate(dates),
+            "lengths": np.asarray([len(r.values) for r in records], np.int64),
+            "center": np.stack([r.center for r in records]),
+            "spread": np.stack([r.spread for r in records]),
+            "train_values": np.concatenate([r.values for r in records]),
+            "train_dates": np.concatenate([r.dates for r in records]),
         }
         if self.model is not None:
             arrays["history"] = self.history.to_numpy(np.float64)
             arrays["history_iterations"] = self.history.index.to_numpy(np.int64)
             return write_model_file(path, meta, self.model, arrays)
         # A model per series: every model, history and ending.
+        views = list(self.series.values())
         meta["infos"] = [f.info for f in views]
         arrays["history"] = np.concatenate([f.history.to_numpy(np.float64) for f in views])
         arrays["history_iterations"] = np.concatenate([f.history.index.to_numpy(np.int64) for f in views])
@@ -453,26 +553,30 @@ def panel_from_file(meta: dict, model: ForecastModel, arr: dict[str, np.ndarray]
         h = pd.DataFrame(arr["history"][cut[k] : cut[k + 1]], columns=meta["history_columns"],
                          index=pd.Index(arr["history_iterations"][cut[k] : cut[k + 1]], name="iteration"))
         histories.append(h.astype({"nfe_forward": np.int64, "nfe_backward": np.int64}))
-    series = {}
+    layout = FrameLayout(tuple(cols), meta["date_column"], meta.get("index_unit", "ns"), meta.get("index_tz"))
+    step_days = model.config.step_days
+    records = {}
     bounds = np.concatenate([[0], np.cumsum(arr["lengths"])])
     for i, sid in enumerate(meta["ids"]):
         lo, hi = bounds[i], bounds[i + 1]
-        idx = pd.DatetimeIndex(arr["train_dates"][lo:hi].astype("datetime64[ns]"), name=meta["date_column"])
-        idx = idx.as_unit(meta.get("index_unit", "ns"))
-        if meta.get("index_tz"):
-            idx = idx.tz_localize("UTC").tz_convert(tz_from_name(meta["index_tz"]))
-        cal = meta["calibrations"][i]
-        series[sid] = Forecaster(
-            model if shared else meta["_models"][i], Structure.from_json(meta["structures"][i]),
-            pd.DataFrame(arr["train_values"][lo:hi], index=idx, columns=cols),
-            DataReport.from_dict(meta["reports"][i]), histories[0 if shared else i],
-            meta["info"] if shared else meta["infos"][i],
-            pd.Series(arr["center"][i], index=cols), pd.Series(arr["spread"][i], index=cols),
-            meta["outlier_threshold"], meta.get("resample"), Calibration.from_json(cal) if cal else None)
-    history = histories[0] if shared else pd.concat({sid: f.history for sid, f in series.items()},
-                                                    names=[meta["id_column"], "iteration"])
-    return PanelForecaster(model if shared else None, meta["id_column"], meta["date_column"], series,
-                           dict(meta["skipped"]), history, meta["info"])
+        structure, cal = Structure.from_json(meta["structures"][i]), meta["calibrations"][i]
+        record = SeriesRecord(arr["train_values"][lo:hi], arr["train_dates"][lo:hi], np.zeros(0, np.int32),
+                              arr["center"][i], arr["spread"][i], step_days, layout,
+                              DataReport.from_dict(meta["reports"][i]), structure,
+                              Calibration.from_json(cal) if cal else None)
+        positions = positions_since(record.frame().index, structure.epoch_days, step_days)
+        records[sid] = dataclasses.replace(record, positions=positions.astype(np.int32))
+    threshold, resample = meta["outlier_threshold"], meta.get("resample")
+    if shared:
+        return PanelForecaster(model, meta["id_column"], meta["date_column"],
+                               SeriesViews(records, model, histories[0], meta["info"], threshold, resample),
+                               dict(meta["skipped"]), histories[0], meta["info"])
+    series = {sid: r.forecaster(meta["_models"][i], histories[i], meta["infos"][i], threshold, resample)
+              for i, (sid, r) in enumerate(records.items())}
+    history = pd.concat({sid: f.history for sid, f in series.items()},
+                        names=[meta["id_column"], "iteration"])
+    return PanelForecaster(None, meta["id_column"], meta["date_column"], series, dict(meta["skipped"]),
+                           history, meta["info"])
 
 
 def _shown(items: list, limit: int = 5) -> str:
@@ -512,13 +616,14 @@ def fit_panel(
                              columns=list(columns) if columns else None, dedupe=dedupe, **read_options)
     options = {"outlier_threshold": outlier_threshold, "resample": resample, "horizon": horizon,
                "seasonal": seasonal}
-    prepared: dict[str, Prepared] = {}
+    prepared: dict[str, SeriesRecord] = {}
+    layouts: dict[FrameLayout, FrameLayout] = {}
     for sid, done in _prepare_all(frames, options, jobs).items():
         if isinstance(done, str):
             bad[sid] = done
-        else:
-            prepared[sid] = done
-    del frames  # the loaded frames: each series now has its cleaned one
+        else:  # one layout object for all series (each worker's records came with their own copies)
+            prepared[sid] = dataclasses.replace(done, layout=layouts.setdefault(done.layout, done.layout))
+    del frames  # the loaded frames: each series now has its record
     # Every series must share the grid step: the model's time unit and calendar are one for all.
     steps = pd.Series({sid: p.step_days for sid, p in prepared.items()})
     if len(steps):
@@ -540,7 +645,7 @@ def fit_panel(
     median_steps = int(np.median([p.steps for p in prepared.values()]))
     options = training_windows(median_steps, step_days, window, lookback, validation, half_life)
     periods = tuple(sorted({q for p in prepared.values() for q in p.structure.periods}))
-    cols = tuple(prepared[ids[0]].frame.columns)
+    cols = prepared[ids[0]].layout.columns
     config = make_config(columns=cols, periods=periods, step_days=step_days, epoch_days=0.0, **options)
     phi = np.median([_phis(p) for p in prepared.values()], axis=0)
     model = ForecastModel(config, jax.random.PRNGKey(config.seed), phi=phi)
@@ -555,9 +660,7 @@ def fit_panel(
     held_out = [v if p.steps - v >= max(8, 2 * v) else 0 for p in prepared.values()]
     result = train_panel(model, arrays, held_out, devices=devices, progress=progress, console=console)
     history, info = outcome(result)
-    series = {sid: Forecaster(result.model, p.structure, p.frame, p.report, history, info, p.center, p.spread,
-                              outlier_threshold, resample, p.calibration)
-              for sid, p in prepared.items()}
+    series = SeriesViews(prepared, result.model, history, info, outlier_threshold, resample)
     return PanelForecaster(result.model, id_column, date_column, series, bad, history, info)
 
 
@@ -565,7 +668,7 @@ class _Residuals(Sequence[GridArrays]):
     """Each prepared series' residual arrays (:func:`residual_arrays`), made when asked for and not kept:
     the training pool copies what it needs of them, so a panel never holds them all at once."""
 
-    def __init__(self, prepared: list[Prepared]):
+    def __init__(self, prepared: list[SeriesRecord]):
         self._prepared = prepared
 
     def __len__(self) -> int:
@@ -573,14 +676,14 @@ class _Residuals(Sequence[GridArrays]):
 
     def __getitem__(self, i: int) -> GridArrays:  # type: ignore[override]
         p = self._prepared[i]
-        return residual_arrays(p.structure, p.frame, p.positions)
+        return residual_arrays(p.structure, p.values, p.positions)
 
 
-def _phis(p: Prepared) -> list[float]:
+def _phis(p: SeriesRecord) -> list[float]:
     return [s.phi for s in p.structure.columns]
 
 
-def _fit_each(prepared: dict[str, Prepared], bad: dict[str, str], id_column: str, date_column: str,
+def _fit_each(prepared: dict[str, SeriesRecord], bad: dict[str, str], id_column: str, date_column: str,
               make_config: Callable[..., Config], options: tuple, outlier_threshold: float,
               resample: str | None, progress: bool, console: Any) -> PanelForecaster:
     """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series."""
@@ -588,15 +691,14 @@ def _fit_each(prepared: dict[str, Prepared], bad: dict[str, str], id_column: str
 
     series = {}
     for sid, p in prepared.items():
-        config = make_config(columns=tuple(p.frame.columns), periods=p.structure.periods,
+        config = make_config(columns=p.layout.columns, periods=p.structure.periods,
                              step_days=p.step_days, epoch_days=p.structure.epoch_days,
                              **training_windows(p.steps, p.step_days, *options))
         model = ForecastModel(config, jax.random.PRNGKey(config.seed), phi=_phis(p))
-        result = fit_model(model, residual_arrays(p.structure, p.frame, p.positions), progress=progress,
+        result = fit_model(model, residual_arrays(p.structure, p.values, p.positions), progress=progress,
                            console=console)
         history, info = outcome(result, f"training series {sid!r}")
-        series[sid] = Forecaster(result.model, p.structure, p.frame, p.report, history, info, p.center,
-                                 p.spread, outlier_threshold, resample, p.calibration)
+        series[sid] = p.forecaster(result.model, history, info, outlier_threshold, resample)
         if result.interrupted:  # Ctrl-C: keep the series fitted so far
             break
     history = pd.concat({sid: f.history for sid, f in series.items()}, names=[id_column, "iteration"])
@@ -609,18 +711,18 @@ PARALLEL_FROM = 64  # series: fewer are prepared in this process (starting worke
 
 
 def _prepare_chunk(chunk: list[tuple[str, pd.DataFrame, DataReport]], options: dict[str, Any]
-                   ) -> list[tuple[str, Prepared | str]]:
-    out: list[tuple[str, Prepared | str]] = []
+                   ) -> list[tuple[str, SeriesRecord | str]]:
+    out: list[tuple[str, SeriesRecord | str]] = []
     for sid, df, rep in chunk:
         try:
-            out.append((sid, prepare_series(df, rep, **options)))
+            out.append((sid, SeriesRecord.from_prepared(prepare_series(df, rep, **options))))
         except DataError as err:
             out.append((sid, str(err)))
     return out
 
 
 def _prepare_all(frames: dict[str, tuple[pd.DataFrame, DataReport]], options: dict[str, Any],
-                 jobs: int | None) -> dict[str, Prepared | str]:
+                 jobs: int | None) -> dict[str, SeriesRecord | str]:
     """Every series' :func:`prepare_series` (or why it failed), over ``jobs`` worker processes.
 
     The closed-form work is per series and independent (numpy, no JAX), so it spreads over the cores.

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -345,15 +345,26 @@ class PanelForecaster:
             out.append(f"skipped series {sid!r}: {why}")
         return out
 
-    def _frame(self, per_series: dict[str, pd.DataFrame]) -> pd.DataFrame:
-        """Per-series frames indexed by date -> one long frame ``id, date, columns...``."""
-        parts = []
-        for sid, frame in per_series.items():
-            part = frame.reset_index()
-            part.columns = [self.date_column, *frame.columns]
-            part.insert(0, self.id_column, sid)
-            parts.append(part)
-        return pd.concat(parts, ignore_index=True)
+    def _frame(self, per_series: Iterable[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
+        """Per-series frames indexed by date -> one long frame ``id, date, columns...``. Each frame is
+        reduced to its arrays as it comes, so a generator of them never holds a frame per series."""
+        ids, lengths, dates, values = [], [], [], []
+        columns, index = None, None
+        for sid, frame in per_series:
+            ids.append(sid)
+            lengths.append(len(frame))
+            dates.append(_utc_naive(frame.index).to_numpy().astype("datetime64[ns]"))
+            values.append(frame.to_numpy())
+            columns, index = list(frame.columns), frame.index[:0]
+        if index is None:
+            raise PyanodeError("no series to forecast")
+        when = pd.DatetimeIndex(np.concatenate(dates)).as_unit(index.unit)
+        if index.tz is not None:
+            when = when.tz_localize("UTC").tz_convert(index.tz)
+        data = np.concatenate(values)
+        out = pd.DataFrame({self.id_column: np.repeat(np.asarray(ids, dtype=object), lengths),
+                            self.date_column: when})
+        return pd.concat([out, pd.DataFrame(data, columns=columns)], axis=1)
 
     def predict(self, horizon: int | None = None, *, dates: pd.DataFrame | None = None,
                 level: float | Sequence[float] | None = None,
@@ -371,21 +382,26 @@ class PanelForecaster:
             missing = [sid for sid in wanted if sid not in self.series]
             if missing:
                 raise PyanodeError(f"no fitted series {missing[0]!r} (fitted: {_shown(self.ids)})")
-            return self._frame({sid: self.series[sid].predict(dates=d, level=level, quantiles=quantiles)
-                                for sid, d in wanted.items()})
+            return self._frame((sid, self.series[sid].predict(dates=d, level=level, quantiles=quantiles))
+                               for sid, d in wanted.items())
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise PyanodeError(f"horizon must be a positive integer, got {horizon!r}")
         if self.model is None:  # a model per series: each forecasts on its own
-            return self._frame({sid: self.series[sid].predict(horizon, level=level, quantiles=quantiles)
-                                for sid in chosen})
-        # One compiled program for every series: the solve is the same H steps from each one's end.
-        points = self._rollouts(chosen, horizon)
-        out = {}
-        for sid, resid in zip(chosen, points, strict=True):
-            # The rows are the grid steps 1 .. H: the intervals' grid forecast too.
-            out[sid] = self.series[sid].forecast_from_residuals(self.series[sid].future_dates(horizon), resid,
-                                                               level, quantiles, resid)
-        return self._frame(out)
+            return self._frame((sid, self.series[sid].predict(horizon, level=level, quantiles=quantiles))
+                               for sid in chosen)
+        return self._frame(self._forecasts(chosen, horizon, level, quantiles))
+
+    def _forecasts(self, ids: list[str], horizon: int, level: float | Sequence[float] | None,
+                   quantiles: float | Sequence[float] | None) -> Iterator[tuple[str, pd.DataFrame]]:
+        """Each series' forecast ``horizon`` steps past its end, chunk by chunk of :data:`PREDICT_CHUNK`
+        series: one compiled program solves the same H steps from each series' end."""
+        size = PREDICT_CHUNK if len(ids) > PREDICT_CHUNK else len(ids)  # one shape for every chunk
+        for start in range(0, len(ids), PREDICT_CHUNK):
+            chunk = ids[start : start + PREDICT_CHUNK]
+            views = [self.series[sid] for sid in chunk]
+            for sid, f, resid in zip(chunk, views, self._rollouts(views, horizon, size), strict=True):
+                # The rows are the grid steps 1 .. H: the intervals' grid forecast too.
+                yield sid, f.forecast_from_residuals(f.future_dates(horizon), resid, level, quantiles, resid)
 
     def _chosen(self, ids: Sequence[str] | None) -> list[str]:
         if ids is None:
@@ -406,27 +422,19 @@ class PanelForecaster:
                             f"{self.date_column!r} columns")
         return {str(k): g[self.date_column] for k, g in frame.groupby(self.id_column, sort=False)}
 
-    def _rollouts(self, ids: list[str], horizon: int) -> list[np.ndarray]:
-        """Residual forecasts (H, n) of each series, from one compiled program over chunks of series."""
+    def _rollouts(self, views: list[Forecaster], horizon: int, size: int) -> list[np.ndarray]:
+        """Residual forecasts (H, n) of each series, from one call of the compiled program (padded to
+        ``size`` series)."""
         c = self.config
         lags, days = [], []
-        for sid in ids:
-            f = self.series[sid]
+        for f in views:
             arrays = residual_arrays(f.structure, f.train, f._positions())
             lags.append(lag_windows(arrays.filled, c.lookback)[-1])
             days.append(arrays.days[-1])
-        lags_all, days_all = np.stack(lags), np.asarray(days)
         taus = jnp.asarray(c.dt * np.arange(horizon + 1), ftype())
-        out = []
-        for start in range(0, len(ids), PREDICT_CHUNK):
-            k = min(PREDICT_CHUNK, len(ids) - start)
-            size = PREDICT_CHUNK if len(ids) > PREDICT_CHUNK else k
-            chunk_lags = _pad(lags_all[start : start + k], size, 0.0)
-            chunk_days = _pad(days_all[start : start + k], size, float(days_all[start]))
-            pred = _forecast(self.model, jnp.asarray(chunk_lags, ftype()), jnp.asarray(chunk_days, ftype()),
-                             taus)
-            out.extend(np.asarray(pred[:k, 1:], dtype=np.float64))
-        return out
+        pred = _forecast(self.model, jnp.asarray(_pad(np.stack(lags), size, 0.0), ftype()),
+                         jnp.asarray(_pad(np.asarray(days), size, float(days[0])), ftype()), taus)
+        return list(np.asarray(pred[: len(views), 1:], dtype=np.float64))
 
     def test_frames(self, test: pd.DataFrame | str | Path, *, date_column: str | None = None,
                     dedupe: str | None = None) -> dict[str, pd.DataFrame]:

@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 
 import pyanode
 from pyanode.cli import app
+from pyanode.forecast.data import DataReport
 from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config
-from pyanode.forecast.panel import PanelForecaster, PanelWindows
+from pyanode.forecast.panel import FrameLayout, PanelForecaster, PanelWindows, SeriesRecord
+from pyanode.forecast.structure import Structure
 
 HERE = Path(__file__).parent
 TEST_STEPS = 12
@@ -149,6 +151,19 @@ def test_a_model_per_series_is_each_series_fitted_alone(tmp_path):
     assert back.model is None
     pd.testing.assert_frame_equal(back.predict(TEST_STEPS), pred)
     pd.testing.assert_frame_equal(back.history, fc.history)
+
+
+def test_series_record_gives_back_the_frame_it_was_made_from():
+    """A panel keeps each series as arrays: the frame it gives back has the same values, dates (time zone
+    across a daylight saving change, resolution) and names."""
+    idx = pd.date_range("2024-03-31 00:00", periods=5, freq="h", tz="Europe/Berlin", name="when").as_unit("s")
+    frame = pd.DataFrame({"a": [1.0, np.nan, 3.0, 4.0, 5.0], "b": np.arange(5.0)}, index=idx)
+    center, spread = pd.Series([2.0, 3.0], index=["a", "b"]), pd.Series([1.0, 0.5], index=["a", "b"])
+    record = SeriesRecord.of(frame, np.arange(5), center, spread, 1 / 24, DataReport(),
+                             Structure((), 1 / 24, 0.0), None)
+    pd.testing.assert_frame_equal(record.frame(), frame, check_freq=False)
+    assert record.steps == 5 and record.layout == FrameLayout(("a", "b"), "when", "s", "Europe/Berlin")
+    np.testing.assert_array_equal(record.center, [2.0, 3.0])
 
 
 def test_training_windows_stay_inside_their_series():

@@ -270,6 +270,9 @@ class SeriesViews(Mapping[str, Forecaster]):
         return self.records[sid].forecaster(self.model, self.history, self.info, self.outlier_threshold,
                                             self.resample)
 
+    def __contains__(self, sid: object) -> bool:  # without making a view
+        return sid in self.records
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.records)
 

@@ -15,10 +15,17 @@ from typer.testing import CliRunner
 
 import pyanode
 from pyanode.cli import app
-from pyanode.forecast.data import DataReport
+from pyanode.forecast.data import DataReport, load_panel
 from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config
-from pyanode.forecast.panel import FrameLayout, PanelForecaster, PanelWindows, SeriesRecord
+from pyanode.forecast.panel import (
+    PARALLEL_FROM,
+    FrameLayout,
+    PanelForecaster,
+    PanelWindows,
+    SeriesRecord,
+    _prepare_all,
+)
 from pyanode.forecast.structure import Structure
 
 HERE = Path(__file__).parent
@@ -164,6 +171,29 @@ def test_series_record_gives_back_the_frame_it_was_made_from():
     pd.testing.assert_frame_equal(record.frame(), frame, check_freq=False)
     assert record.steps == 5 and record.layout == FrameLayout(("a", "b"), "when", "s", "Europe/Berlin")
     np.testing.assert_array_equal(record.center, [2.0, 3.0])
+
+
+def test_series_are_prepared_alike_in_worker_processes():
+    """With enough series the per-series preparation runs in forked workers; the records are the same as
+    prepared here, in the data's order (one failing series included), and the loaded frames are handed
+    over (the dict is emptied as they go)."""
+    train = pd.concat([_panel(seed)[0].assign(store=lambda d, s=seed: d["store"] + f"-{s}")
+                       for seed in range(14)])
+    frames, bad = load_panel(train, "store", date_column="month")
+    frames["short"] = (frames["shop0-0"][0].iloc[:5], frames["shop0-0"][1])  # too few rows: an error
+    options = {"outlier_threshold": 6.0, "resample": None, "horizon": 6, "seasonal": None}
+    alone = _prepare_all(dict(frames), options, 1)
+    in_workers = _prepare_all(frames, options, 2)
+    assert len(in_workers) == PARALLEL_FROM + 7 and not frames and not bad
+    assert list(in_workers) == list(alone) and isinstance(in_workers["short"], str)
+    for sid, record in alone.items():
+        if isinstance(record, str):
+            assert in_workers[sid] == record
+            continue
+        other = in_workers[sid]
+        np.testing.assert_array_equal(other.values, record.values)
+        np.testing.assert_array_equal(other.dates, record.dates)
+        assert other.structure == record.structure and other.calibration == record.calibration
 
 
 def test_training_windows_stay_inside_their_series():

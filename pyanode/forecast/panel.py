@@ -634,7 +634,6 @@ def fit_panel(
             bad[sid] = done
         else:  # one layout object for all series (each worker's records came with their own copies)
             prepared[sid] = dataclasses.replace(done, layout=layouts.setdefault(done.layout, done.layout))
-    del frames  # the loaded frames: each series now has its record
     # Every series must share the grid step: the model's time unit and calendar are one for all.
     steps = pd.Series({sid: p.step_days for sid, p in prepared.items()})
     if len(steps):
@@ -734,32 +733,47 @@ def _prepare_chunk(chunk: list[tuple[str, pd.DataFrame, DataReport]], options: d
 
 def _prepare_all(frames: dict[str, tuple[pd.DataFrame, DataReport]], options: dict[str, Any],
                  jobs: int | None) -> dict[str, SeriesRecord | str]:
-    """Every series' :func:`prepare_series` (or why it failed), over ``jobs`` worker processes.
+    """Every series' :func:`prepare_series` as a :class:`SeriesRecord` (or why it failed), over ``jobs``
+    worker processes, in the order of ``frames``.
+
+    The frames are taken out of ``frames`` as they are handed out, so each loaded frame is dropped once its
+    series is prepared (the loaded frames and the records are never all held at once); a few chunks per
+    worker are in flight at a time.
 
     The closed-form work is per series and independent (numpy, no JAX), so it spreads over the cores.
     The workers are forked, where the system can (Linux): a spawned worker would re-run the caller's
     script from the top, which a script without an ``if __name__ == "__main__"`` guard cannot survive.
     The children run no JAX code, so JAX's warning about forking a multithreaded process (its threads'
     locks) does not concern them and is silenced. Elsewhere the series are prepared here, one by one."""
-    items = [(sid, df, rep) for sid, (df, rep) in frames.items()]
+    ids = list(frames)
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
         raise PyanodeError(f"n_jobs must be a positive integer, got {jobs}")
     import multiprocessing
 
-    if jobs == 1 or len(items) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
-        return dict(_prepare_chunk(items, options))
+    def take(part: list[str]) -> list[tuple[str, pd.DataFrame, DataReport]]:
+        return [(sid, *frames.pop(sid)) for sid in part]
+
+    if jobs == 1 or len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        return {sid: done for sid in ids for _, done in _prepare_chunk(take([sid]), options)}
     import concurrent.futures
     import warnings
 
-    size = max(1, math.ceil(len(items) / (4 * jobs)))  # a few chunks per worker, to even out the load
-    chunks = [items[k : k + size] for k in range(0, len(items), size)]
+    size = max(1, math.ceil(len(ids) / (4 * jobs)))  # a few chunks per worker, to even out the load
+    parts = [ids[k : k + size] for k in range(0, len(ids), size)]
+    done: dict[int, list[tuple[str, SeriesRecord | str]]] = {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")
                                                     ) as pool:
-            results = list(pool.map(_prepare_chunk, chunks, [options] * len(chunks)))
-    return {sid: done for part in results for sid, done in part}
+            running: dict[concurrent.futures.Future, int] = {}
+            for k, part in enumerate(parts):
+                running[pool.submit(_prepare_chunk, take(part), options)] = k
+                while len(running) >= 2 * jobs or (k == len(parts) - 1 and running):
+                    finished, _ = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
+                    for future in finished:
+                        done[running.pop(future)] = future.result()
+    return {sid: record for k in range(len(parts)) for sid, record in done[k]}
 
 
 def _step_name(step_days: float) -> str:

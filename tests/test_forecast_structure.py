@@ -227,7 +227,7 @@ def test_transformed_values_and_recency_weights_by_hand():
 
 
 def test_normal_equations_weight_recent_rows_and_shrink_only_the_cycles():
-    basis = S._basis(np.arange(8.0), 8, 0.0, 0.25, (1.0,))  # local trend (3 columns), 2 daily harmonics
+    basis = S._bases(8, [], 0.0, 0.25, (1.0,))[8]  # local trend (3 columns), 2 daily harmonics
     s = basis[:, 3]  # sin(2 pi t / 4): 0, 1, 0, -1, ...; s.s = 4 and orthogonal to the constant
     coef, *_ = S._Normal(2 * s, 8, basis, 0.0).fit(np.array([0, 3]))
     np.testing.assert_allclose(coef, [0.0, 8 / (4 + S.RIDGE)], atol=1e-8)  # ridge on the cycle only

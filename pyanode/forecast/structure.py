@@ -232,11 +232,14 @@ def _ar1(r: np.ndarray) -> float:
     return float(np.clip(np.sum(a[ok] * b[ok]) / den, 0.0, 0.999))
 
 
-def _basis(t: np.ndarray, fitted_steps: int, epoch_days: float, step_days: float,
-           periods: tuple[float, ...]) -> np.ndarray:
-    """Local-trend basis then every seasonal column of ``periods``: candidates use subsets of its columns."""
-    return np.concatenate([_trend_basis(t, fitted_steps, "local"),
-                           _season_basis(epoch_days + step_days * t, periods, step_days)], axis=1)
+def _bases(T: int, cuts: Sequence[int], epoch_days: float, step_days: float, periods: tuple[float, ...]
+           ) -> dict[int, np.ndarray]:
+    """``{cut: (T, K) basis}`` for each of ``cuts`` and ``T``: the local trend scaled to ``cut`` fitted
+    steps, then every seasonal column of ``periods`` (the same for every cut: made once); candidates use
+    subsets of its columns."""
+    t = np.arange(T, dtype=np.float64)
+    season = _season_basis(epoch_days + step_days * t, periods, step_days)
+    return {cut: np.concatenate([_trend_basis(t, cut, "local"), season], axis=1) for cut in [*cuts, T]}
 
 
 def _columns(trend: str, periods: tuple[float, ...], all_periods: tuple[float, ...], step_days: float
@@ -506,15 +509,11 @@ def refit_errors(z: np.ndarray, column: ColumnStructure, cuts: Sequence[int], h:
     (its parts' mean, each forecasting as in the backtest, :func:`_forecasts`), NaN where the truth is
     missing or past the data; an origin where a part cannot be fitted, or with nothing to judge in its
     window, is left out. ``z``: the column's standardised values on the grid (T,), NaN where unobserved."""
-    T = len(z)
     periods = column.periods
-    t_all = np.arange(T, dtype=np.float64)
-    season = _season_basis(epoch_days + step_days * t_all, periods, step_days)
-    bases = {cut: np.concatenate([_trend_basis(t_all, cut, "local"), season], axis=1) for cut in [*cuts, T]}
+    bases = _bases(len(z), cuts, epoch_days, step_days, periods)
     half_lives = sorted({p.half_life for p in column.parts})
     origins = _origins(z[None], list(cuts), h, bases, half_lives)
-    K = len(TRENDS) + season.shape[1]
-    used = _used([(p.trend, p.periods) for p in column.parts], periods, step_days, K)
+    used = _used([(p.trend, p.periods) for p in column.parts], periods, step_days, origins.gram.shape[-1])
     judged = origins.observations[:, None] >= used.sum(axis=1)[None, :]
     transform = np.zeros(len(column.parts), dtype=np.int64)
     weighting = np.array([half_lives.index(p.half_life) for p in column.parts])
@@ -557,9 +556,7 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
     # Each origin keeps at least two thirds of the data to fit on; fewer windows (or shorter) otherwise.
     h = max(1, min(h, T // (3 * origins) or 1))
     cuts = [T - k * h for k in range(origins, 0, -1) if T - k * h >= max(4, 2 * T // 3)]
-    # The seasonal columns do not depend on the cut, only the trend's (u = t / cut).
-    season = _season_basis(epoch_days + step_days * t_all, seasonal, step_days)
-    bases = {cut: np.concatenate([_trend_basis(t_all, cut, "local"), season], axis=1) for cut in [*cuts, T]}
+    bases = _bases(T, cuts, epoch_days, step_days, seasonal)
     columns = []
     for j in range(n):
         v = y[:, j]

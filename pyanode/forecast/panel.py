@@ -62,7 +62,8 @@ from pyanode.forecast.io import write_model_file
 from pyanode.forecast.model import Config, ForecastModel, ftype
 from pyanode.forecast.structure import Structure
 
-__all__ = ["PREDICT_CHUNK", "PanelForecaster", "PanelWindows", "VALIDATION_SERIES", "fit_panel"]
+__all__ = ["PREDICT_CHUNK", "FrameLayout", "PanelForecaster", "PanelWindows", "SeriesRecord", "SeriesViews",
+           "VALIDATION_SERIES", "fit_panel"]
 
 VALIDATION_SERIES = 64  # series whose held-out tails judge the model (a seeded random choice)
 PREDICT_CHUNK = 256  # series per call of the compiled forecast program (the last chunk is padded)

@@ -194,6 +194,11 @@ class FrameLayout:
     unit: str  # the dates' resolution ("ns", "us", ...)
     tz: str | None  # the dates' time zone (:func:`pyanode.forecast.data.tz_name`), None for none
 
+    def index(self, dates: np.ndarray) -> pd.DatetimeIndex:
+        """The dates (int64 nanoseconds since 1970, UTC for dates with a zone) as the frame's index."""
+        index = pd.DatetimeIndex(dates.astype("datetime64[ns]"), name=self.index_name).as_unit(self.unit)
+        return index.tz_localize("UTC").tz_convert(tz_from_name(self.tz)) if self.tz is not None else index
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SeriesRecord:
@@ -243,10 +248,7 @@ class SeriesRecord:
     def frame(self) -> pd.DataFrame:
         """The cleaned training rows as the fit saw them (dates in their zone and resolution)."""
         lay = self.layout
-        index = pd.DatetimeIndex(self.dates.astype("datetime64[ns]"), name=lay.index_name).as_unit(lay.unit)
-        if lay.tz is not None:
-            index = index.tz_localize("UTC").tz_convert(tz_from_name(lay.tz))
-        return pd.DataFrame(self.values, index=index, columns=list(lay.columns))
+        return pd.DataFrame(self.values, index=lay.index(self.dates), columns=list(lay.columns))
 
     def forecaster(self, model: ForecastModel, history: pd.DataFrame, info: dict, outlier_threshold: float,
                    resample: str | None) -> Forecaster:
@@ -572,12 +574,12 @@ def panel_from_file(meta: dict, model: ForecastModel, arr: dict[str, np.ndarray]
     for i, sid in enumerate(meta["ids"]):
         lo, hi = bounds[i], bounds[i + 1]
         structure, cal = Structure.from_json(meta["structures"][i]), meta["calibrations"][i]
-        record = SeriesRecord(arr["train_values"][lo:hi], arr["train_dates"][lo:hi], np.zeros(0, np.int32),
-                              arr["center"][i], arr["spread"][i], step_days, layout,
-                              DataReport.from_dict(meta["reports"][i]), structure,
-                              Calibration.from_json(cal) if cal else None)
-        positions = positions_since(record.frame().index, structure.epoch_days, step_days)
-        records[sid] = dataclasses.replace(record, positions=positions.astype(np.int32))
+        dates = arr["train_dates"][lo:hi]
+        positions = positions_since(layout.index(dates), structure.epoch_days, step_days).astype(np.int32)
+        records[sid] = SeriesRecord(arr["train_values"][lo:hi], dates, positions, arr["center"][i],
+                                    arr["spread"][i], step_days, layout,
+                                    DataReport.from_dict(meta["reports"][i]), structure,
+                                    Calibration.from_json(cal) if cal else None)
     threshold, resample = meta["outlier_threshold"], meta.get("resample")
     if shared:
         return PanelForecaster(model, meta["id_column"], meta["date_column"],

@@ -309,6 +309,48 @@ def test_default_gradient_matches_the_interpolating_adjoint(fitted):
     assert 0 < rel < 3e-3, rel
 
 
+def test_an_early_curriculum_stage_solves_only_its_part_of_the_window(fitted):
+    """At the first curriculum stage the loss counts the first L/8 steps of each window: the solve stops
+    there, and its loss and gradient are those of solving the whole window and weighting that part."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from pyanode.forecast.fitting import windows_loss
+
+    model = fitted.model
+    c = model.config
+    L = c.window
+    rng = np.random.default_rng(2)
+    lags = jnp.asarray(lag_windows(rng.normal(size=(60, c.n)), c.lookback)[-8:], jnp.float32)
+    days = jnp.asarray(np.arange(8) * 20.0 + 18_700.0, jnp.float32)
+    target = jnp.asarray(rng.normal(size=(8, L + 1, c.n)), jnp.float32)
+    probe = jnp.zeros(())
+
+    def whole_window(m):
+        pred, nfe = rollout(m, lags, days, jnp.asarray(c.dt * np.arange(L + 1), jnp.float32), probe)
+        weight = (np.arange(L + 1) <= L // 8).astype(np.float32)
+        return masked_mse(pred, target, jnp.asarray(weight)[None, :, None]), nfe
+
+    # Jitted, as in training: the stage (and so where the solve stops) is a traced value there.
+    @eqx.filter_jit
+    def early(m):
+        return windows_loss(m, probe, lags, days, target, jnp.asarray(1))
+
+    @eqx.filter_jit
+    def late(m):
+        return windows_loss(m, probe, lags, days, target, jnp.asarray(c.iterations))
+
+    (loss_early, aux), g_early = eqx.filter_value_and_grad(early, has_aux=True)(model)
+    (loss_whole, nfe_whole), g_whole = eqx.filter_value_and_grad(whole_window, has_aux=True)(model)
+    assert abs(float(loss_early) - float(loss_whole)) <= 1e-4 * float(loss_whole)
+    flat = [np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(g)]) for g in (g_early, g_whole)]
+    assert np.linalg.norm(flat[0] - flat[1]) <= 1e-3 * np.linalg.norm(flat[1])
+    _, aux_late = late(model)
+    # Stopping at L/8 takes a fraction of the whole window's steps (the last stage solves all of it).
+    assert int(aux["nfe_forward"]) < int(nfe_whole) == int(aux_late["nfe_forward"])
+
+
 def test_ctrl_c_keeps_the_trained_running_average_and_says_so(monkeypatch):
     """Ctrl-C before the first validation check keeps the trained average, never the untrained model."""
     import jax

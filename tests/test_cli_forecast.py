@@ -176,6 +176,7 @@ def test_a_csv_nobody_tuned_for_seattle_weather(tmp_path):
     assert_forecast_drawn(figures[0], forecast, truth, bands=0)
 
 
+@pytest.mark.slow  # about 50 s; CI's main job runs this command before the tests and checks its outputs
 def test_example_delhi_runs_without_a_file(tmp_path):
     """`pyanode forecast --example delhi`: the packaged training file is fitted and its test file scored."""
     res = _cli(["--example", "delhi", "--iterations", "4", "--quiet"], tmp_path)
@@ -193,11 +194,12 @@ def test_example_delhi_runs_without_a_file(tmp_path):
     assert metrics["meantemp"]["model"]["mae"] == pytest.approx(err, rel=1e-4)
 
 
-def test_example_bad_uses(tmp_path):
+def test_example_bad_uses(tmp_path, monkeypatch):
     _csv(tmp_path / "train.csv")
-    _one_line_error(_cli(["--example", "paris"], tmp_path), "unknown example 'paris'", "delhi")
-    _one_line_error(_cli(["train.csv", "--example", "delhi"], tmp_path), "not both")
-    _one_line_error(_cli([], tmp_path), "--example delhi")
+    monkeypatch.chdir(tmp_path)  # in process (the real subprocess: test_bad_inputs_through_a_real_subprocess)
+    for args, needles in [(["--example", "paris"], ("unknown example 'paris'", "delhi")),
+                          (["train.csv", "--example", "delhi"], ("not both",)), ([], ("--example delhi",))]:
+        _one_line_error(runner.invoke(app, ["forecast", *args]), *needles)
 
 
 # ----------------------------------------------------------------------------------------------

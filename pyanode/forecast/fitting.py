@@ -5,7 +5,8 @@ Training is multiple shooting anchored on the data: each training window starts 
 ODE is integrated ``L`` steps ahead; the loss is the masked mean squared error between the readout and the
 observations in the window (missing and outlier values carry no weight). A curriculum grows the part of the
 window that counts in the loss (L/8, L/4, L/2, then all of it), the SciML tutorial's growing-prefix trick
-applied to each window. Gradients come from :func:`pyanode.solve` with the chosen ``sensealg``, by default
+applied to each window; the solve stops where the counted part ends, so the early stages cost less.
+Gradients come from :func:`pyanode.solve` with the chosen ``sensealg``, by default
 ``"checkpoint"`` (backpropagation through the solver's steps): the loss reads every day of a 128-day window,
 and a continuous adjoint (``"interpolating"``, the SciML tutorial's choice) must stop at each of those 129
 save times, so it costs 10x-12x more per gradient here while giving the same forecasts (Delhi, three seeds:

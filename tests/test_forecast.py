@@ -309,6 +309,25 @@ def test_default_gradient_matches_the_interpolating_adjoint(fitted):
     assert 0 < rel < 3e-3, rel
 
 
+def test_a_new_model_starts_from_the_closed_form_one_with_default_hidden_layers():
+    """A new model's hidden layers are drawn as equinox's default (U(-1/sqrt(fan_in), 1/sqrt(fan_in))), the
+    same for an integer seed and its JAX key; the last layer is zero, so the field starts switched off."""
+    import jax
+
+    config = F.Config(columns=("a", "b"), periods=(7.0,), hidden=64, lookback=14)
+    model = F.ForecastModel(config, 5)
+    *hidden, last = model.field.layers
+    for layer in hidden:
+        lim = 1 / np.sqrt(layer.weight.shape[1])
+        w = np.asarray(layer.weight)
+        assert np.abs(w).max() <= lim and np.abs(np.asarray(layer.bias)).max() <= lim
+        assert abs(w.std() / (lim / np.sqrt(3)) - 1) < 0.1  # a uniform's spread, not a constant
+    assert not np.any(np.asarray(last.weight)) and not np.any(np.asarray(last.bias))
+    same, other = F.ForecastModel(config, jax.random.PRNGKey(5)), F.ForecastModel(config, 6)
+    np.testing.assert_array_equal(same.field.layers[0].weight, model.field.layers[0].weight)
+    assert not np.array_equal(other.field.layers[0].weight, model.field.layers[0].weight)
+
+
 def test_an_early_curriculum_stage_solves_only_its_part_of_the_window(fitted):
     """At the first curriculum stage the loss counts the first L/8 steps of each window: the solve stops
     there, and its loss and gradient are those of solving the whole window and weighting that part."""

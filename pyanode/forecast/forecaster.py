@@ -569,7 +569,7 @@ def fit(
         epoch_days=structure.epoch_days,
         **training_windows(prep.steps, prep.step_days, window, lookback, validation, half_life),
     )
-    model = ForecastModel(config, jax.random.PRNGKey(seed), phi=[s.phi for s in structure.columns])
+    model = ForecastModel(config, seed, phi=[s.phi for s in structure.columns])
     arrays = residual_arrays(structure, df, prep.positions)
     result = fit_model(model, arrays, progress=progress, console=console)
     history, info = outcome(result)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import equinox as eqx
-import jax
 import numpy as np
 
 from pyanode._io import atomic_path
@@ -93,5 +92,4 @@ def _leaves(model: ForecastModel) -> bytes:
 
 def _model(blob: bytes, config: dict) -> ForecastModel:
     """A model rebuilt from its config, its parameters read into it."""
-    return eqx.tree_deserialise_leaves(io.BytesIO(blob), ForecastModel(Config.from_json(config),
-                                                                         jax.random.PRNGKey(0)))
+    return eqx.tree_deserialise_leaves(io.BytesIO(blob), ForecastModel(Config.from_json(config), 0))

@@ -173,13 +173,14 @@ class ForecastModel(eqx.Module):
     log_decay: jax.Array  # log kappa per state dimension (ODE time units)
     config: Config = eqx.field(static=True)
 
-    def __init__(self, config: Config, key: jax.Array, phi: Sequence[float] | None = None):
-        """``phi``: per-column AR(1) coefficients per grid step of the residuals (the decay's start)."""
+    def __init__(self, config: Config, key: jax.Array | int, phi: Sequence[float] | None = None):
+        """``key``: a JAX random key or an integer seed; ``phi``: per-column AR(1) coefficients per grid step
+        of the residuals (the decay's start)."""
         c = config
         nf = 2 * c.harmonics * len(c.periods)
-        k1, k2 = jax.random.split(key)
+        rng = np.random.default_rng(_seed_words(key))
         m = lag_count(c.lookback)
-        enc = eqx.nn.Linear(m * c.n + nf, c.state, key=k1)
+        enc = _shaped(eqx.nn.Linear, m * c.n + nf, c.state)
         # Start the encoder at "the mean of the last few observations, augmented dims at zero".
         w = np.zeros((c.state, m * c.n + nf))
         k = recent_count(c.lookback)
@@ -189,13 +190,18 @@ class ForecastModel(eqx.Module):
                 w[j, (k - 1 - lag) * c.n + j] = 1.0 / recent
         self.encoder = eqx.tree_at(lambda m: (m.weight, m.bias), enc,
                                    (jnp.asarray(w, ftype()), jnp.zeros((c.state,), ftype())))
-        field = eqx.nn.MLP(c.state + nf, c.state, c.hidden, c.depth, activation=ACTIVATIONS[c.activation],
-                           key=k2)
-        # A zero last layer: the model starts as the closed-form one (structure plus the linear decay).
-        last = field.layers[-1]
-        field = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), field,
-                            (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
-        self.field = field
+        field = _shaped(eqx.nn.MLP, c.state + nf, c.state, c.hidden, c.depth,
+                        activation=ACTIVATIONS[c.activation])
+        # Each layer starts as equinox's (and PyTorch's) default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn
+        # with numpy: drawing with jax.random compiles a program per layer shape, seconds of a first fit.
+        # The last layer starts at zero: the model starts as the closed-form one (structure plus the decay).
+        arrays = []
+        for i, layer in enumerate(field.layers):
+            out_size, in_size = layer.weight.shape
+            lim = 1.0 / math.sqrt(in_size) if i < len(field.layers) - 1 else 0.0
+            arrays += [jnp.asarray(rng.uniform(-lim, lim, (out_size, in_size)), ftype()),
+                       jnp.asarray(rng.uniform(-lim, lim, (out_size,)), ftype())]
+        self.field = eqx.tree_at(lambda f: [x for y in f.layers for x in (y.weight, y.bias)], field, arrays)
         # kappa = -log(phi) / dt, at most 2 / dt (an e-fold within half a step is as good as instant).
         phis = np.clip(np.asarray(list(phi) if phi is not None else [0.9] * c.n, dtype=np.float64),
                        np.exp(-2.0), 0.999)
@@ -219,6 +225,20 @@ class ForecastModel(eqx.Module):
         """Initial states from the last ``lookback`` (scaled, gap-filled) observations, shape (B, W, n)."""
         x = jnp.concatenate([lags.reshape(lags.shape[0], -1), self.features(t_days)], axis=-1)
         return jax.vmap(self.encoder)(x)
+
+
+def _seed_words(key: jax.Array | int) -> list[int]:
+    """A numpy seed from a JAX random key's words, or from an integer seed as ``PRNGKey(seed)`` holds it."""
+    if isinstance(key, (int, np.integer)):
+        return [(int(key) >> 32) & 0xFFFFFFFF, int(key) & 0xFFFFFFFF]
+    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return [int(w) for w in np.asarray(key).ravel()]
+
+
+def _shaped(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """An equinox layer's structure, its arrays as shapes only (nothing is drawn or compiled)."""
+    return eqx.filter_eval_shape(lambda: cls(*args, **kwargs, key=jax.random.PRNGKey(0)))
 
 
 def _vector_field(t: jax.Array, h: jax.Array, args: Any) -> jax.Array:

@@ -661,7 +661,7 @@ def fit_panel(
     cols = prepared[ids[0]].layout.columns
     config = make_config(columns=cols, periods=periods, step_days=step_days, epoch_days=0.0, **options)
     phi = np.median([_phis(p) for p in prepared.values()], axis=0)
-    model = ForecastModel(config, jax.random.PRNGKey(config.seed), phi=phi)
+    model = ForecastModel(config, config.seed, phi=phi)
     date_column = prepared[ids[0]].report.date_column or "date"
     if not shared:
         return _fit_each(prepared, bad, id_column, date_column, make_config,
@@ -707,7 +707,7 @@ def _fit_each(prepared: dict[str, SeriesRecord], bad: dict[str, str], id_column:
         config = make_config(columns=p.layout.columns, periods=p.structure.periods,
                              step_days=p.step_days, epoch_days=p.structure.epoch_days,
                              **training_windows(p.steps, p.step_days, *options))
-        model = ForecastModel(config, jax.random.PRNGKey(config.seed), phi=_phis(p))
+        model = ForecastModel(config, config.seed, phi=_phis(p))
         result = fit_model(model, residual_arrays(p.structure, p.values, p.positions), progress=progress,
                            console=console)
         history, info = outcome(result, f"training series {sid!r}")

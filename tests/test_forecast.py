@@ -356,18 +356,13 @@ def test_an_early_curriculum_stage_solves_only_its_part_of_the_window(fitted):
     def early(m):
         return windows_loss(m, probe, lags, days, target, jnp.asarray(1))
 
-    @eqx.filter_jit
-    def late(m):
-        return windows_loss(m, probe, lags, days, target, jnp.asarray(c.iterations))
-
     (loss_early, aux), g_early = eqx.filter_value_and_grad(early, has_aux=True)(model)
     (loss_whole, nfe_whole), g_whole = eqx.filter_value_and_grad(whole_window, has_aux=True)(model)
     assert abs(float(loss_early) - float(loss_whole)) <= 1e-4 * float(loss_whole)
     flat = [np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(g)]) for g in (g_early, g_whole)]
     assert np.linalg.norm(flat[0] - flat[1]) <= 1e-3 * np.linalg.norm(flat[1])
-    _, aux_late = late(model)
-    # Stopping at L/8 takes a fraction of the whole window's steps (the last stage solves all of it).
-    assert int(aux["nfe_forward"]) < int(nfe_whole) == int(aux_late["nfe_forward"])
+    # Stopping at L/8 takes a fraction of the whole window's steps.
+    assert int(aux["nfe_forward"]) < int(nfe_whole)
 
 
 def test_ctrl_c_keeps_the_trained_running_average_and_says_so(monkeypatch):
@@ -386,7 +381,7 @@ def test_ctrl_c_keeps_the_trained_running_average_and_says_so(monkeypatch):
         return real(*args, **kwargs, callback=press_ctrl_c)
 
     monkeypatch.setattr(fit_module, "run_loop", interrupted_at_6)
-    fc = F.fit(_series(), augment=2, seed=0, **{**SMALL, "iterations": 60})
+    fc = F.fit(_series(), augment=2, seed=0, **SMALL)  # (the fixture's compiled programs)
     assert fc.info["stopped"] == ("interrupted at iteration 6; kept the running average of the parameters at "
                                   "iteration 6 (no validation score yet)")
     assert fc.info["best_iteration"] == 6 and len(fc.history) == 6

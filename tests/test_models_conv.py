@@ -49,14 +49,19 @@ def test_vector_field_is_the_reference_architecture():
 
 
 def test_parameter_counts_match_the_paper_pair():
-    node = ConvODENet((1, 28, 28), 92, 10, 0, True, key=KEY)
-    anode = ConvODENet((1, 28, 28), 64, 10, 5, True, key=KEY)
+    def shape(*args, **kwargs):  # the models' structure, nothing drawn (drawing compiles per layer shape)
+        return eqx.filter_eval_shape(lambda: ConvODENet(*args, **kwargs, key=KEY))
+
+    node = shape((1, 28, 28), 92, 10, 0, True)
+    anode = shape((1, 28, 28), 64, 10, 5, True)
     assert count_params(node) == conv_param_count((1, 28, 28), 92, 10, 0, True) == 85_316
     assert count_params(anode) == conv_param_count((1, 28, 28), 64, 10, 5, True) == 85_462
     assert matched_num_filters((1, 28, 28), 10, 85_462, 0, True) == 92
     for args in [((3, 32, 32), 12, 10, 2, False, (3, 3, 3)), ((1, 8, 8), 7, 4, 1, True, (1, 3, 1))]:
-        model = ConvODENet(*args[:5], kernel_sizes=args[5], key=KEY)
-        assert count_params(model) == conv_param_count(*args)
+        assert count_params(shape(*args[:5], kernel_sizes=args[5])) == conv_param_count(*args)
+    # The same count from a model's arrays as from its shape.
+    small = ConvODENet((1, 8, 8), 7, 4, 1, True, kernel_sizes=(1, 3, 1), key=KEY)
+    assert count_params(small) == conv_param_count((1, 8, 8), 7, 4, 1, True, (1, 3, 1))
 
 
 def test_augmentation_appends_zero_channels_and_shapes():

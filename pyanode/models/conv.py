@@ -44,8 +44,11 @@ def _check_img_size(img_size: Any) -> tuple[int, int, int]:
 
 
 def count_params(model: eqx.Module) -> int:
-    """Number of trainable scalars (array leaves) in a model."""
-    return int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))))
+    """Number of trainable scalars (array leaves) in a model, or in its shape (``eqx.filter_eval_shape``)."""
+    def counted(x: object) -> bool:
+        return eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(model, counted))))
 
 
 def conv_param_count(

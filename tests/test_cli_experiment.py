@@ -138,6 +138,7 @@ def _points_3d(collection) -> np.ndarray:
     return np.stack([np.asarray(c, dtype=float) for c in collection._offsets3d], axis=1)
 
 
+@pytest.mark.slow  # an experiment run (about 45 s); the g1d tests run the command by default
 def test_spheres_writes_2d_figures_with_force(tmp_path):
     from pyanode.datasets import spheres
 

@@ -138,6 +138,7 @@ def test_cli_refuses_bad_options_with_one_line(tmp_path):
         assert not os.path.exists(args[args.index("--out") + 1]), args
 
 
+@pytest.mark.slow  # an experiment run (about 25 s)
 def test_subset_and_epochs_set_the_training_size_and_iterations(tmp_path):
     result = CliRunner().invoke(
         app,
@@ -168,6 +169,7 @@ def _adam_step_bound(k: int, b1: float = 0.9, b2: float = 0.999) -> float:
     return (1 - b1) / (1 - b1**k) * math.sqrt(weights) * math.sqrt((1 - b2**k) / (1 - b2))
 
 
+@pytest.mark.slow  # two experiment runs (about 20 s)
 def test_shift_and_cosine_schedule_are_used_and_recorded(tmp_path, monkeypatch):
     """--shift moves the training images (a different loss curve than without, same batches) and
     --schedule cosine decays the learning rate of the updates training makes; summary.json records both.

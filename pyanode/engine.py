@@ -228,7 +228,10 @@ def solve(
         f: vector field ``f(t, y, args) -> dy/dt`` (diffrax's convention); may be an equinox module
             whose arrays receive gradients.
         y0: initial state at ``t0``.
-        ts: strictly increasing save times; the solve runs from ``t0`` to ``ts[-1]``.
+        ts: strictly increasing save times; the solve runs from ``t0`` to ``ts[-1]``. Traced times (under
+            ``jit``, where they are not checked) may also repeat, each repeat saving the same state: the
+            forecaster's training stops a solve early that way
+            (:func:`pyanode.forecast.fitting.windows_loss`).
         args: any pytree passed to ``f``; gradients flow to its arrays.
         solver: ``tsit5`` (default), ``dopri5``, ``dopri8``, ``bosh3``; fixed-step ``euler``,
             ``midpoint``, ``heun``, ``rk4`` (need ``dt``); stiff ``kvaerno5``, ``kencarp4``.

@@ -6,7 +6,7 @@ import pytest
 
 from pyanode.datasets import delhi_climate_files
 from pyanode.forecast.baselines import baseline_forecasts, mase_scales, mase_season, metrics, season_of
-from pyanode.forecast.data import DataError, DataReport, clean, load_frame, resample_frame
+from pyanode.forecast.data import DataError, DataReport, _local_z, clean, load_frame, resample_frame
 
 
 def _frame(n=10, start="2020-01-01"):
@@ -117,6 +117,20 @@ def test_delhi_pressure_outliers_are_masked_and_counted():
     loose, _, _, _ = clean(raw, threshold=2 * z)
     assert loose.loc["2016-03-28", "meanpressure"] == pytest.approx(7679.333333)
     assert "meanpressure" in str(rep) and "7679" in str(rep)
+
+
+def test_the_local_outlier_score_is_pandas_rolling_median_and_mad():
+    # clean()'s neighbour test, in numpy for speed, against its definition in pandas: a centred rolling
+    # median and MAD over 15 valid values (fewer near the ends, at least 3), gaps skipped, 0 at gaps.
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 5, 14, 15, 16, 40, 333):
+        x = np.round(rng.standard_normal(n).cumsum() * 3)  # rounded: ties and zero MADs
+        x[rng.random(n) < 0.3] = np.nan
+        s = pd.Series(x).dropna()
+        med = s.rolling(15, center=True, min_periods=3).median()
+        mad = (s - med).abs().rolling(15, center=True, min_periods=3).median()
+        want = (0.6745 * (s - med) / mad.where(mad > 0, 2.5)).reindex(range(n)).fillna(0.0).to_numpy()
+        np.testing.assert_allclose(_local_z(x, 2.5), want, rtol=1e-12, atol=0)
 
 
 def test_missing_values_stay_missing():

@@ -790,14 +790,46 @@ def load_panel(
     return series, bad
 
 
-def _local_z(x: pd.Series, fallback: float, window: int = 15) -> pd.Series:
-    """Robust z-score against the neighbours: (x - rolling median) / rolling MAD, over valid values."""
-    v = x.dropna()
-    roll = v.rolling(window, center=True, min_periods=3)
-    med = roll.median()
-    mad = (v - med).abs().rolling(window, center=True, min_periods=3).median()
-    mad = mad.where(mad > 0, fallback)
-    return (0.6745 * (v - med) / mad).reindex(x.index).fillna(0.0)
+def _column_medians(values: np.ndarray) -> np.ndarray:
+    """Each column's median over its non-NaN values (NaN for a column without any), as pandas' ``median``
+    gives, without numpy's slow ``nanmedian`` path for small arrays."""
+    out = np.full(values.shape[1], np.nan)
+    for k in range(values.shape[1]):
+        x = values[:, k]
+        x = x[~np.isnan(x)]
+        if len(x):
+            out[k] = np.median(x)
+    return out
+
+
+def _rolling_median(v: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    """Centred rolling median over an odd ``window`` (what pandas' ``rolling(window, center=True,
+    min_periods=min_periods).median()`` gives): near the ends the window holds fewer values, and a window
+    with fewer than ``min_periods`` non-NaN values gives NaN."""
+    if len(v) == 0:
+        return np.empty(0)
+    half = window // 2
+    padded = np.concatenate([np.full(half, np.nan), v, np.full(half, np.nan)])
+    ordered = np.sort(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)  # NaNs last
+    counts = (~np.isnan(ordered)).sum(axis=1)
+    rows = np.arange(len(v))
+    with np.errstate(invalid="ignore"):
+        med = (ordered[rows, np.maximum(counts - 1, 0) // 2] + ordered[rows, counts // 2]) / 2
+    return np.where(counts >= min_periods, med, np.nan)
+
+
+def _local_z(x: np.ndarray, fallback: float, window: int = 15) -> np.ndarray:
+    """Robust z-score against the neighbours, (x - rolling median) / rolling MAD, over the valid values
+    (15 of them, centred); 0 where ``x`` is NaN."""
+    seen = ~np.isnan(x)
+    v = x[seen]
+    med = _rolling_median(v, window, 3)
+    mad = _rolling_median(np.abs(v - med), window, 3)
+    with np.errstate(invalid="ignore"):
+        mad = np.where(mad > 0, mad, fallback)
+    out = np.zeros(len(x))
+    out[seen] = np.nan_to_num(0.6745 * (v - med) / mad, nan=0.0)
+    return out
 
 
 def resample_frame(df: pd.DataFrame, resample: str, report: DataReport) -> pd.DataFrame:
@@ -843,22 +875,27 @@ def clean(
     a test set the same way. Returns the cleaned frame, the report, and the median and MAD used.
     """
     report = report if report is not None else DataReport(columns=list(df.columns), rows=len(df))
+    values = df.to_numpy(dtype=np.float64, na_value=np.nan)
     if center is None:
-        center = df.median()
+        center = pd.Series(_column_medians(values), index=df.columns)
     if spread is None:
-        spread = (df - center).abs().median()
+        mad = _column_medians(np.abs(values - center.reindex(df.columns).to_numpy(np.float64)))
         # A column that is constant on more than half its values has MAD 0; fall back to the std.
-        spread = spread.where(spread > 0, df.std(ddof=0)).fillna(0.0)
+        std = df.std(ddof=0).to_numpy(np.float64)
+        spread = pd.Series(np.where(mad > 0, mad, std), index=df.columns).fillna(0.0)
     out = df.copy()
-    for c in df.columns:
-        x = df[c]
-        report.missing[c] = int(x.isna().sum())
+    for k, c in enumerate(df.columns):
+        x = values[:, k]
+        report.missing[c] = int(np.isnan(x).sum())
         if spread[c] > 0 and threshold is not None and np.isfinite(threshold):
-            z = 0.6745 * (x - center[c]) / spread[c]
-            bad = (z.abs() > threshold) & (_local_z(x, spread[c]).abs() > threshold)
+            with np.errstate(invalid="ignore"):
+                z = 0.6745 * (x - center[c]) / spread[c]
+                bad = (np.abs(z) > threshold) & (np.abs(_local_z(x, spread[c])) > threshold)
             report.outliers[c] = int(bad.sum())
-            report.outlier_examples[c] = [f"{v:.6g} on {str(d)[:10]}" for d, v in x[bad].items()][:5]
-            out.loc[bad, c] = np.nan
+            report.outlier_examples[c] = [f"{v:.6g} on {str(d)[:10]}" for d, v in zip(df.index[bad][:5],
+                                                                                   x[bad][:5], strict=True)]
+            if bad.any():
+                out.loc[bad, c] = np.nan
         else:
             report.outliers[c] = 0
     return out, report, center, spread

@@ -4,6 +4,7 @@ import io
 import os
 import zipfile
 
+import jax
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -57,6 +58,27 @@ def test_predict_shape_units_and_report(fitted):
         fc.predict(dates=["2021-01-05"])
     with pytest.raises(PyanodeError, match="horizon"):
         fc.predict(horizon=-3)
+
+
+def test_forecasts_of_other_horizons_reuse_the_compiled_program(fitted):
+    # The forecast's save times are padded to a power of two (the last one repeated), so horizons 8 to 15
+    # share one program: a user trying horizons does not wait for a compile each time.
+    first = fitted.predict(horizon=10)
+    compiles: list[str] = []
+
+    def listener(name, seconds, **kw):
+        if name.endswith("backend_compile_duration"):
+            compiles.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        longer = fitted.predict(horizon=15)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    assert len(longer) == 15 and longer.index[:10].equals(first.index)
+    # The same solve, ending later: equal where both forecast, to the dense output's interpolation.
+    np.testing.assert_allclose(longer.iloc[:10].to_numpy(), first.to_numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_the_chosen_structure_is_reported(fitted):

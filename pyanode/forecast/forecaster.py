@@ -404,11 +404,18 @@ def _utc_naive(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     return index.tz_convert("UTC").tz_localize(None) if index.tz is not None else index
 
 
-def _forecast(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array) -> jax.Array:
+def _forecast(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array) -> np.ndarray:
+    """The residual forecasts (B, len(taus), n) from each origin, by one compiled program per power of two
+    of ``len(taus)``: the times are padded by repeating the last one (the solve stops there), so forecasts
+    of other horizons reuse the program rather than compiling one each."""
     params, static = eqx.partition(model, eqx.is_array)
+    t = np.asarray(taus)
+    n = len(t)
+    padded = jnp.asarray(np.concatenate([t, np.full(2 ** math.ceil(math.log2(max(n, 2))) - n, t[-1])]),
+                         taus.dtype)
     program = cached_program(lambda p, *a: rollout(eqx.combine(p, static), *a, max_steps=65536)[0],
-                             (params, lags, days, taus), model.config.program_key("forecast"))
-    return program(params, lags, days, taus)
+                             (params, lags, days, padded), model.config.program_key("forecast"))
+    return np.asarray(program(params, lags, days, padded))[:, :n]
 
 
 def load(path: str | Path) -> Forecaster | PanelForecaster:

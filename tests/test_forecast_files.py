@@ -73,6 +73,15 @@ def test_utc_offset_stays_in_the_data_zone(tmp_path):
     assert "time zone +05:30" in "\n".join(rep.lines())
 
 
+def test_calendar_days_whatever_the_index_unit():
+    # pandas keeps dates in seconds, ms, us or ns; the model's calendar time is the same in each.
+    idx = pd.DatetimeIndex(["1970-01-02 12:00", "1969-12-31 18:00", "2020-01-02 00:00:30", None])
+    for unit in ("s", "ms", "us", "ns"):
+        got = days_since_epoch(idx.as_unit(unit))
+        np.testing.assert_array_equal(got[:2], [1.5, -0.25])
+        assert got[2] == 18263 + 30 / 86400 and np.isnan(got[3])
+
+
 def test_zone_names_and_mixed_offsets(tmp_path):
     utc = _write(tmp_path / "utc.csv", "time,x\n2020-01-02 10:00:00 UTC,1\n2020-01-02 11:00:00 UTC,2\n")
     df, rep = load_frame(utc)

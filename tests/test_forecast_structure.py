@@ -267,3 +267,22 @@ def test_structure_json_round_trip_and_description():
                               "steps), log scale")
     assert S.Part("flat", (3.5,), 0.0, (1.0,)).describe() == "flat trend, 3.5-day cycle"
     assert s.periods == (7.0, 365.25)
+
+
+def test_residual_arrays_mark_gaps_average_shared_steps_and_carry_the_last_residual():
+    from pyanode.forecast.forecaster import residual_arrays
+
+    t = np.arange(40.0)
+    y = (5 + np.sin(2 * np.pi * t / 7))[:, None]
+    st = choose_structure(y, step_days=1.0, epoch_days=0.0)
+    mu = st.mu(np.arange(9.0))[:, 0]
+    z = lambda v: (v - st.columns[0].mean) / st.columns[0].std  # noqa: E731 - standardised, no log here
+    assert st.columns[0].transform == "none"
+    # Rows at grid steps 2, 3, 3 (two rows sharing a step: averaged), a gap at 4 and 5, then 6 and 8.
+    values = np.array([[4.0], [5.0], [7.0], [6.5], [3.0]])
+    arrays = residual_arrays(st, values, np.array([2, 3, 3, 6, 8]))
+    r2, r3, r6, r8 = z(4.0) - mu[2], z(6.0) - mu[3], z(6.5) - mu[6], z(3.0) - mu[8]
+    np.testing.assert_allclose(arrays.y[:, 0], [np.nan, np.nan, r2, r3, np.nan, np.nan, r6, np.nan, r8])
+    # Gaps carry the last residual forward; before the first observation the structure alone (zero).
+    np.testing.assert_allclose(arrays.filled[:, 0], [0, 0, r2, r3, r3, r3, r6, r6, r8])
+    np.testing.assert_allclose(arrays.days, np.arange(9.0))

@@ -306,3 +306,20 @@ def test_interval_report_and_pyanode_cost():
     # point: fit 10 - calibration 1 + predict 0.5 = 9.5; with intervals: 10 + predict(level=) 0.9 = 10.9
     cost = fa.interval_cost({"fit_s": 10.0, "calibrate_s": 1.0, "predict_s": 0.5, "predict_level_s": 0.9})
     assert cost == pytest.approx((9.5, 10.9, 10.9 / 9.5))
+
+
+def test_the_ensemble_benchmark_combines_the_seeds_forecasts_as_it_says():
+    path = PATH.parent / "forecast_ensembles.py"
+    spec = importlib.util.spec_from_file_location("forecast_ensembles", path)
+    fe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fe)
+    preds = [np.array([[1.0, 10.0]]), np.array([[2.0, 40.0]]), np.array([[6.0, 20.0]])]
+    offs = [np.array([[3.0, 0.0]]), np.zeros((1, 2)), np.zeros((1, 2))]
+    got = fe.variants(preds, offs, [0, 5, 7])
+    assert list(got) == ["seed 0", "seed 5", "seed 7", "mean of seeds", "median of seeds", "field halved",
+                         "field off"]
+    np.testing.assert_array_equal(got["seed 5"], preds[1])
+    np.testing.assert_array_equal(got["mean of seeds"], [[3.0, 70 / 3]])
+    np.testing.assert_array_equal(got["median of seeds"], [[2.0, 20.0]])
+    np.testing.assert_array_equal(got["field halved"], [[2.0, 5.0]])
+    np.testing.assert_array_equal(got["field off"], offs[0])

@@ -4,7 +4,6 @@ import io
 import os
 import zipfile
 
-import jax
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -18,6 +17,7 @@ from pyanode.datasets import delhi_climate  # noqa: E402
 from pyanode.errors import PyanodeError  # noqa: E402
 from pyanode.forecast.grid import grid_positions, lag_windows  # noqa: E402
 from pyanode.forecast.model import masked_mse, rollout  # noqa: E402
+from tests.compiles import xla_compiles  # noqa: E402
 
 SMALL = dict(iterations=12, window=16, lookback=14, batch=8, hidden=16, progress=False)
 
@@ -64,17 +64,8 @@ def test_forecasts_of_other_horizons_reuse_the_compiled_program(fitted):
     # The forecast's save times are padded to a power of two (the last one repeated), so horizons 8 to 15
     # share one program: a user trying horizons does not wait for a compile each time.
     first = fitted.predict(horizon=10)
-    compiles: list[str] = []
-
-    def listener(name, seconds, **kw):
-        if name.endswith("backend_compile_duration"):
-            compiles.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with xla_compiles() as compiles:
         longer = fitted.predict(horizon=15)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
     assert len(longer) == 15 and longer.index[:10].equals(first.index)
     # The same solve, ending later: equal where both forecast, to the dense output's interpolation.

@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from pyanode.loop import run_loop
+from tests.compiles import xla_compiles
 
 LR, C, W0 = 0.1, 3.0, 0.0
 
@@ -150,23 +151,14 @@ def test_a_disk_cached_step_compiles_once(tmp_path, monkeypatch):
     """The first step gets fresh (uncommitted) arrays, later ones the step's own (committed) output; the
     disk-cached step must compile once, not once per mix (it compiled twice: seconds per forecaster fit)."""
     monkeypatch.setenv("PYANODE_CACHE_DIR", str(tmp_path))
-    compiles: list[str] = []
     after_step: list[int] = []
-
-    def listener(name, seconds, **kw):
-        if name.endswith("backend_compile_duration"):
-            compiles.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with xla_compiles() as compiles:
         # A loss no other test uses (its own shift), so no compiled step is in memory from before; float32,
         # not weakly typed, like a real model's parameters (whose type the step keeps).
         result = run_loop(
             Scalar(jnp.asarray(W0, jnp.float32)), lambda m, p, b, it: quadratic(m, p, b + 0.125, it),
             lambda it: jnp.asarray(C - 0.125, jnp.float32), optax.sgd(LR), 5, progress=False,
             program_key="test-compiles-once", callback=lambda *a: after_step.append(len(compiles)))
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert list(tmp_path.glob("programs/*.jaxexport"))  # the step went through the disk cache
     assert float(result.model.w) == pytest.approx(iterate(5), rel=1e-6)
     assert after_step[0] >= 1 and after_step[1:] == [after_step[0]] * 4, after_step  # nothing after step 1

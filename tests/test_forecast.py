@@ -87,6 +87,22 @@ def test_the_chosen_structure_is_reported(fitted):
         assert any(line.startswith(note) for line in fitted.report.notes)
 
 
+def test_the_held_out_verdict_on_the_learned_field_is_reported(fitted):
+    # The fit scores the trained model, it with half its field and the closed-form start on the held-out
+    # tail and keeps the lowest; the report gives the three scores and says which was kept.
+    import re
+
+    text = fitted.info["stopped"]
+    got = re.search(r"kept (the trained model with half its learned field|the trained model|the closed-form "
+                    r"start).*; held-out MSE: trained ([0-9.e+-]+), half its field ([0-9.e+-]+), closed form "
+                    r"([0-9.e+-]+)$", text)
+    assert got is not None, text
+    scores = dict(zip(["the trained model", "the trained model with half its learned field",
+                       "the closed-form start"], map(float, got.groups()[1:]), strict=True))
+    assert scores[got.group(1)] == min(scores.values())
+    assert fitted.info["best_validation"] == pytest.approx(scores[got.group(1)], rel=1e-3)
+
+
 def test_evaluate_and_plot(fitted):
     fc = fitted
     future = _series(230).iloc[200:]

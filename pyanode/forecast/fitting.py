@@ -211,11 +211,15 @@ def train_validated(model: ForecastModel, loss: Any, batches: Any, val: tuple | 
                       (model, None)}
     scored = {k: (m, v if v is not None else validate(m, 0)["val_loss"]) for k, (m, v) in candidates.items()}
     name, (kept, score) = min(scored.items(), key=lambda kv: kv[1][1])
+    # The scores behind the choice, for the report (BENCHMARKS.md: without this verdict the learned
+    # field ruins some forecasts).
+    verdict = ("held-out MSE: trained {:.4g}, half its field {:.4g}, closed form {:.4g}"
+               .format(*(v for _, v in scored.values())))
+    stopped = f"{result.stopped}; kept {name}; {verdict}"
     if kept is result.model:
-        return result
+        return dataclasses.replace(result, stopped=stopped)
     return dataclasses.replace(result, model=kept, best_validation=score,
-                               best_iteration=0 if kept is model else result.best_iteration,
-                               stopped=f"{result.stopped}; kept {name}")
+                               best_iteration=0 if kept is model else result.best_iteration, stopped=stopped)
 
 
 def outcome(result: LoopResult, what: str = "training") -> tuple[pd.DataFrame, dict]:

@@ -106,6 +106,8 @@ def test_the_held_out_verdict_on_the_learned_field_is_reported(fitted):
 def test_evaluate_and_plot(fitted):
     fc = fitted
     future = _series(230).iloc[200:]
+    # The test frame itself may be given as the dates to forecast.
+    pd.testing.assert_frame_equal(fc.predict(dates=future), fc.predict(dates=future.index))
     table = fc.evaluate(future)
     assert list(table.index) == ["model", "persistence", "seasonal_naive", "mean"]
     # The persistence MAE by hand.

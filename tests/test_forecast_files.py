@@ -206,6 +206,15 @@ def test_parse_dates_and_zone_names_round_trip():
         parse_dates(["2020-01-01", "2020-01-02", "soon"])  # mostly dates: the one that is not is named
     with pytest.raises(DataError, match=r"^not parseable as dates: 'soon'$"):
         parse_dates(["soon", "later"])  # not dates at all
+    # A DataFrame gives its dates, an index or a column (a test set passed as the dates to forecast).
+    test = pd.DataFrame({"day": ["2020-01-13", "2020-01-14"], "x": [1.0, 2.0]})
+    want = pd.DatetimeIndex(["2020-01-13", "2020-01-14"])
+    assert list(parse_dates(test)) == list(want)
+    assert list(parse_dates(test.set_index(pd.to_datetime(test["day"])).drop(columns="day"))) == list(want)
+    # Not a one-dimensional collection: one line that says what to pass.
+    for bad, got in (("2020-01-01", "str"), (np.zeros((2, 2)), r"ndarray of shape \(2, 2\)")):
+        with pytest.raises(DataError, match=rf"^dates must be a list, .*; got {got} \(one date: "):
+            parse_dates(bad)
     for name in ("+05:30", "-03:00", "UTC", "Europe/Berlin"):
         assert tz_name(pd.Timestamp("2020-01-01", tz=tz_from_name(name)).tz) == name
     assert tz_name(datetime.timezone(datetime.timedelta(hours=-3, minutes=-30))) == "-03:30"

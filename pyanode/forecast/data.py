@@ -533,11 +533,18 @@ def _localize(naive: pd.DatetimeIndex, zone: pd.Series, cells: pd.Series, order:
                        "converted them to UTC")
 
 
-def parse_dates(values: Sequence | pd.Index | pd.Series, *, dayfirst: bool | None = None,
+def parse_dates(values: Sequence | pd.Index | pd.Series | pd.DataFrame, *, dayfirst: bool | None = None,
                 date_format: str | None = None) -> pd.DatetimeIndex:
-    """Parse dates by the rules of :func:`load_frame` (one day/month order, zones kept); refuse otherwise."""
+    """Parse dates by the rules of :func:`load_frame` (one day/month order, zones kept); refuse otherwise.
+    A DataFrame (a test set, say) gives its dates: its date index or date column, found as the data's are."""
     if isinstance(values, pd.DatetimeIndex):
         return values
+    if isinstance(values, pd.DataFrame):
+        return _find_dates(values, None, dayfirst, date_format)[0].index
+    if isinstance(values, (str, bytes)) or np.ndim(values) != 1:
+        shape = f" of shape {np.shape(values)}" if np.ndim(values) > 1 else ""
+        raise DataError("dates must be a list, Series or index of dates, or a DataFrame with dates; got "
+                        f"{type(values).__name__}{shape} (one date: dates=['2020-01-01'])")
     res = _parse_dates(pd.Index(values), dayfirst, date_format)
     if res is not None and res.problem:
         raise DataError(res.problem)

@@ -163,7 +163,8 @@ class Forecaster:
                                    f"{str(err).splitlines()[0]}") from None
         return idx.tz_convert(tz)
 
-    def predict(self, horizon: int | None = None, *, dates: Sequence | pd.DatetimeIndex | None = None,
+    def predict(self, horizon: int | None = None, *,
+                dates: Sequence | pd.DatetimeIndex | pd.DataFrame | None = None,
                 level: float | Sequence[float] | None = None, quantiles: float | Sequence[float] | None = None
                 ) -> pd.DataFrame:
         """Forecast ``horizon`` steps ahead, or at the given ``dates`` (on or after the last training date).

@@ -93,28 +93,6 @@ def test_scores_rank_the_candidates_and_the_winner_is_first():
     assert scores[0] <= scores[1] * 1.02  # the winner is best or within the near-tie margin
 
 
-def test_a_level_that_moved_is_forecast_from_where_it_is():
-    # A level shift 60% of the way in: a fitted level lags it and a decaying residual pulls the forecast back
-    # to that lag; the persistent candidate (phi = 1) carries on from the mean of the last three values.
-    rng = np.random.default_rng(0)
-    y = 10 + 10 * (np.arange(300) >= 180) + 0.1 * rng.normal(size=300)
-    col = choose_structure(y[:, None], 1.0, 10957.0).columns[0]
-    assert col.persistent and col.phi == 1.0 and col.parts[0].trend == "flat"
-    assert col.describe() == "flat trend, departures from it persist"
-    # Its backtest score by hand: 7 origins 14 days apart at the end, each forecast the mean of the three
-    # values before it (the flat level cancels).
-    cuts = [300 - 14 * k for k in range(7, 0, -1)]
-    by_hand = np.mean([np.mean(np.abs(y[c : c + 14] - y[c - 3 : c].mean())) for c in cuts])
-    assert col.scores[0] == ("flat+persistent", pytest.approx(by_hand, rel=1e-9))
-    # A stationary residual (an AR(1) with phi 0.5 around a constant) is not taken for a persistent one.
-    e = rng.normal(size=300)
-    ar = np.zeros(300)
-    for t in range(1, 300):
-        ar[t] = 0.5 * ar[t - 1] + e[t]
-    col = choose_structure((50 + ar)[:, None], 1.0, 10957.0).columns[0]
-    assert not col.persistent and 0.3 < col.phi < 0.7
-
-
 def test_explicit_seasonality_is_used_exactly():
     idx = pd.date_range("2000-01-01", periods=800, freq="D")
     y, step, epoch = _grid(pd.DataFrame({"x": np.random.default_rng(2).normal(size=800)}, index=idx))
@@ -227,13 +205,10 @@ def test_half_lives_and_candidates():
     assert S._half_lives((), 1.0, 14, 1000) == [0.0, 224.0, 56.0, 14.0]  # no cycle: the horizon
     assert S._half_lives((), 1.0, 0, 100) == [0.0, 16.0, 4.0, 1.0]
     cands = S._candidates((7.0, 365.25), True, 1.0, 14, False, 100_000)
-    # transforms x trends x subsets of the periods x weightings x (residual decaying, persistent)
-    assert len(cands) == 2 * 3 * 4 * 4 * 2
+    assert len(cands) == 2 * 3 * 4 * 4  # transforms x trends x subsets of the periods x weightings
     assert {c.half_life for c in cands if c.periods == (7.0,)} == {0.0, 112.0, 28.0, 7.0}
-    assert [c.name for c in cands[:2]] == ["flat", "flat+persistent"]
-    assert cands[-1].name == "local+weekly+yearly+log+recent(half-life 365)+persistent"
-    assert [c.periods for c in S._candidates((7.0,), False, 1.0, 14, True, 10)] == [(7.0,)] * 12  # 0, 7
-    assert not any(c.persistent for c in S._candidates((7.0,), False, 1.0, 14, True, 10, persistence=False))
+    assert cands[0].name == "flat" and cands[-1].name == "local+weekly+yearly+log+recent(half-life 365)"
+    assert [c.periods for c in S._candidates((7.0,), False, 1.0, 14, True, 10)] == [(7.0,)] * 6  # 0, 7
 
 
 def test_transformed_values_and_recency_weights_by_hand():

@@ -54,7 +54,7 @@ from pyanode.forecast.intervals import (
 )
 from pyanode.forecast.io import read_model_file, write_model_file
 from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, parse_seasonality, rollout
-from pyanode.forecast.structure import PERSISTENT_ROWS, Structure, choose_structure
+from pyanode.forecast.structure import Structure, choose_structure
 
 if TYPE_CHECKING:
     from pyanode.forecast.panel import PanelForecaster
@@ -234,16 +234,13 @@ class Forecaster:
 
     def _closed_form_residual(self, positions: np.ndarray) -> np.ndarray:
         """The closed-form model's residual forecast at grid ``positions`` (standardised units): each
-        column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, or the mean of its last
-        few carrying on if it is persistent, as the calibration's backtests forecast
-        (:func:`pyanode.forecast.intervals.backtest_errors`)."""
+        column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, as the calibration's
+        backtests forecast (:func:`pyanode.forecast.intervals.backtest_errors`)."""
         y = residual_arrays(self.structure, self.train, self._positions()).y
         out = np.zeros((len(positions), y.shape[1]))
         for j, c in enumerate(self.structure.columns):
             seen = np.flatnonzero(np.isfinite(y[:, j]))
-            if len(seen) and c.persistent:
-                out[:, j] = y[seen[-PERSISTENT_ROWS:], j].mean()
-            elif len(seen):
+            if len(seen):
                 out[:, j] = y[seen[-1], j] * c.phi ** np.maximum(positions - seen[-1], 0.0)
         return out
 

@@ -21,13 +21,9 @@ resolves and the data span twice) each column gets is chosen as AutoETS chooses 
 by forecasting rather than by likelihood: every candidate is fitted by ridge least squares on the data
 before each of three to eight origins at the end of the training data, forecasts the next ``horizon``
 steps (its residual decaying as an AR(1) does, ``x(t0 + h) = phi^h x(t0)``, i.e. a linear ODE), and the
-candidate with the lowest mean absolute error (in the column's own units) wins. Every candidate is also
-tried *persistent* (``phi = 1``: the mean of the last three residuals carries on undiminished, a random
-walk around the structure, as ARIMA's differencing or exponential smoothing's level assumes): a series whose
-level wanders
-or trends off the fitted curve is then forecast from where it is, not pulled back to a lagging fit. The
-scores are kept, so the report can say why. The winner is refitted on all the data; its ``phi`` starts
-the neural ODE's linear decay (the slowest allowed, for a persistent one).
+candidate with the lowest mean absolute error (in the column's own units) wins. The scores are kept, so
+the report can say why. The winner is refitted on all the data; its ``phi`` starts the neural ODE's
+linear decay.
 Past the data, a trend keeps its slope for the horizon asked for (what the backtest judged) and then
 fades, as a damped trend does, so that forecasts far beyond that horizon stay level rather than run
 off with a slope fitted to a few recent weeks.
@@ -49,10 +45,6 @@ __all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_period
 TRENDS = ("flat", "linear", "local")
 KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
 TIE = 0.02  # candidates within this fraction of the best score are near-ties: the simplest wins
-PERSISTENT = 1.0  # phi of a persistent residual (an estimated phi is at most 0.999)
-# A persistent residual carries on from the mean of this many last observed residuals, not from the last one
-# alone, whose noise it would carry on too (the model's encoder starts from the mean of as many).
-PERSISTENT_ROWS = 3
 RECENT_ROWS = 2048  # residual rows that estimate the AR(1) coefficient
 RIDGE = 0.1  # ridge penalty on the seasonal coefficients (standardised data); the trend is not shrunk
 DAY, WEEK, YEAR = 1.0, 7.0, 365.25
@@ -162,13 +154,8 @@ class ColumnStructure:
         return tuple(sorted({p for part in self.parts for p in part.periods}))
 
     def describe(self) -> str:
-        return (self.parts[0].describe() + (", log scale" if self.transform == "log" else "")
-                + (", departures from it persist" if self.persistent else ""))
-
-    @property
-    def persistent(self) -> bool:
-        """Whether the residual carries on undiminished (``phi = 1``) rather than decaying."""
-        return self.phi >= PERSISTENT
+        text = self.parts[0].describe() + (", log scale" if self.transform == "log" else "")
+        return text
 
     def mu(self, t: np.ndarray, epoch_days: float, step_days: float) -> np.ndarray:
         return np.mean([p.mu(t, self.fitted_steps, epoch_days, step_days, self.trusted) for p in self.parts],
@@ -273,21 +260,18 @@ class _Candidate:
     trend: str
     periods: tuple[float, ...]
     half_life: float  # steps; 0: every row weighs the same
-    persistent: bool = False  # the residual carries on (phi = 1) rather than decaying as its AR(1)
 
     @property
     def name(self) -> str:
-        return _candidate_name(self.transform, self.trend, self.periods, self.half_life, self.persistent)
+        return _candidate_name(self.transform, self.trend, self.periods, self.half_life)
 
 
 @functools.lru_cache(maxsize=4096)
-def _candidate_name(transform: str, trend: str, periods: tuple[float, ...], half_life: float,
-                    persistent: bool = False) -> str:
+def _candidate_name(transform: str, trend: str, periods: tuple[float, ...], half_life: float) -> str:
     """A candidate's name in the scores; one string object per name, shared by every series' scores."""
     return "+".join([trend, *(PERIOD_NAMES.get(p, f"{p:g}d") for p in periods)]
                     + (["log"] if transform == "log" else [])
-                    + ([f"recent(half-life {half_life:g})"] if half_life else [])
-                    + (["persistent"] if persistent else []))
+                    + ([f"recent(half-life {half_life:g})"] if half_life else []))
 
 
 def _half_lives(periods: tuple[float, ...], step_days: float, horizon: int, steps: int) -> list[float]:
@@ -299,9 +283,9 @@ def _half_lives(periods: tuple[float, ...], step_days: float, horizon: int, step
 
 
 def _candidates(periods: tuple[float, ...], log_ok: bool, step_days: float, horizon: int, exact: bool,
-                steps: int, persistence: bool = True) -> list[_Candidate]:
-    """Every transform x trend x subset of the periods (only all of them if ``exact``) x weighting, each
-    with its residual decaying and (if ``persistence``) persistent, simplest first."""
+                steps: int) -> list[_Candidate]:
+    """Every transform x trend x subset of the periods (only all of them if ``exact``) x weighting,
+    simplest first."""
     subsets = [s for r in range(len(periods) + 1) for s in itertools.combinations(periods, r)]
     if exact:
         subsets = [tuple(periods)]
@@ -310,8 +294,7 @@ def _candidates(periods: tuple[float, ...], log_ok: bool, step_days: float, hori
         for trend in TRENDS:
             for s in subsets:
                 for half_life in _half_lives(s, step_days, horizon, steps):
-                    out += [_Candidate(transform, trend, s, half_life, persist)
-                            for persist in ((False, True) if persistence else (False,))]
+                    out.append(_Candidate(transform, trend, s, half_life))
     return out
 
 
@@ -466,21 +449,20 @@ def _used(shapes: Sequence[tuple[str, tuple[float, ...]]], seasonal: tuple[float
     return used
 
 
-def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: _Origins, h: int,
-               persistent: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: _Origins, h: int
+               ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Per origin ``o``: ``(o, ahead, zf)``, every candidate's standardised forecast ``zf`` (C, len(ahead))
     of the steps ``ahead`` after the cut.
 
     At an origin, candidate ``c`` (basis columns ``S_c``, transform ``r_c``: its row of ``z``) forecasts
     step ``t`` as
 
-        z(t) = X_t[S_c] beta_c + phi_c^(t - t0) e(t0)      (or + mean of the last three e, if persistent)
+        z(t) = X_t[S_c] beta_c + phi_c^(t - t0) e(t0)
 
     with ``beta_c`` its ridge fit before the cut (``coef[o, c]``, a coefficient vector of the full basis,
     zero off ``S_c``: :func:`_ridge_coefficients`), ``e(t0)`` its residual at the last observed step ``t0``
     and ``phi_c`` the AR(1) coefficient of its recent residuals (as :meth:`_Normal.fit`, one candidate at a
-    time); where ``persistent[c]``, the mean of the last :data:`PERSISTENT_ROWS` observed residuals carries on
-    undiminished. One product gives every candidate's fitted values at an origin."""
+    time): one product gives every candidate's fitted values at an origin."""
     T = z.shape[1]
     observed = np.isfinite(z[0])
     for o, (cut, basis, t0) in enumerate(zip(origins.cuts, origins.bases, origins.last, strict=True)):
@@ -489,10 +471,7 @@ def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: 
         fitted = np.einsum("ck,tk->ct", coef[o], basis[start : ahead[-1] + 1])  # (C, steps)
         resid = z[transform, start:cut] - fitted[:, : cut - start]
         phi = _ar1_rows(resid, observed[start + 1 : cut] & observed[start : cut - 1])
-        decaying = resid[:, t0 - start, None] * phi[:, None] ** (ahead - t0)
-        recent = np.flatnonzero(observed[start:cut])[-PERSISTENT_ROWS:]
-        persisting = resid[:, recent].mean(axis=1, keepdims=True)
-        yield o, ahead, fitted[:, ahead - start] + np.where(persistent[:, None], persisting, decaying)
+        yield o, ahead, fitted[:, ahead - start] + resid[:, t0 - start, None] * phi[:, None] ** (ahead - t0)
 
 
 def _backtest(v: np.ndarray, zs: dict[str, tuple[np.ndarray, float, float]], candidates: list[_Candidate],
@@ -514,8 +493,7 @@ def _backtest(v: np.ndarray, zs: dict[str, tuple[np.ndarray, float, float]], can
     coef = _ridge_coefficients(origins, used, transform, weighting, judged)
     observed = np.isfinite(v)
     errors = np.zeros((len(origins.cuts), C))
-    persistent = np.array([c.persistent for c in candidates])
-    for o, ahead, zf in _forecasts(z, coef, transform, origins, h, persistent):
+    for o, ahead, zf in _forecasts(z, coef, transform, origins, h):
         pred = zf * stds[transform, None] + means[transform, None]
         pred[is_log] = np.exp(np.clip(pred[is_log], -700, 700))
         ok = observed[ahead]
@@ -541,16 +519,14 @@ def refit_errors(z: np.ndarray, column: ColumnStructure, cuts: Sequence[int], h:
     weighting = np.array([half_lives.index(p.half_life) for p in column.parts])
     coef = _ridge_coefficients(origins, used, transform, weighting, judged)
     out = np.full((len(origins.cuts), h), np.nan)
-    persistent = np.full(len(column.parts), column.persistent)
-    for o, ahead, zf in _forecasts(z[None], coef, transform, origins, h, persistent):
+    for o, ahead, zf in _forecasts(z[None], coef, transform, origins, h):
         if judged[o].all():
             out[o, : len(ahead)] = z[ahead] - zf.mean(axis=0)
     return out[np.isfinite(out).any(axis=1)]
 
 
 def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon: int | None = None,
-                     seasonal: tuple[float, ...] | None = None, origins: int | None = None,
-                     persistence: bool = True) -> Structure:
+                     seasonal: tuple[float, ...] | None = None, origins: int | None = None) -> Structure:
     """Choose and fit each column's structure by backtest (see the module docstring).
 
     Args:
@@ -563,7 +539,6 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         origins: backtest origins (windows of ``horizon`` steps at the end of the data); default: as many
             windows as the last third of the data holds, at least 3 and at most 8 (more windows, a
             steadier choice among many candidates).
-        persistence: also try every candidate with a persistent residual (``phi = 1``).
     """
     T, n = y.shape
     t_all = np.arange(T, dtype=np.float64)
@@ -588,7 +563,7 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         obs = np.isfinite(v)
         log_ok = bool(obs.sum() >= 4 and np.all(v[obs] > 0))
         zs = {tr: _transformed(v, tr) for tr in (("none", "log") if log_ok else ("none",))}
-        candidates = _candidates(seasonal, log_ok, step_days, h, exact, T, persistence)
+        candidates = _candidates(seasonal, log_ok, step_days, h, exact, T)
         at = _origins(np.stack([z for z, _, _ in zs.values()]), cuts, h, bases,
                       sorted({c.half_life for c in candidates}))
         scores = _backtest(v, zs, candidates, at, h, seasonal, step_days)
@@ -608,6 +583,5 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
                                  fitted_steps=T, phi=0.0, trusted=trusted,
                                  scores=tuple((c.name, s) for s, c in [(win_score, winner)] + ranking[:7]))
         resid = z - column.mu(t_all, epoch_days, step_days)
-        phi = PERSISTENT if winner.persistent else _ar1(resid[-RECENT_ROWS:])
-        columns.append(dataclasses.replace(column, phi=phi))
+        columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:])))
     return Structure(tuple(columns), float(step_days), float(epoch_days))

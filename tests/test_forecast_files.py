@@ -206,6 +206,10 @@ def test_parse_dates_and_zone_names_round_trip():
         parse_dates(["2020-01-01", "2020-01-02", "soon"])  # mostly dates: the one that is not is named
     with pytest.raises(DataError, match=r"^not parseable as dates: 'soon'$"):
         parse_dates(["soon", "later"])  # not dates at all
+    # An index of date strings is parsed and keeps its name.
+    months = pd.Index(["2020-01", "2020-02"], name="month")
+    frame, _ = load_frame(pd.DataFrame({"x": [1.0, 2.0]}, index=months))
+    assert frame.index.name == "month" and frame.index[1] == pd.Timestamp("2020-02-01")
     # A DataFrame gives its dates, an index or a column (a test set passed as the dates to forecast).
     test = pd.DataFrame({"day": ["2020-01-13", "2020-01-14"], "x": [1.0, 2.0]})
     want = pd.DatetimeIndex(["2020-01-13", "2020-01-14"])

@@ -591,7 +591,7 @@ def _find_dates(df: pd.DataFrame, date_column: str | None, dayfirst: bool | None
     if not isinstance(df.index, pd.RangeIndex):
         res = _parse_dates(df.index, dayfirst, date_format)
         if res is not None and not res.problem and not res.index.isna().any():
-            return df.set_axis(res.index, axis=0), str(df.index.name or "date"), res
+            return df.set_axis(res.index.rename(df.index.name), axis=0), str(df.index.name or "date"), res
     named = [c for c in df.columns if str(c).strip().lower() in DATE_NAMES]
     named += [
         c for c in df.columns

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 __all__ = ["plot_forecast", "plot_panel"]
+
+GRID_FROM = 6  # more columns than this are drawn in a grid of two (up to 16) or three columns of panels
 
 
 def plot_forecast(
@@ -20,7 +23,8 @@ def plot_forecast(
     title: str | None = None,
     level: list[float] | None = None,
 ):
-    """One panel per column: the (cleaned) history, the forecast from its end, and the truth.
+    """One panel per column: the (cleaned) history, the forecast from its end, and the truth. More than
+    :data:`GRID_FROM` columns are laid out in a grid of two or three columns of panels, read row by row.
 
     With ``level`` (percent), the forecast's interval columns ``c-lo-L`` and ``c-hi-L`` are shaded, the
     wider levels lighter, under one legend entry ("80% / 95% interval").
@@ -39,8 +43,16 @@ def plot_forecast(
     if history_steps is None:
         history_steps = max(3 * len(forecast), 400)
     hist = train.iloc[-history_steps:]
-    fig, axes = plt.subplots(len(cols), 1, figsize=(10, 2.4 * len(cols) + 0.6), sharex=True, squeeze=False)
-    for ax, c in zip(axes[:, 0], cols, strict=True):
+    # Many columns go in a grid, read row by row, so that the figure stays a page rather than a scroll.
+    n = len(cols)
+    across = 1 if n <= GRID_FROM else 2 if n <= 2 * (GRID_FROM + 2) else 3
+    rows = math.ceil(n / across)
+    fig, axes = plt.subplots(rows, across, figsize=(10 if across == 1 else 8 * across, 2.4 * rows + 0.6),
+                             sharex=True, squeeze=False)
+    cells = list(axes.ravel())
+    for ax in cells[n:]:
+        fig.delaxes(ax)
+    for ax, c in zip(cells[:n], cols, strict=True):
         _draw(ax, hist, forecast, truth, c, level, train.index[-1])
         ax.set_ylabel(c)
         if report is not None and getattr(report, "outliers", {}).get(c):
@@ -49,6 +61,10 @@ def plot_forecast(
                     fontsize=8, color="0.4", va="top")
     fig.suptitle(title or f"Forecast from {train.index[-1].date()} ({len(forecast)} dates)")
     _legend_on_top(fig, axes)
+    for ax in cells[max(0, n - across) : n]:  # each grid column's lowest panel shows the dates
+        ax.xaxis.set_tick_params(labelbottom=True)
+        for label in ax.get_xticklabels():
+            label.set(rotation=30, horizontalalignment="right")
     return fig
 
 

@@ -1,0 +1,41 @@
+"""The forecast figure's layout: one panel per column, in a grid when there are many. No model is fitted."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from pyanode.plots.forecast import plot_forecast  # noqa: E402
+
+
+def _frames(n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(n)
+    cols = [f"c{k}" for k in range(n)]
+    train = pd.DataFrame(rng.normal(size=(60, n)), columns=cols,
+                         index=pd.date_range("2020-01-01", periods=60, freq="D"))
+    forecast = pd.DataFrame(rng.normal(size=(10, n)), columns=cols,
+                            index=pd.date_range("2020-03-01", periods=10, freq="D"))
+    return train, forecast
+
+
+@pytest.mark.parametrize(("n", "across"), [(4, 1), (6, 1), (7, 2), (10, 2), (16, 2), (17, 3), (23, 3)])
+def test_many_columns_are_drawn_in_a_grid_read_row_by_row(n, across):
+    train, forecast = _frames(n)
+    fig = plot_forecast(train, forecast)
+    assert len(fig.axes) == n  # no empty cells left in the figure
+    fig.canvas.draw()  # tick labels are made when drawn
+    lefts = sorted({round(ax.get_position().x0, 3) for ax in fig.axes})
+    assert len(lefts) == across
+    for k, (ax, col) in enumerate(zip(fig.axes, forecast.columns, strict=True)):
+        # Panel k is in row k // across, grid column k % across; it draws column k's forecast.
+        assert round(ax.get_position().x0, 3) == lefts[k % across]
+        assert ax.get_ylabel() == col
+        line = {ln.get_label(): ln for ln in ax.get_lines()}["forecast"]
+        np.testing.assert_array_equal(line.get_ydata()[1:], forecast[col].to_numpy())
+        # The dates show under the lowest panel of each grid column only.
+        shown = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        assert bool(shown) == (k >= n - across), k
+    assert fig.get_figwidth() == (10 if across == 1 else 8 * across)

@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).parent))
+from forecast_accuracy import suite_dir  # noqa: E402
+
 M4 = {"W": (13, 1), "MS": (18, 12), "h": (48, 24)}  # frequency -> (horizon, MASE season)
-
-
-def _shared_data() -> Path:
-    shared = os.environ.get("PYANODE_SHARED")
-    return (Path(shared) if shared else Path(__file__).resolve().parents[2] / "shared") / "data"
 
 
 def series() -> dict[str, tuple[pd.DataFrame, str, str]]:
@@ -46,7 +44,8 @@ def series() -> dict[str, tuple[pd.DataFrame, str, str]]:
     weather = local_data.seattle_weather().set_index("date").drop(columns="weather")
     out["seattle_weather_weekly"] = (weather.resample("W").mean(), "W",
                                      "vega_datasets seattle-weather.csv (NOAA), weekly means")
-    delhi = pd.read_csv(_shared_data() / "DailyDelhiClimateTrain.csv", parse_dates=["date"], index_col="date")
+    delhi = pd.read_csv(suite_dir().parent / "DailyDelhiClimateTrain.csv", parse_dates=["date"],
+                        index_col="date")
     out["delhi_weekly"] = (delhi.resample("W").mean(), "W", "../DailyDelhiClimateTrain.csv, weekly means")
     jobs = local_data.us_employment()
     jobs.index = pd.DatetimeIndex(jobs.pop("month"), name="month")

@@ -10,7 +10,8 @@ import pandas as pd
 
 __all__ = ["plot_forecast", "plot_panel"]
 
-GRID_FROM = 6  # more columns than this are drawn in a grid of two (up to 16) or three columns of panels
+GRID_FROM = 6  # more columns than this are drawn in a grid of two columns of panels,
+GRID_THREE_FROM = 16  # and more than this in three
 
 
 def plot_forecast(
@@ -45,7 +46,7 @@ def plot_forecast(
     hist = train.iloc[-history_steps:]
     # Many columns go in a grid, read row by row, so that the figure stays a page rather than a scroll.
     n = len(cols)
-    across = 1 if n <= GRID_FROM else 2 if n <= 2 * (GRID_FROM + 2) else 3
+    across = 1 if n <= GRID_FROM else 2 if n <= GRID_THREE_FROM else 3
     rows = math.ceil(n / across)
     fig, axes = plt.subplots(rows, across, figsize=(10 if across == 1 else 8 * across, 2.4 * rows + 0.6),
                              sharex=True, squeeze=False)

@@ -103,6 +103,42 @@ def test_the_held_out_verdict_on_the_learned_field_is_reported(fitted):
     assert fitted.info["best_validation"] == pytest.approx(scores[got.group(1)], rel=1e-3)
 
 
+def test_a_column_that_wanders_carries_on_its_level():
+    # "walk" is a random walk: the unit-root test keeps its departures from the structure (persistent), and
+    # its forecast is the structure plus the residual's current level, whatever the neural ODE says;
+    # "ar" (an AR(1) with phi 0.6 around a constant) decays, and is the neural ODE's.
+    from pyanode.forecast.fitting import field_scaled
+    from pyanode.forecast.forecaster import residual_arrays
+    from pyanode.forecast.grid import days_since_epoch
+    from pyanode.forecast.structure import residual_level
+
+    rng = np.random.default_rng(3)
+    n = 240
+    ar = np.zeros(n)
+    for t in range(1, n):
+        ar[t] = 0.6 * ar[t - 1] + rng.normal()
+    df = pd.DataFrame({"ar": 10 + ar, "walk": 50 + np.cumsum(rng.normal(size=n))},
+                      index=pd.date_range("2021-01-01", periods=n, freq="D"))
+    fc = F.fit(df, seed=0, **SMALL)
+    st = fc.structure
+    assert [c.persistent for c in st.columns] == [False, True]
+    assert any(n.startswith("walk: ") and "departures from it persist" in n for n in fc.report.notes)
+    pred = fc.predict(30, level=[80])
+    r = residual_arrays(st, fc.train, fc._positions()).y[:, 1]
+    positions = (days_since_epoch(pred.index) - st.epoch_days) / st.step_days
+    z = st.mu(positions)
+    z[:, 1] += residual_level(r[None], np.isfinite(r))[0]
+    np.testing.assert_allclose(pred["walk"], st.from_standard(z)[:, 1], rtol=1e-9)
+    # Its intervals widen with the horizon, as a random walk's do.
+    width = (pred["walk-hi-80"] - pred["walk-lo-80"]).to_numpy()
+    assert np.all(np.diff(width) >= -1e-9) and width[-1] > 2 * width[0]
+    # "ar" decays from its last departure towards its constant; "walk" does not depend on the learned field.
+    gap = np.abs(pred["ar"].to_numpy() - st.from_standard(z)[:, 0])
+    assert gap[-1] < 0.05 * gap[0]
+    fc.model = field_scaled(fc.model, 0.0)
+    np.testing.assert_allclose(fc.predict(30)["walk"], pred["walk"], rtol=1e-12)
+
+
 def test_evaluate_and_plot(fitted):
     fc = fitted
     future = _series(230).iloc[200:]

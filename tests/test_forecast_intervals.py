@@ -30,7 +30,7 @@ from pyanode.forecast.intervals import (  # noqa: E402
     departure_envelope,
     interval_metrics,
 )
-from pyanode.forecast.structure import choose_structure  # noqa: E402
+from pyanode.forecast.structure import choose_structure, residual_level  # noqa: E402
 
 FAST = dict(iterations=30, hidden=8, progress=False, seed=0)
 H = 14
@@ -110,15 +110,19 @@ def test_departure_envelope_by_hand():
 
 def test_intervals_hold_the_calibrated_closed_form_models(fitted):
     """Each interval contains the calibrated closed-form model's conformal interval (structure plus AR(1)
-    decay of the last residual, computed here from the fitted structure) as well as the point forecast's."""
+    decay of the last residual, or its level carried on for a persistent column, computed here from the
+    fitted structure) as well as the point forecast's."""
     pred = fitted.predict(horizon=3 * H, level=[80, 95])
     s = fitted.structure
     z = s.to_standard(fitted.train.to_numpy(dtype=np.float64))
     last = len(z) - 1  # daily data without gaps: position = row
     steps = np.arange(1, 3 * H + 1.0)
     mu = s.mu(last + steps)
-    resid_last = z[-1] - s.mu(np.array([float(last)]))[0]
-    closed = mu + resid_last[None, :] * np.array([c.phi for c in s.columns])[None, :] ** steps[:, None]
+    resid = z - s.mu(np.arange(len(z), dtype=np.float64))
+    closed = mu + resid[-1][None, :] * np.array([c.phi for c in s.columns])[None, :] ** steps[:, None]
+    for j, c in enumerate(s.columns):
+        if c.persistent:
+            closed[:, j] = mu[:, j] + residual_level(resid[None, :, j], np.isfinite(resid[:, j]))[0]
     point = s.to_standard(pred[["a", "b"]].to_numpy())
     assert np.abs(point - closed).max() > 0.01  # the learned model departs: the check below means something
     sig = np.stack([c.scale(steps) for c in fitted.calibration.columns], axis=1)

@@ -93,6 +93,98 @@ def test_scores_rank_the_candidates_and_the_winner_is_first():
     assert scores[0] <= scores[1] * 1.02  # the winner is best or within the near-tie margin
 
 
+def test_a_level_that_moved_is_forecast_from_where_it_is():
+    # A level shift 60% of the way in: the residual around a fitted line has a unit root as far as the data
+    # can tell (the augmented Dickey-Fuller test does not reject one), so departures persist: every candidate
+    # forecasts the residual's current level, not its last value decaying back to a lagging fit.
+    rng = np.random.default_rng(0)
+    y = 10 + 10 * (np.arange(300) >= 180) + 0.1 * rng.normal(size=300)
+    col = choose_structure(y[:, None], 1.0, 10957.0).columns[0]
+    assert col.persistent and 0 < col.phi < 1 and col.parts[0].trend == "flat"
+    assert col.describe() == "flat trend, departures from it persist"
+    # Its backtest score by hand: 7 origins 14 days apart at the end, each forecast the local level of the
+    # values before it (the fitted flat level cancels: the weighted mean moves with it).
+    cuts = [300 - 14 * k for k in range(7, 0, -1)]
+    by_hand = []
+    for c in cuts:
+        d = np.diff(y[:c])
+        rho = np.sum(d[1:] * d[:-1]) / np.sum(d**2)
+        beta = (1 - np.sqrt(1 - 4 * rho**2)) / (-2 * rho) if rho < 0 else 0.0
+        w = min(beta, S.LEVEL_DISCOUNT) ** np.arange(c - 1, -1, -1.0)
+        by_hand.append(np.mean(np.abs(y[c : c + 14] - np.sum(w * y[:c]) / np.sum(w))))
+    assert col.scores[0] == ("flat+persistent", pytest.approx(np.mean(by_hand), rel=1e-9))
+    # A stationary residual (an AR(1) with phi 0.5 around a constant) decays.
+    e = rng.normal(size=300)
+    ar = np.zeros(300)
+    for t in range(1, 300):
+        ar[t] = 0.5 * ar[t - 1] + e[t]
+    col = choose_structure((50 + ar)[:, None], 1.0, 10957.0).columns[0]
+    assert not col.persistent and 0.3 < col.phi < 0.7
+    assert all("persistent" not in name for name, _ in col.scores)
+    # Forced either way.
+    assert not choose_structure(y[:, None], 1.0, 10957.0, persistence=False).columns[0].persistent
+    assert choose_structure((50 + ar)[:, None], 1.0, 10957.0, persistence=True).columns[0].persistent
+
+
+# statsmodels 0.15.0's adfuller(x, maxlag=p, autolag=None, regression="c")[0] with p = floor(n^(1/3)), an
+# independent implementation, on these seeded series.
+ADF_STATSMODELS = {"random walk": -0.9019356249145416, "white noise": -6.169646781006095}
+
+
+def _adf_inputs() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {"random walk": np.cumsum(rng.normal(size=300)), "white noise": rng.normal(size=200)}
+
+
+@pytest.mark.parametrize("name", list(ADF_STATSMODELS))
+def test_the_unit_root_statistic_is_the_augmented_dickey_fuller_one(name):
+    x = _adf_inputs()[name]
+    assert S._adf_statistic(x) == pytest.approx(ADF_STATSMODELS[name], rel=1e-9)
+    # The random walk is taken for one (MacKinnon's 5% value for 300 rows is -3.43); white noise is not.
+    assert S._wanders(x) == (name == "random walk")
+    # Gaps: the rows whose terms are all observed (a NaN inside drops the regression rows that read it).
+    gappy = x.copy()
+    gappy[100] = np.nan
+    assert np.isfinite(S._adf_statistic(gappy)) and S._wanders(gappy) == (name == "random walk")
+    assert np.isnan(S._adf_statistic(x[:20]))  # too few rows: no test, and the residual decays
+    assert not S._wanders(x[:20])
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # statsmodels' notice of a new return type
+def test_the_unit_root_statistic_matches_statsmodels_when_installed():
+    adfuller = pytest.importorskip("statsmodels.tsa.stattools").adfuller
+    mackinnoncrit = pytest.importorskip("statsmodels.tsa.adfvalues").mackinnoncrit
+    rng = np.random.default_rng(5)
+    walk, noise = np.cumsum(rng.normal(size=150)), rng.normal(size=1000)
+    for x in (walk, noise, 0.9 ** np.arange(80) + rng.normal(size=80)):
+        p = int(np.cbrt(len(x)))
+        stat = adfuller(x, maxlag=p, autolag=None, regression="c")[0]
+        assert S._adf_statistic(x) == pytest.approx(stat, rel=1e-8)
+        # The 5% critical value of MacKinnon's response surface for a constant and a trend.
+        assert S._wanders(x) == (stat > mackinnoncrit(1, "ct", len(x))[1])
+
+
+def test_the_level_discount_is_the_local_level_models():
+    # A random walk seen through noise four times its steps' variance (signal-to-noise q = 1/4): the local
+    # level model's discount solves beta^2 - (q + 2) beta + 1 = 0, beta = 0.6096.
+    rng = np.random.default_rng(1)
+    n = 20_000
+    r = np.cumsum(rng.normal(size=n)) + 2 * rng.normal(size=n)
+    assert S.level_discount(r[None])[0] == pytest.approx(0.6096, abs=0.03)
+    # A pure random walk: about 0, its last value carries on; white noise: the cap, a long average.
+    walk = np.cumsum(rng.normal(size=n))
+    assert S.level_discount(walk[None])[0] < 0.03
+    assert S.level_discount(rng.normal(size=(1, n)))[0] == S.LEVEL_DISCOUNT
+    # The level is the weighted mean by hand, over the observed values only.
+    x = np.array([1.0, np.nan, 3.0, 2.0, 5.0, 4.0])
+    beta = S.level_discount(x[None])[0]
+    assert 0 < beta < 1
+    ages = np.array([5.0, 3.0, 2.0, 1.0, 0.0])
+    w = beta**ages
+    want = np.sum(w * x[np.isfinite(x)]) / np.sum(w)
+    assert S.residual_level(x[None], np.isfinite(x))[0] == pytest.approx(want, rel=1e-12)
+
+
 def test_explicit_seasonality_is_used_exactly():
     idx = pd.date_range("2000-01-01", periods=800, freq="D")
     y, step, epoch = _grid(pd.DataFrame({"x": np.random.default_rng(2).normal(size=800)}, index=idx))
@@ -209,6 +301,8 @@ def test_half_lives_and_candidates():
     assert {c.half_life for c in cands if c.periods == (7.0,)} == {0.0, 112.0, 28.0, 7.0}
     assert cands[0].name == "flat" and cands[-1].name == "local+weekly+yearly+log+recent(half-life 365)"
     assert [c.periods for c in S._candidates((7.0,), False, 1.0, 14, True, 10)] == [(7.0,)] * 6  # 0, 7
+    persistent = S._candidates((7.0,), False, 1.0, 14, True, 10, persistent=True)
+    assert all(c.persistent for c in persistent) and persistent[0].name == "flat+weekly+persistent"
 
 
 def test_transformed_values_and_recency_weights_by_hand():

@@ -54,7 +54,7 @@ from pyanode.forecast.intervals import (
 )
 from pyanode.forecast.io import read_model_file, write_model_file
 from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, parse_seasonality, rollout
-from pyanode.forecast.structure import Structure, choose_structure
+from pyanode.forecast.structure import RECENT_ROWS, Structure, choose_structure, residual_level
 
 if TYPE_CHECKING:
     from pyanode.forecast.panel import PanelForecaster
@@ -218,13 +218,22 @@ class Forecaster:
         units, (len(dates), n)): the structure added back, in the columns' units, with intervals (which
         need ``grid_resid``, the residual forecast at grid steps 1, 2, ... up to the last date)."""
         positions = (days_since_epoch(dates) - self.structure.epoch_days) / self.config.step_days
+        persistent = np.array([c.persistent for c in self.structure.columns])
+        intervals = level is not None or quantiles is not None
+        if intervals or persistent.any():
+            last = self._positions()[-1]
+            grid = last + np.arange(1, (0 if grid_resid is None else len(grid_resid)) + 1.0)
+            closed_form = self._closed_form_residual(np.concatenate([grid, positions]))
+            if persistent.any():
+                # A residual with a unit root carries on its current level: the neural ODE cannot foresee
+                # a random walk's steps, and its learned decay would pull the forecast back to the structure.
+                resid = np.where(persistent, closed_form[len(grid) :], resid)
+                if grid_resid is not None:
+                    grid_resid = np.where(persistent, closed_form[: len(grid)], grid_resid)
         point_z = self.structure.mu(positions) + resid
         out = pd.DataFrame(self.structure.from_standard(point_z), index=dates, columns=self.columns)
-        if level is not None or quantiles is not None:  # intervals (issue 12): pyanode.forecast.intervals
-            last = self._positions()[-1]
-            grid = last + np.arange(1, len(grid_resid) + 1.0)
+        if intervals:  # issue 12: pyanode.forecast.intervals
             # How far the neural ODE's forecast departs from the calibrated closed-form one (mu cancels).
-            closed_form = self._closed_form_residual(np.concatenate([grid, positions]))
             departure, here = grid_resid - closed_form[: len(grid)], resid - closed_form[len(grid) :]
             out = with_intervals(out, point_z, positions - last, departure, here, self.structure,
                                  self._calibration(), check_levels(level) if level is not None else None,
@@ -234,13 +243,17 @@ class Forecaster:
 
     def _closed_form_residual(self, positions: np.ndarray) -> np.ndarray:
         """The closed-form model's residual forecast at grid ``positions`` (standardised units): each
-        column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, as the calibration's
-        backtests forecast (:func:`pyanode.forecast.intervals.backtest_errors`)."""
+        column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, or its current level
+        carrying on if it is persistent, as the structure's and the calibration's backtests forecast
+        (:func:`pyanode.forecast.intervals.backtest_errors`)."""
         y = residual_arrays(self.structure, self.train, self._positions()).y
         out = np.zeros((len(positions), y.shape[1]))
         for j, c in enumerate(self.structure.columns):
             seen = np.flatnonzero(np.isfinite(y[:, j]))
-            if len(seen):
+            if len(seen) and c.persistent:
+                recent = y[-RECENT_ROWS:, j]
+                out[:, j] = residual_level(recent[None], np.isfinite(recent))[0]
+            elif len(seen):
                 out[:, j] = y[seen[-1], j] * c.phi ** np.maximum(positions - seen[-1], 0.0)
         return out
 

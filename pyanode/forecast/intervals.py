@@ -10,7 +10,8 @@ same units, so log columns get multiplicative intervals.
 cycles and recency weighting) is refitted by the same weighted ridge normal equations on the data before
 each of ``K`` origins ``o`` (up to :data:`ORIGINS`, evenly spaced over the last third of the training
 data), and forecasts the next ``H`` steps as the structure's backtest does: ``mu_o(o + h)`` plus the last
-residual decaying as an AR(1), ``r_o phi_o^h``. Where the truth is observed, the signed errors
+residual decaying as an AR(1), ``r_o phi_o^h`` (or, for a persistent column, the residual's current level
+carrying on). Where the truth is observed, the signed errors
 
     e[o, h] = z(o + h) - zhat_o(h),          h = 1 .. H
 

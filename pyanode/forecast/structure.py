@@ -24,6 +24,15 @@ steps (its residual decaying as an AR(1) does, ``x(t0 + h) = phi^h x(t0)``, i.e.
 candidate with the lowest mean absolute error (in the column's own units) wins. The scores are kept, so
 the report can say why. The winner is refitted on all the data; its ``phi`` starts the neural ODE's
 linear decay.
+
+Whether departures from the structure decay or *persist* is decided first, once per column, as AutoARIMA
+decides its differencing by a unit-root test before it chooses the rest: if the augmented Dickey-Fuller
+test does not reject a unit root in the residual around a linear trend and every seasonal cycle, the
+residual wanders (a random walk around the structure, as ARIMA's differencing or exponential smoothing's
+level assumes). Every candidate then forecasts its residual's current level (the local level model's,
+:func:`residual_level`) carried on undiminished, and so does the fitted forecaster: the series is forecast
+from where it is, not pulled back to a lagging fit, and the neural ODE, which cannot foresee a random
+walk's steps, models the columns whose departures decay.
 Past the data, a trend keeps its slope for the horizon asked for (what the backtest judged) and then
 fades, as a damped trend does, so that forecasts far beyond that horizon stay level rather than run
 off with a slope fitted to a few recent weeks.
@@ -40,12 +49,14 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 __all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_periods", "choose_structure",
-           "harmonics_for", "refit_errors"]
+           "harmonics_for", "level_discount", "refit_errors", "residual_level"]
 
 TRENDS = ("flat", "linear", "local")
 KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
 TIE = 0.02  # candidates within this fraction of the best score are near-ties: the simplest wins
-RECENT_ROWS = 2048  # residual rows that estimate the AR(1) coefficient
+LEVEL_DISCOUNT = 0.95  # at most: a persistent residual's level averages over about 20 steps or fewer
+RECENT_ROWS = 2048  # residual rows that estimate the AR(1) coefficient and test for a unit root
+UNIT_ROOT_ROWS = 20  # fewer regression rows than this: no unit-root test (the residual decays)
 RIDGE = 0.1  # ridge penalty on the seasonal coefficients (standardised data); the trend is not shrunk
 DAY, WEEK, YEAR = 1.0, 7.0, 365.25
 PERIOD_NAMES = {DAY: "daily", WEEK: "weekly", YEAR: "yearly"}
@@ -148,14 +159,17 @@ class ColumnStructure:
     phi: float  # AR(1) coefficient of the residual per grid step
     trusted: int  # steps past the data the trend keeps its slope (the horizon asked for); then it fades
     scores: tuple[tuple[str, float], ...] = ()  # backtest MAE of the best candidates, chosen first
+    # The residual has a unit root: its forecast is its current level (:func:`residual_level`), carried on
+    # undiminished, rather than its last value decaying as its AR(1) with ``phi``.
+    persistent: bool = False
 
     @property
     def periods(self) -> tuple[float, ...]:
         return tuple(sorted({p for part in self.parts for p in part.periods}))
 
     def describe(self) -> str:
-        text = self.parts[0].describe() + (", log scale" if self.transform == "log" else "")
-        return text
+        return (self.parts[0].describe() + (", log scale" if self.transform == "log" else "")
+                + (", departures from it persist" if self.persistent else ""))
 
     def mu(self, t: np.ndarray, epoch_days: float, step_days: float) -> np.ndarray:
         return np.mean([p.mu(t, self.fitted_steps, epoch_days, step_days, self.trusted) for p in self.parts],
@@ -232,6 +246,74 @@ def _ar1(r: np.ndarray) -> float:
     return float(np.clip(np.sum(a[ok] * b[ok]) / den, 0.0, 0.999))
 
 
+def _adf_statistic(r: np.ndarray) -> float:
+    """The augmented Dickey-Fuller statistic of ``r`` (NaN in gaps): the t-ratio of ``gamma`` in the
+    least-squares regression
+
+        r(t) - r(t-1) = a + gamma r(t-1) + sum_{i=1..p} d_i (r(t-i) - r(t-i-1)) + e(t)
+
+    with ``p = floor(n^(1/3))`` lagged differences (Said & Dickey, 1984) over the rows where every term is
+    observed; NaN if fewer than :data:`UNIT_ROOT_ROWS` rows are. Strongly negative: ``r`` reverts to its mean;
+    near zero: it wanders as a random walk does."""
+    n = len(r)
+    p = int(np.cbrt(n))
+    d = np.diff(r)
+    rows = n - 1 - p
+    if rows < UNIT_ROOT_ROWS:
+        return math.nan
+    x = np.column_stack([np.ones(rows), r[p:-1]] + [d[p - i : n - 1 - i] for i in range(1, p + 1)])
+    y = d[p:]
+    ok = np.isfinite(y) & np.all(np.isfinite(x), axis=1)
+    x, y = x[ok], y[ok]
+    if len(y) < UNIT_ROOT_ROWS:
+        return math.nan
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ coef
+    sigma2 = float(resid @ resid) / max(len(y) - x.shape[1], 1)
+    se = math.sqrt(max(float(sigma2 * np.linalg.pinv(x.T @ x)[1, 1]), 0.0))
+    return float(coef[1] / se) if se > 0 else math.nan
+
+
+def _wanders(r: np.ndarray) -> bool:
+    """Whether the residual ``r`` around a fitted trend (NaN in gaps) has a unit root: the augmented
+    Dickey-Fuller test (:func:`_adf_statistic`) does not reject one at the 5 % level. The critical value is
+    MacKinnon's (2010) response surface for a regression with a constant and a linear trend (the residual's
+    trend was fitted): -3.41 for long series, lower for short ones. As AutoARIMA chooses its differencing by a
+    unit-root test before it chooses the rest, this decides once per column whether departures from the
+    structure persist (``phi = 1``) or decay; too few rows to test: they decay."""
+    stat = _adf_statistic(r)
+    n = int(np.isfinite(r).sum())
+    critical = -3.41049 - 4.394 / n - 9.036 / n**2
+    return bool(math.isfinite(stat) and stat > critical)
+
+
+def level_discount(r: np.ndarray) -> np.ndarray:
+    """The discount ``beta`` (C,) of the local level model ``r(t) = l(t) + e(t)``, ``l(t) = l(t-1) + n(t)``
+    (white noises ``e`` and ``n``), for each row of ``r`` (C, L) (NaN in gaps).
+
+    The model's differences are an MA(1), ``r(t) - r(t-1) = a(t) - beta a(t-1)``, whose lag-one
+    autocorrelation ``rho = -beta / (1 + beta^2)`` (moments of the observed differences) gives ``beta``, the
+    invertible root (Harvey, 1989). A pure random walk (``rho = 0``) gives 0; the noisier the steps around the
+    level, the larger, up to :data:`LEVEL_DISCOUNT`."""
+    d = r[:, 1:] - r[:, :-1]
+    num, den = np.nansum(d[:, 1:] * d[:, :-1], axis=1), np.nansum(d**2, axis=1)
+    rho = np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), -0.5, 0.0)
+    safe = np.where(rho < 0, rho, -1.0)
+    beta = np.where(rho < 0, (1 - np.sqrt(np.maximum(1 - 4 * safe**2, 0.0))) / (-2 * safe), 0.0)
+    return np.minimum(beta, LEVEL_DISCOUNT)
+
+
+def residual_level(r: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """The current level of each row of ``r`` (C, L) (NaN off ``observed`` (L,)), a residual that wanders:
+    the local level model's forecast (simple exponential smoothing), the exponentially weighted mean of the
+    observed values ``sum_k beta^k r(T-k) / sum_k beta^k`` with ``beta`` from :func:`level_discount` (0: the
+    last value)."""
+    beta = level_discount(r)
+    seen = np.flatnonzero(observed)
+    w = beta[:, None] ** (seen[-1] - seen)[None, :].astype(np.float64)
+    return np.sum(w * r[:, seen], axis=1) / np.sum(w, axis=1)
+
+
 def _bases(T: int, cuts: Sequence[int], epoch_days: float, step_days: float, periods: tuple[float, ...]
            ) -> dict[int, np.ndarray]:
     """``{cut: (T, K) basis}`` for each of ``cuts`` and ``T``: the local trend scaled to ``cut`` fitted
@@ -260,18 +342,21 @@ class _Candidate:
     trend: str
     periods: tuple[float, ...]
     half_life: float  # steps; 0: every row weighs the same
+    persistent: bool = False  # the residual carries on (phi = 1) rather than decaying as its AR(1)
 
     @property
     def name(self) -> str:
-        return _candidate_name(self.transform, self.trend, self.periods, self.half_life)
+        return _candidate_name(self.transform, self.trend, self.periods, self.half_life, self.persistent)
 
 
 @functools.lru_cache(maxsize=4096)
-def _candidate_name(transform: str, trend: str, periods: tuple[float, ...], half_life: float) -> str:
+def _candidate_name(transform: str, trend: str, periods: tuple[float, ...], half_life: float,
+                    persistent: bool = False) -> str:
     """A candidate's name in the scores; one string object per name, shared by every series' scores."""
     return "+".join([trend, *(PERIOD_NAMES.get(p, f"{p:g}d") for p in periods)]
                     + (["log"] if transform == "log" else [])
-                    + ([f"recent(half-life {half_life:g})"] if half_life else []))
+                    + ([f"recent(half-life {half_life:g})"] if half_life else [])
+                    + (["persistent"] if persistent else []))
 
 
 def _half_lives(periods: tuple[float, ...], step_days: float, horizon: int, steps: int) -> list[float]:
@@ -283,9 +368,9 @@ def _half_lives(periods: tuple[float, ...], step_days: float, horizon: int, step
 
 
 def _candidates(periods: tuple[float, ...], log_ok: bool, step_days: float, horizon: int, exact: bool,
-                steps: int) -> list[_Candidate]:
+                steps: int, persistent: bool = False) -> list[_Candidate]:
     """Every transform x trend x subset of the periods (only all of them if ``exact``) x weighting,
-    simplest first."""
+    simplest first, each with its residual persistent or decaying as ``persistent`` says."""
     subsets = [s for r in range(len(periods) + 1) for s in itertools.combinations(periods, r)]
     if exact:
         subsets = [tuple(periods)]
@@ -294,7 +379,7 @@ def _candidates(periods: tuple[float, ...], log_ok: bool, step_days: float, hori
         for trend in TRENDS:
             for s in subsets:
                 for half_life in _half_lives(s, step_days, horizon, steps):
-                    out.append(_Candidate(transform, trend, s, half_life))
+                    out.append(_Candidate(transform, trend, s, half_life, persistent))
     return out
 
 
@@ -449,20 +534,21 @@ def _used(shapes: Sequence[tuple[str, tuple[float, ...]]], seasonal: tuple[float
     return used
 
 
-def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: _Origins, h: int
-               ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: _Origins, h: int,
+               persistent: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Per origin ``o``: ``(o, ahead, zf)``, every candidate's standardised forecast ``zf`` (C, len(ahead))
     of the steps ``ahead`` after the cut.
 
     At an origin, candidate ``c`` (basis columns ``S_c``, transform ``r_c``: its row of ``z``) forecasts
     step ``t`` as
 
-        z(t) = X_t[S_c] beta_c + phi_c^(t - t0) e(t0)
+        z(t) = X_t[S_c] beta_c + phi_c^(t - t0) e(t0)      (or + mean of the last three e, if persistent)
 
     with ``beta_c`` its ridge fit before the cut (``coef[o, c]``, a coefficient vector of the full basis,
     zero off ``S_c``: :func:`_ridge_coefficients`), ``e(t0)`` its residual at the last observed step ``t0``
     and ``phi_c`` the AR(1) coefficient of its recent residuals (as :meth:`_Normal.fit`, one candidate at a
-    time): one product gives every candidate's fitted values at an origin."""
+    time); where ``persistent[c]``, the mean of the last :data:`PERSISTENT_ROWS` observed residuals carries on
+    undiminished. One product gives every candidate's fitted values at an origin."""
     T = z.shape[1]
     observed = np.isfinite(z[0])
     for o, (cut, basis, t0) in enumerate(zip(origins.cuts, origins.bases, origins.last, strict=True)):
@@ -471,7 +557,9 @@ def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: 
         fitted = np.einsum("ck,tk->ct", coef[o], basis[start : ahead[-1] + 1])  # (C, steps)
         resid = z[transform, start:cut] - fitted[:, : cut - start]
         phi = _ar1_rows(resid, observed[start + 1 : cut] & observed[start : cut - 1])
-        yield o, ahead, fitted[:, ahead - start] + resid[:, t0 - start, None] * phi[:, None] ** (ahead - t0)
+        decaying = resid[:, t0 - start, None] * phi[:, None] ** (ahead - t0)
+        persisting = residual_level(resid, observed[start:cut])[:, None]
+        yield o, ahead, fitted[:, ahead - start] + np.where(persistent[:, None], persisting, decaying)
 
 
 def _backtest(v: np.ndarray, zs: dict[str, tuple[np.ndarray, float, float]], candidates: list[_Candidate],
@@ -493,7 +581,8 @@ def _backtest(v: np.ndarray, zs: dict[str, tuple[np.ndarray, float, float]], can
     coef = _ridge_coefficients(origins, used, transform, weighting, judged)
     observed = np.isfinite(v)
     errors = np.zeros((len(origins.cuts), C))
-    for o, ahead, zf in _forecasts(z, coef, transform, origins, h):
+    persistent = np.array([c.persistent for c in candidates])
+    for o, ahead, zf in _forecasts(z, coef, transform, origins, h, persistent):
         pred = zf * stds[transform, None] + means[transform, None]
         pred[is_log] = np.exp(np.clip(pred[is_log], -700, 700))
         ok = observed[ahead]
@@ -519,14 +608,16 @@ def refit_errors(z: np.ndarray, column: ColumnStructure, cuts: Sequence[int], h:
     weighting = np.array([half_lives.index(p.half_life) for p in column.parts])
     coef = _ridge_coefficients(origins, used, transform, weighting, judged)
     out = np.full((len(origins.cuts), h), np.nan)
-    for o, ahead, zf in _forecasts(z[None], coef, transform, origins, h):
+    persistent = np.full(len(column.parts), column.persistent)
+    for o, ahead, zf in _forecasts(z[None], coef, transform, origins, h, persistent):
         if judged[o].all():
             out[o, : len(ahead)] = z[ahead] - zf.mean(axis=0)
     return out[np.isfinite(out).any(axis=1)]
 
 
 def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon: int | None = None,
-                     seasonal: tuple[float, ...] | None = None, origins: int | None = None) -> Structure:
+                     seasonal: tuple[float, ...] | None = None, origins: int | None = None,
+                     persistence: bool | None = None) -> Structure:
     """Choose and fit each column's structure by backtest (see the module docstring).
 
     Args:
@@ -539,6 +630,9 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         origins: backtest origins (windows of ``horizon`` steps at the end of the data); default: as many
             windows as the last third of the data holds, at least 3 and at most 8 (more windows, a
             steadier choice among many candidates).
+        persistence: whether departures from the structure persist (``phi = 1``) rather than decay, in
+            every column; default: per column, whether its residual around a linear trend and every
+            seasonal cycle has a unit root (:func:`_wanders`).
     """
     T, n = y.shape
     t_all = np.arange(T, dtype=np.float64)
@@ -563,7 +657,13 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         obs = np.isfinite(v)
         log_ok = bool(obs.sum() >= 4 and np.all(v[obs] > 0))
         zs = {tr: _transformed(v, tr) for tr in (("none", "log") if log_ok else ("none",))}
-        candidates = _candidates(seasonal, log_ok, step_days, h, exact, T)
+        persistent = persistence
+        if persistent is None:
+            z = zs["none"][0]
+            cols = _columns("linear", seasonal, seasonal, step_days)
+            reference = z - bases[T][:, cols] @ _Normal(z, T, bases[T], 0.0).fit(cols)[0]
+            persistent = _wanders(reference[-RECENT_ROWS:])
+        candidates = _candidates(seasonal, log_ok, step_days, h, exact, T, persistent)
         at = _origins(np.stack([z for z, _, _ in zs.values()]), cuts, h, bases,
                       sorted({c.half_life for c in candidates}))
         scores = _backtest(v, zs, candidates, at, h, seasonal, step_days)
@@ -583,5 +683,6 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
                                  fitted_steps=T, phi=0.0, trusted=trusted,
                                  scores=tuple((c.name, s) for s, c in [(win_score, winner)] + ranking[:7]))
         resid = z - column.mu(t_all, epoch_days, step_days)
-        columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:])))
+        columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:]),
+                                           persistent=winner.persistent))
     return Structure(tuple(columns), float(step_days), float(epoch_days))

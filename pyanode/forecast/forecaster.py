@@ -224,17 +224,20 @@ class Forecaster:
             last = self._positions()[-1]
             grid = last + np.arange(1, (0 if grid_resid is None else len(grid_resid)) + 1.0)
             closed_form = self._closed_form_residual(np.concatenate([grid, positions]))
+            # How far the point forecast departs from the other model's, the closed form's or, where the point
+            # is the closed form, the neural ODE's (mu cancels): the intervals hold both models' bands.
+            departure = None if grid_resid is None else grid_resid - closed_form[: len(grid)]
+            here = resid - closed_form[len(grid) :]
             if persistent.any():
                 # A residual with a unit root carries on its current level: the neural ODE cannot foresee
                 # a random walk's steps, and its learned decay would pull the forecast back to the structure.
                 resid = np.where(persistent, closed_form[len(grid) :], resid)
-                if grid_resid is not None:
-                    grid_resid = np.where(persistent, closed_form[: len(grid)], grid_resid)
+                here = np.where(persistent, -here, here)
+                if departure is not None:
+                    departure = np.where(persistent, -departure, departure)
         point_z = self.structure.mu(positions) + resid
         out = pd.DataFrame(self.structure.from_standard(point_z), index=dates, columns=self.columns)
         if intervals:  # issue 12: pyanode.forecast.intervals
-            # How far the neural ODE's forecast departs from the calibrated closed-form one (mu cancels).
-            departure, here = grid_resid - closed_form[: len(grid)], resid - closed_form[len(grid) :]
             out = with_intervals(out, point_z, positions - last, departure, here, self.structure,
                                  self._calibration(), check_levels(level) if level is not None else None,
                                  check_quantiles(quantiles) if quantiles is not None else None)

@@ -13,10 +13,27 @@ def x64():
         yield
 
 
+_OWN = pytest.StashKey[str]()  # the cache folder this run made (and removes at its end)
+
+
 def pytest_configure(config):
     """One JAX compilation cache for the whole run, in a temporary folder: the tests' subprocesses (the
-    command line) reuse what earlier tests compiled, and nothing is written to the user's cache."""
+    command line) and xdist's workers (which inherit the variable) reuse what earlier tests compiled, and
+    nothing is written to the user's cache."""
     import os
     import tempfile
 
-    os.environ.setdefault("PYANODE_CACHE_DIR", tempfile.mkdtemp(prefix="pyanode-test-cache-"))
+    if "PYANODE_CACHE_DIR" not in os.environ:
+        folder = tempfile.mkdtemp(prefix="pyanode-test-cache-")
+        os.environ["PYANODE_CACHE_DIR"] = folder
+        config.stash[_OWN] = folder
+
+
+def pytest_unconfigure(config):
+    """Remove the run's cache folder (tens of MB), if this process made it: the controller, after its
+    workers are done."""
+    import shutil
+
+    folder = config.stash.get(_OWN, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -91,10 +91,11 @@ def run_recording_figures(args: list[str], cwd: Path, env: dict, timeout: int = 
     import sys
     import tempfile
 
-    folder = Path(tempfile.mkdtemp(prefix="pyanode-figures-"))
-    res = subprocess.run([sys.executable, "-c", _RECORDER, *map(str, args)], cwd=cwd, capture_output=True,
-                         text=True, env=dict(env, PYANODE_TEST_FIGURES=str(folder)), timeout=timeout)
-    return res, recorded_figures(folder)
+    with tempfile.TemporaryDirectory(prefix="pyanode-figures-") as tmp:  # removed afterwards
+        folder = Path(tmp)
+        res = subprocess.run([sys.executable, "-c", _RECORDER, *map(str, args)], cwd=cwd, capture_output=True,
+                             text=True, env=dict(env, PYANODE_TEST_FIGURES=str(folder)), timeout=timeout)
+        return res, recorded_figures(folder)
 
 
 def assert_forecast_drawn(figure: dict, forecast, truth=None, bands: int | None = None) -> None:

@@ -280,7 +280,7 @@ def _wanders(r: np.ndarray) -> bool:
     MacKinnon's (2010) response surface for a regression with a constant and a linear trend (the residual's
     trend was fitted): -3.41 for long series, lower for short ones. As AutoARIMA chooses its differencing by a
     unit-root test before it chooses the rest, this decides once per column whether departures from the
-    structure persist (``phi = 1``) or decay; too few rows to test: they decay."""
+    structure persist or decay; too few rows to test: they decay."""
     stat = _adf_statistic(r)
     n = int(np.isfinite(r).sum())
     critical = -3.41049 - 4.394 / n - 9.036 / n**2
@@ -342,7 +342,7 @@ class _Candidate:
     trend: str
     periods: tuple[float, ...]
     half_life: float  # steps; 0: every row weighs the same
-    persistent: bool = False  # the residual carries on (phi = 1) rather than decaying as its AR(1)
+    persistent: bool = False  # the residual's level carries on, rather than its last value decaying
 
     @property
     def name(self) -> str:
@@ -542,12 +542,12 @@ def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: 
     At an origin, candidate ``c`` (basis columns ``S_c``, transform ``r_c``: its row of ``z``) forecasts
     step ``t`` as
 
-        z(t) = X_t[S_c] beta_c + phi_c^(t - t0) e(t0)      (or + mean of the last three e, if persistent)
+        z(t) = X_t[S_c] beta_c + phi_c^(t - t0) e(t0)      (or + the level of e, if persistent)
 
     with ``beta_c`` its ridge fit before the cut (``coef[o, c]``, a coefficient vector of the full basis,
     zero off ``S_c``: :func:`_ridge_coefficients`), ``e(t0)`` its residual at the last observed step ``t0``
     and ``phi_c`` the AR(1) coefficient of its recent residuals (as :meth:`_Normal.fit`, one candidate at a
-    time); where ``persistent[c]``, the mean of the last :data:`PERSISTENT_ROWS` observed residuals carries on
+    time); where ``persistent[c]``, the residuals' current level (:func:`residual_level`) carries on
     undiminished. One product gives every candidate's fitted values at an origin."""
     T = z.shape[1]
     observed = np.isfinite(z[0])
@@ -558,8 +558,10 @@ def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: 
         resid = z[transform, start:cut] - fitted[:, : cut - start]
         phi = _ar1_rows(resid, observed[start + 1 : cut] & observed[start : cut - 1])
         decaying = resid[:, t0 - start, None] * phi[:, None] ** (ahead - t0)
-        persisting = residual_level(resid, observed[start:cut])[:, None]
-        yield o, ahead, fitted[:, ahead - start] + np.where(persistent[:, None], persisting, decaying)
+        if persistent.any():
+            persisting = residual_level(resid, observed[start:cut])[:, None]
+            decaying = np.where(persistent[:, None], persisting, decaying)
+        yield o, ahead, fitted[:, ahead - start] + decaying
 
 
 def _backtest(v: np.ndarray, zs: dict[str, tuple[np.ndarray, float, float]], candidates: list[_Candidate],
@@ -630,9 +632,9 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         origins: backtest origins (windows of ``horizon`` steps at the end of the data); default: as many
             windows as the last third of the data holds, at least 3 and at most 8 (more windows, a
             steadier choice among many candidates).
-        persistence: whether departures from the structure persist (``phi = 1``) rather than decay, in
-            every column; default: per column, whether its residual around a linear trend and every
-            seasonal cycle has a unit root (:func:`_wanders`).
+        persistence: whether departures from the structure persist (their current level carried on)
+            rather than decay, in every column; default: per column, whether its residual around a linear
+            trend and every seasonal cycle has a unit root (:func:`_wanders`).
     """
     T, n = y.shape
     t_all = np.arange(T, dtype=np.float64)

@@ -247,14 +247,16 @@ def _ar1(r: np.ndarray) -> float:
 
 
 def _adf_statistic(r: np.ndarray) -> float:
-    """The augmented Dickey-Fuller statistic of ``r`` (NaN in gaps): the t-ratio of ``gamma`` in the
-    least-squares regression
+    """The augmented Dickey-Fuller statistic of ``r``: the t-ratio of ``gamma`` in the least-squares
+    regression
 
         r(t) - r(t-1) = a + gamma r(t-1) + sum_{i=1..p} d_i (r(t-i) - r(t-i-1)) + e(t)
 
-    with ``p = floor(n^(1/3))`` lagged differences (Said & Dickey, 1984) over the rows where every term is
-    observed; NaN if fewer than :data:`UNIT_ROOT_ROWS` rows are. Strongly negative: ``r`` reverts to its mean;
-    near zero: it wanders as a random walk does."""
+    with ``p = floor(n^(1/3))`` lagged differences (Said & Dickey, 1984); NaN if it has fewer than
+    :data:`UNIT_ROOT_ROWS` rows. Gaps (NaN) are closed, the observed values taken in order: data that skip
+    weekends or holidays would otherwise leave no row with all its terms observed. Strongly negative: ``r``
+    reverts to its mean; near zero: it wanders as a random walk does."""
+    r = r[np.isfinite(r)]
     n = len(r)
     p = int(np.cbrt(n))
     d = np.diff(r)
@@ -263,10 +265,6 @@ def _adf_statistic(r: np.ndarray) -> float:
         return math.nan
     x = np.column_stack([np.ones(rows), r[p:-1]] + [d[p - i : n - 1 - i] for i in range(1, p + 1)])
     y = d[p:]
-    ok = np.isfinite(y) & np.all(np.isfinite(x), axis=1)
-    x, y = x[ok], y[ok]
-    if len(y) < UNIT_ROOT_ROWS:
-        return math.nan
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
     resid = y - x @ coef
     sigma2 = float(resid @ resid) / max(len(y) - x.shape[1], 1)

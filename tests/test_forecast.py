@@ -122,7 +122,11 @@ def test_a_column_that_wanders_carries_on_its_level():
     fc = F.fit(df, seed=0, **SMALL)
     st = fc.structure
     assert [c.persistent for c in st.columns] == [False, True]
-    assert any(n.startswith("walk: ") and "departures from it persist" in n for n in fc.report.notes)
+    # The report says so, and why: the unit-root statistic against its 5% critical value.
+    stat, critical = st.columns[1].unit_root
+    note = next(n for n in fc.report.notes if n.startswith("walk: "))
+    assert "departures from it persist" in note and stat > critical
+    assert f"unit-root test: ADF {stat:.2f} against {critical:.2f} at 5%" in note
     pred = fc.predict(30, level=[80])
     r = residual_arrays(st, fc.train, fc._positions()).y[:, 1]
     positions = (days_since_epoch(pred.index) - st.epoch_days) / st.step_days

@@ -102,6 +102,8 @@ def test_a_level_that_moved_is_forecast_from_where_it_is():
     col = choose_structure(y[:, None], 1.0, 10957.0).columns[0]
     assert col.persistent and 0 < col.phi < 1 and col.parts[0].trend == "flat"
     assert col.describe() == "flat trend, departures from it persist"
+    assert col.unit_root[0] > col.unit_root[1]  # what decided it, kept (and saved) with the structure
+    assert S.ColumnStructure.from_json(json.loads(json.dumps(col.to_json()))) == col
     # Its backtest score by hand: 7 origins 14 days apart at the end, each forecast the local level of the
     # values before it (the fitted flat level cancels: the weighted mean moves with it).
     cuts = [300 - 14 * k for k in range(7, 0, -1)]
@@ -119,10 +121,11 @@ def test_a_level_that_moved_is_forecast_from_where_it_is():
     for t in range(1, 300):
         ar[t] = 0.5 * ar[t - 1] + e[t]
     col = choose_structure((50 + ar)[:, None], 1.0, 10957.0).columns[0]
-    assert not col.persistent and 0.3 < col.phi < 0.7
+    assert not col.persistent and 0.3 < col.phi < 0.7 and col.unit_root[0] < col.unit_root[1]
     assert all("persistent" not in name for name, _ in col.scores)
-    # Forced either way.
-    assert not choose_structure(y[:, None], 1.0, 10957.0, persistence=False).columns[0].persistent
+    # Forced either way (untested).
+    forced = choose_structure(y[:, None], 1.0, 10957.0, persistence=False).columns[0]
+    assert not forced.persistent and forced.unit_root is None
     assert choose_structure((50 + ar)[:, None], 1.0, 10957.0, persistence=True).columns[0].persistent
 
 
@@ -141,13 +144,16 @@ def test_the_unit_root_statistic_is_the_augmented_dickey_fuller_one(name):
     x = _adf_inputs()[name]
     assert S._adf_statistic(x) == pytest.approx(ADF_STATSMODELS[name], rel=1e-9)
     # The random walk is taken for one (MacKinnon's 5% value for 300 rows is -3.43); white noise is not.
-    assert S._wanders(x) == (name == "random walk")
+    stat, critical = S.unit_root_test(x)
+    # MacKinnon's 5% value for a constant and a trend: -3.4252 for 300 rows, -3.4327 for 200.
+    want = {"random walk": -3.4252, "white noise": -3.4327}[name]
+    assert stat == S._adf_statistic(x) and critical == pytest.approx(want, abs=1e-4)
+    assert (stat > critical) == (name == "random walk")
     # Gaps are closed: the observed values in order (a weekday series, or one missing every seventh value).
     gappy = np.insert(x, np.arange(7, len(x), 6), np.nan)
     assert np.isnan(gappy).sum() > 30
-    assert S._adf_statistic(gappy) == S._adf_statistic(x) and S._wanders(gappy) == (name == "random walk")
-    assert np.isnan(S._adf_statistic(x[:20]))  # too few rows: no test, and the residual decays
-    assert not S._wanders(x[:20])
+    assert S._adf_statistic(gappy) == S._adf_statistic(x)
+    assert np.isnan(S._adf_statistic(x[:20]))  # too few rows: no test (the residual decays)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # statsmodels' notice of a new return type
@@ -161,7 +167,7 @@ def test_the_unit_root_statistic_matches_statsmodels_when_installed():
         stat = adfuller(x, maxlag=p, autolag=None, regression="c")[0]
         assert S._adf_statistic(x) == pytest.approx(stat, rel=1e-8)
         # The 5% critical value of MacKinnon's response surface for a constant and a trend.
-        assert S._wanders(x) == (stat > mackinnoncrit(1, "ct", len(x))[1])
+        assert S.unit_root_test(x)[1] == pytest.approx(mackinnoncrit(1, "ct", len(x))[1], abs=2e-3)
 
 
 def test_the_level_discount_is_the_local_level_models():

@@ -49,7 +49,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 __all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_periods", "choose_structure",
-           "harmonics_for", "level_discount", "refit_errors", "residual_level"]
+           "harmonics_for", "level_discount", "refit_errors", "residual_level", "unit_root_test"]
 
 TRENDS = ("flat", "linear", "local")
 KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
@@ -162,6 +162,8 @@ class ColumnStructure:
     # The residual has a unit root: its forecast is its current level (:func:`residual_level`), carried on
     # undiminished, rather than its last value decaying as its AR(1) with ``phi``.
     persistent: bool = False
+    # What decided it: the unit-root statistic and its 5 % critical value (None: not tested, as asked).
+    unit_root: tuple[float, float] | None = None
 
     @property
     def periods(self) -> tuple[float, ...]:
@@ -186,6 +188,8 @@ class ColumnStructure:
         d["parts"] = tuple(Part(p["trend"], tuple(p["periods"]), float(p["half_life"]), tuple(p["coef"]))
                            for p in d["parts"])
         d["scores"] = tuple((str(a), float(b)) for a, b in d.get("scores", ()))
+        if d.get("unit_root") is not None:
+            d["unit_root"] = tuple(float(x) for x in d["unit_root"])
         return cls(**d)
 
 
@@ -272,17 +276,15 @@ def _adf_statistic(r: np.ndarray) -> float:
     return float(coef[1] / se) if se > 0 else math.nan
 
 
-def _wanders(r: np.ndarray) -> bool:
-    """Whether the residual ``r`` around a fitted trend (NaN in gaps) has a unit root: the augmented
-    Dickey-Fuller test (:func:`_adf_statistic`) does not reject one at the 5 % level. The critical value is
-    MacKinnon's (2010) response surface for a regression with a constant and a linear trend (the residual's
-    trend was fitted): -3.41 for long series, lower for short ones. As AutoARIMA chooses its differencing by a
-    unit-root test before it chooses the rest, this decides once per column whether departures from the
-    structure persist or decay; too few rows to test: they decay."""
-    stat = _adf_statistic(r)
-    n = int(np.isfinite(r).sum())
-    critical = -3.41049 - 4.394 / n - 9.036 / n**2
-    return bool(math.isfinite(stat) and stat > critical)
+def unit_root_test(r: np.ndarray) -> tuple[float, float]:
+    """The augmented Dickey-Fuller statistic of the residual ``r`` around a fitted trend (NaN in gaps,
+    :func:`_adf_statistic`) and its 5 % critical value: MacKinnon's (2010) response surface for a regression
+    with a constant and a linear trend (the residual's trend was fitted), -3.41 for long series, lower for
+    short ones. A statistic above the critical value does not reject a unit root: as AutoARIMA chooses its
+    differencing by a unit-root test before it chooses the rest, this decides once per column whether
+    departures from the structure persist or decay (NaN: too few rows to test; they decay)."""
+    n = max(int(np.isfinite(r).sum()), 1)
+    return _adf_statistic(r), -3.41049 - 4.394 / n - 9.036 / n**2
 
 
 def level_discount(r: np.ndarray) -> np.ndarray:
@@ -632,7 +634,7 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
             steadier choice among many candidates).
         persistence: whether departures from the structure persist (their current level carried on)
             rather than decay, in every column; default: per column, whether its residual around a linear
-            trend and every seasonal cycle has a unit root (:func:`_wanders`).
+            trend and every seasonal cycle has a unit root (:func:`unit_root_test`).
     """
     T, n = y.shape
     t_all = np.arange(T, dtype=np.float64)
@@ -657,12 +659,14 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         obs = np.isfinite(v)
         log_ok = bool(obs.sum() >= 4 and np.all(v[obs] > 0))
         zs = {tr: _transformed(v, tr) for tr in (("none", "log") if log_ok else ("none",))}
-        persistent = persistence
+        persistent, unit_root = persistence, None
         if persistent is None:
             z = zs["none"][0]
             cols = _columns("linear", seasonal, seasonal, step_days)
             reference = z - bases[T][:, cols] @ _Normal(z, T, bases[T], 0.0).fit(cols)[0]
-            persistent = _wanders(reference[-RECENT_ROWS:])
+            unit_root = unit_root_test(reference[-RECENT_ROWS:])
+            persistent = bool(unit_root[0] > unit_root[1])  # (False for NaN: untested)
+            unit_root = unit_root if math.isfinite(unit_root[0]) else None
         candidates = _candidates(seasonal, log_ok, step_days, h, exact, T, persistent)
         at = _origins(np.stack([z for z, _, _ in zs.values()]), cuts, h, bases,
                       sorted({c.half_life for c in candidates}))
@@ -684,5 +688,5 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
                                  scores=tuple((c.name, s) for s, c in [(win_score, winner)] + ranking[:7]))
         resid = z - column.mu(t_all, epoch_days, step_days)
         columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:]),
-                                           persistent=winner.persistent))
+                                           persistent=winner.persistent, unit_root=unit_root))
     return Structure(tuple(columns), float(step_days), float(epoch_days))

@@ -143,9 +143,9 @@ def _adf_inputs() -> dict[str, np.ndarray]:
 def test_the_unit_root_statistic_is_the_augmented_dickey_fuller_one(name):
     x = _adf_inputs()[name]
     assert S._adf_statistic(x) == pytest.approx(ADF_STATSMODELS[name], rel=1e-9)
-    # The random walk is taken for one (MacKinnon's 5% value for 300 rows is -3.43); white noise is not.
+    # Against MacKinnon's 5% value for a constant and a trend (-3.4252 for 300 rows, -3.4327 for 200), the
+    # random walk is taken for one and white noise is not.
     stat, critical = S.unit_root_test(x)
-    # MacKinnon's 5% value for a constant and a trend: -3.4252 for 300 rows, -3.4327 for 200.
     want = {"random walk": -3.4252, "white noise": -3.4327}[name]
     assert stat == S._adf_statistic(x) and critical == pytest.approx(want, abs=1e-4)
     assert (stat > critical) == (name == "random walk")

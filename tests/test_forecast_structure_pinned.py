@@ -147,8 +147,8 @@ PINNED = {
 
 @pytest.mark.parametrize("name", list(INPUTS))
 def test_the_choice_coefficients_and_scores_are_those_of_the_one_at_a_time_backtest(name):
-    # The pinned code had no persistent candidates (phi = 1); they are left out here to compare like with
-    # like (tests/test_forecast_structure.py checks them).
+    # The pinned code had no unit-root decision (every residual decayed): persistence is forced off here to
+    # compare like with like (tests/test_forecast_structure.py checks the decision).
     structure = choose_structure(*INPUTS[name](), persistence=False)
     assert len(structure.columns) == len(PINNED[name])
     for col, want in zip(structure.columns, PINNED[name], strict=True):

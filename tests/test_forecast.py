@@ -103,6 +103,32 @@ def test_the_held_out_verdict_on_the_learned_field_is_reported(fitted):
     assert fitted.info["best_validation"] == pytest.approx(scores[got.group(1)], rel=1e-3)
 
 
+def test_the_held_out_tail_is_judged_as_far_ahead_as_the_forecasts_go(monkeypatch):
+    from pyanode.forecast import fitting
+
+    # A 58-step tail judged 14 steps ahead: four forecasts whose windows cover the tail (101-114, 116-129,
+    # 130-143, 145-158), the rolling-origin test the forecasts will face; judged to its end, the start and
+    # each quarter of the tail.
+    assert fitting.validation_origins(100, 58, 14) == [100, 115, 129, 144]
+    assert fitting.validation_origins(100, 58, 58) == [100, 114, 129, 143]
+    # fit(horizon=) reaches the verdict: the held-out targets stop `horizon` steps after each origin.
+    seen = {}
+
+    def capture(model, loss, batches, val, **kwargs):
+        seen["val"] = val
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fitting, "train_validated", capture)
+    df = _series(400)
+    with pytest.raises(KeyboardInterrupt):
+        F.fit(df, horizon=5, validation=40, **SMALL)
+    _, days, taus, tails = seen["val"]
+    assert taus.shape == (9,) and tails.shape == (4, 9, 2)  # 8 = 5 steps rounded up to a power of two
+    assert np.isnan(np.asarray(tails)[:, 6:]).all() and np.isfinite(np.asarray(tails)[:, 1:6, 0]).all()
+    # Daily data: the origins' dates, in days after the first (grid step 359 = 400 - 40 - 1), 12 apart.
+    assert [round(float(d - days[0])) for d in days] == [0, 12, 23, 35]
+
+
 def test_a_column_that_wanders_carries_on_its_level():
     # "walk" is a random walk: the unit-root test keeps its departures from the structure (persistent), and
     # its forecast is the structure plus the residual's current level, whatever the neural ODE says;

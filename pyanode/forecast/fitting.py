@@ -15,8 +15,9 @@ equal test MAE to three digits; BENCHMARKS.md). AdamW with warm-up and cosine de
 Windows are drawn more often the more recent they are (the chance halves every ``half_life`` steps back), so
 the learned seasonal attractor follows the present regime (Delhi's dry 2016) rather than the average of all
 years. The model kept is a running average (EMA) of the parameters, steadier than the last iterate. A
-validation tail (the last steps of the data) is forecast from just before it every few iterations; training
-stops early when it stops improving and the best averaged parameters are kept. All of this (steps, EMA,
+validation tail (the last steps of the data) is forecast every few iterations, from four origins in it and as
+far ahead as the forecasts asked for will go (a rolling-origin test of the tail); training stops early when
+it stops improving and the best averaged parameters are kept. All of this (steps, EMA,
 validation, early stopping, progress bar, Ctrl-C) is :func:`pyanode.loop.run_loop`, the loop the classifiers
 train on too; this module supplies only the window loss, its data and the validation score.
 
@@ -50,7 +51,7 @@ from pyanode.forecast.model import Config, ForecastModel, ftype, masked_mse, rol
 from pyanode.loop import LoopResult, run_loop
 
 __all__ = ["WindowData", "bucket", "field_scaled", "fit_model", "train_validated", "validation_loss",
-           "local_copy", "outcome", "validation_tails", "window_loss", "windows_loss"]
+           "local_copy", "outcome", "validation_origins", "validation_tails", "window_loss", "windows_loss"]
 
 def bucket(size: int) -> int:
     """``size`` rounded up to the next of 4, 5, 6 or 7 times a power of two (at most 25% padding).
@@ -158,24 +159,38 @@ def validation_tails(y: np.ndarray, origins: list[int], steps: int) -> np.ndarra
     return np.stack([_pad(y[o : o + steps + 1], steps + 1, np.nan) for o in origins])
 
 
-def fit_model(model: ForecastModel, arrays: GridArrays, *, progress: bool = True, console: Any = None
-              ) -> LoopResult:
-    """Train ``model`` on the grid arrays of one series (the recipe in the module docstring)."""
+def fit_model(model: ForecastModel, arrays: GridArrays, *, horizon: int | None = None, progress: bool = True,
+              console: Any = None) -> LoopResult:
+    """Train ``model`` on the grid arrays of one series (the recipe in the module docstring); ``horizon``:
+    the steps ahead that will be forecast, which the held-out tail judges (None: all of the tail)."""
     c = model.config
     data = WindowData.build(arrays, c)
     val = None
     if c.validation > 0:
-        # Forecast the held-out tail from just before it, and from points inside it (with what the
-        # encoder would see there), so one lucky or unlucky start does not decide which model is kept.
         first = len(arrays.y) - c.validation - 1
-        origins = sorted({first + k * c.validation // VALIDATION_ORIGINS for k in range(VALIDATION_ORIGINS)})
-        # Solved up to the next power of two of steps (NaN targets, no weight, past the tail), so that
+        span = c.validation if horizon is None else max(1, min(horizon, c.validation))
+        origins = validation_origins(first, c.validation, span)
+        # Solved up to the next power of two of steps (NaN targets, no weight, past the span), so that
         # other series of similar length reuse the compiled program.
-        steps = 2 ** math.ceil(math.log2(c.validation))
+        steps = 2 ** math.ceil(math.log2(c.validation if span == c.validation else span))
+        tails = validation_tails(arrays.y, origins, steps)
+        if span < c.validation:
+            tails[:, span + 1 :] = np.nan
         val = (data.lags[np.asarray(origins)], data.days[np.asarray(origins)],
-               jnp.asarray(c.dt * np.arange(steps + 1), ftype()),
-               jnp.asarray(validation_tails(arrays.y, origins, steps), ftype()))
+               jnp.asarray(c.dt * np.arange(steps + 1), ftype()), jnp.asarray(tails, ftype()))
     return train_validated(model, window_loss, lambda it: data, val, progress=progress, console=console)
+
+
+def validation_origins(first: int, validation: int, span: int) -> list[int]:
+    """Where the held-out tail's forecasts start: just before the tail and at later points in it (with what
+    the encoder would see there), so that one lucky or unlucky start does not decide which model is kept.
+    Each is judged ``span`` steps ahead: when that is the whole tail, from its start and each quarter of
+    it to its end (as before); when the forecasts asked for are shorter, spread so that their windows
+    cover the tail, the rolling-origin evaluation the forecasts will face."""
+    if span >= validation:
+        return sorted({first + k * validation // VALIDATION_ORIGINS for k in range(VALIDATION_ORIGINS)})
+    room = validation - span
+    return sorted({first + round(k * room / (VALIDATION_ORIGINS - 1)) for k in range(VALIDATION_ORIGINS)})
 
 
 def train_validated(model: ForecastModel, loss: Any, batches: Any, val: tuple | None, *, progress: bool,

@@ -598,7 +598,9 @@ def fit(
     )
     model = ForecastModel(config, seed, phi=[s.phi for s in structure.columns])
     arrays = residual_arrays(structure, df, prep.positions)
-    result = fit_model(model, arrays, progress=progress, console=console)
+    # The held-out tail is judged as far ahead as the backtests judged the structure (the horizon asked for).
+    result = fit_model(model, arrays, horizon=structure.columns[0].trusted, progress=progress,
+                       console=console)
     history, info = outcome(result)
     return Forecaster(result.model, structure, df, report, history, info, prep.center, prep.spread,
                       outlier_threshold, resample, prep.calibration)

@@ -141,9 +141,11 @@ class PanelWindows:
 
 
 def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Sequence[int], *,
-                devices: int | None = None, progress: bool = True, console: Any = None) -> Any:
+                horizon: int | None = None, devices: int | None = None, progress: bool = True,
+                console: Any = None) -> Any:
     """Train the shared ``model`` on the residuals of every series (the recipe in the module docstring);
-    ``held_out[i]``: steps at the end of series ``i`` kept out of training to validate on (0: none).
+    ``held_out[i]``: steps at the end of series ``i`` kept out of training to validate on (0: none), each
+    forecast from its start and judged ``horizon`` steps ahead (None: to its end).
     Returns :class:`pyanode.loop.LoopResult` with the model as this process's own arrays."""
     c = model.config
     pool = PanelWindows(arrays, held_out, c)
@@ -165,14 +167,18 @@ def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Se
     judged = [i for i, v in enumerate(held_out) if v > 0]
     if judged:
         chosen = np.sort(np.random.default_rng(c.seed).permutation(judged)[:VALIDATION_SERIES])
-        steps = 2 ** math.ceil(math.log2(max(held_out[i] for i in chosen)))
+        span = max(held_out[i] for i in chosen)
+        span = span if horizon is None else max(1, min(horizon, span))
+        steps = 2 ** math.ceil(math.log2(span))
         lags, days, tails = [], [], []
         for i in chosen:
             a = arrays[i]
             first = len(a.y) - held_out[i] - 1
             lags.append(lag_windows(a.filled[: first + 1], c.lookback)[-1])
             days.append(a.days[first])
-            tails.append(validation_tails(a.y, [first], steps)[0])
+            tail = validation_tails(a.y, [first], steps)[0]
+            tail[span + 1 :] = np.nan  # judged as far ahead as the forecasts will go
+            tails.append(tail)
         val = (jnp.asarray(np.stack(lags), ft), jnp.asarray(np.asarray(days), ft),
                jnp.asarray(c.dt * np.arange(steps + 1), ft), jnp.asarray(np.stack(tails), ft))
     if dp is None:
@@ -671,7 +677,10 @@ def fit_panel(
     # Each series holds out the same tail to validate on, when it is long enough to spare it.
     v = config.validation
     held_out = [v if p.steps - v >= max(8, 2 * v) else 0 for p in prepared.values()]
-    result = train_panel(model, arrays, held_out, devices=devices, progress=progress, console=console)
+    if horizon is None:  # each series' backtest horizon (its frequency's, or a quarter of its longest cycle)
+        horizon = int(np.median([p.structure.columns[0].trusted for p in prepared.values()]))
+    result = train_panel(model, arrays, held_out, horizon=horizon, devices=devices, progress=progress,
+                         console=console)
     history, info = outcome(result)
     series = SeriesViews(prepared, result.model, history, info, outlier_threshold, resample)
     return PanelForecaster(result.model, id_column, date_column, series, bad, history, info)
@@ -708,8 +717,8 @@ def _fit_each(prepared: dict[str, SeriesRecord], bad: dict[str, str], id_column:
                              step_days=p.step_days, epoch_days=p.structure.epoch_days,
                              **training_windows(p.steps, p.step_days, *options))
         model = ForecastModel(config, config.seed, phi=_phis(p))
-        result = fit_model(model, residual_arrays(p.structure, p.values, p.positions), progress=progress,
-                           console=console)
+        result = fit_model(model, residual_arrays(p.structure, p.values, p.positions),
+                           horizon=p.structure.columns[0].trusted, progress=progress, console=console)
         history, info = outcome(result, f"training series {sid!r}")
         series[sid] = p.forecaster(result.model, history, info, outlier_threshold, resample)
         if result.interrupted:  # Ctrl-C: keep the series fitted so far

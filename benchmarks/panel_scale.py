@@ -195,8 +195,23 @@ def _run_statsforecast(method: str, train: pd.DataFrame, h: int, season: int) ->
                       "filled_rows": len(filled) - len(train)}
 
 
+def rss_now_mb() -> float | None:
+    """This process's resident set now (``VmRSS``), in MB; None where ``/proc`` has no such line.
+
+    Read just after a cell's input is made, it is the floor that the method's peak is measured against:
+    the panel's frames are the benchmark's, not the method's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def run_cell(cell: dict) -> dict:
     train, test, h, season = _data(cell)
+    rss_input = rss_now_mb()  # the input made, the method's libraries not yet imported
     if cell["method"] == "pyanode":
         forecast, info = _run_pyanode(cell, train, h)
     else:
@@ -206,6 +221,7 @@ def run_cell(cell: dict) -> dict:
     total = info["fit_s"] + info["predict_s"]
     info.update(series=n, total_s=total, series_per_s=n / total, mase_mean=float(scores.mean()),
                 mase_median=float(scores.median()), mase_season=season,
+                rss_input_mb=rss_input,
                 rss_self_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 rss_workers_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     return info
@@ -282,9 +298,29 @@ def _fmt(x, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def above_input(r: dict) -> float | None:
+    """The method's own peak: the process's peak RSS less its RSS once the input was made (None for a cell
+    run before that was recorded)."""
+    base = r.get("rss_input_mb")
+    return None if base is None else r["rss_self_mb"] - base
+
+
+def per_series_kb(results: dict, method: str) -> float | None:
+    """KB of peak RSS above input per series, from the slope between the smallest and largest panel of
+    ``method`` (what each more series costs; the fixed cost, libraries and compiled programs, cancels)."""
+    cells = sorted((int(k.split("/")[1]), above_input(r)) for k, r in results.items()
+                   if k.startswith("panel/") and k.endswith("/" + method) and "error" not in r
+                   and above_input(r) is not None)
+    if len(cells) < 2 or cells[0][0] == cells[-1][0]:
+        return None
+    (n0, m0), (n1, m1) = cells[0], cells[-1]
+    return (m1 - m0) * 1024 / (n1 - n0)
+
+
 def tables(results: dict) -> str:
     lines = ["| panel | method | fit s | predict s | total s | series/s | peak RSS MB (main) | "
-             "peak PSS MB (tree) | mean MASE | median MASE |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "RSS MB with input | peak RSS above input MB | peak PSS MB (tree) | mean MASE | median MASE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = [k for k in results if not k.startswith("devices/")]
     keys.sort(key=lambda k: (k.split("/")[0] != "panel", int(k.split("/")[1]) if k.startswith("panel") else 0,
                              METHODS.index(k.split("/")[-1])))
@@ -296,8 +332,14 @@ def tables(results: dict) -> str:
             continue
         lines.append(f"| {name} | {k.split('/')[-1]} | {_fmt(r['fit_s'])} | {_fmt(r['predict_s'])} | "
                      f"{_fmt(r['total_s'])} | {_fmt(r['series_per_s'])} | {_fmt(r['rss_self_mb'], '.0f')} | "
+                     f"{_fmt(r.get('rss_input_mb'), '.0f')} | {_fmt(above_input(r), '.0f')} | "
                      f"{_fmt(r['tree_pss_peak_mb'], '.0f')} | {_fmt(r['mase_mean'], '.3f')} | "
                      f"{_fmt(r['mase_median'], '.3f')} |")
+    slopes = [(m, per_series_kb(results, m)) for m in METHODS]
+    shown = [f"{m} {kb:.1f}" for m, kb in slopes if kb is not None]
+    if shown:
+        lines += ["", "Peak RSS above input, KB per series (slope between the smallest and largest panel): "
+                  + ", ".join(shown)]
     pya = [k for k in keys if k.endswith("/pyanode") and "error" not in results[k]]
     if pya:
         lines += ["", "| panel | prepare s | train s (steps s, first step s) | rest of fit s | predict s | "

@@ -5,13 +5,16 @@ trend, yearly seasonality, noise, gaps and outliers); the test is each series' l
 horizon). Every (panel, method) cell runs in its own subprocess, which builds the panel itself (not timed)
 and then times only the method. The parent polls that process tree with psutil every half second for its
 summed PSS (proportional set size: pages shared by forked workers counted once), and the child reports
-its own peak RSS (``ru_maxrss``) and its workers' (``RUSAGE_CHILDREN``, the largest one).
+its own peak RSS (``ru_maxrss``), its workers' (``RUSAGE_CHILDREN``, the largest one) and its RSS once the
+input is made, before the method's libraries are imported (``VmRSS``). The peak less that is the method's
+own ("peak RSS above input"); its slope between the smallest and the largest panel is what each more series
+costs (libraries and compiled programs cancel).
 
 * ``pyanode``: ``pyanode.fit(train, id_column="unique_id", horizon=18, progress=False)`` (defaults: 400
   iterations, batch 32, ``n_jobs`` = all cores for the per-series structure), then ``.predict(18)``. The fit
-  is split into structure preparation (``_prepare_all``), training (``train_panel``, compilation and
-  validation included) and the rest; JAX's persistent compilation cache is on, as by default (after the
-  first run its programs come from the cache).
+  is split into structure preparation (``_prepare_all``: since the panel is read lazily, each series' loading
+  too), training (``train_panel``, compilation and validation included) and the rest; JAX's persistent
+  compilation cache is on, as by default (after the first run its programs come from the cache).
 * ``autoets``: ``StatsForecast(models=[AutoETS(season_length=12)], freq="MS", n_jobs=<cores>)
   .forecast(df=train, h=18)``, after a warm-up on a tiny panel (numba compiles there, untimed). AutoETS
   reads rows as consecutive, so missing months are first filled by linear interpolation (timed, as part of

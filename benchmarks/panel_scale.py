@@ -5,10 +5,11 @@ trend, yearly seasonality, noise, gaps and outliers); the test is each series' l
 horizon). Every (panel, method) cell runs in its own subprocess, which builds the panel itself (not timed)
 and then times only the method. The parent polls that process tree with psutil every half second for its
 summed PSS (proportional set size: pages shared by forked workers counted once), and the child reports
-its own peak RSS (``ru_maxrss``), its workers' (``RUSAGE_CHILDREN``, the largest one) and its RSS once the
-input is made, before the method's libraries are imported (``VmRSS``). The peak less that is the method's
-own ("peak RSS above input"); its slope between the smallest and the largest panel is what each more series
-costs (libraries and compiled programs cancel).
+its own peak RSS (``ru_maxrss``; at the end, and when the method returns, before the scoring's merges), its
+workers' (``RUSAGE_CHILDREN``, the largest one) and its RSS once the input is made, before the method's
+libraries are imported (``VmRSS``). The method's peak less that is its own ("peak RSS above input");
+its slope between the smallest and the largest panel is what each more series costs (libraries and
+compiled programs cancel).
 
 * ``pyanode``: ``pyanode.fit(train, id_column="unique_id", horizon=18, progress=False)`` (defaults: 400
   iterations, batch 32, ``n_jobs`` = all cores for the per-series structure), then ``.predict(18)``. The fit
@@ -219,12 +220,13 @@ def run_cell(cell: dict) -> dict:
         forecast, info = _run_pyanode(cell, train, h)
     else:
         forecast, info = _run_statsforecast(cell["method"], train, h, season)
+    rss_method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before scoring's merges
     scores = mase(train, test, forecast, season)
     n = train["unique_id"].nunique()
     total = info["fit_s"] + info["predict_s"]
     info.update(series=n, total_s=total, series_per_s=n / total, mase_mean=float(scores.mean()),
                 mase_median=float(scores.median()), mase_season=season,
-                rss_input_mb=rss_input,
+                rss_input_mb=rss_input, rss_method_mb=rss_method,
                 rss_self_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 rss_workers_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     return info
@@ -302,10 +304,12 @@ def _fmt(x, spec: str = ".1f") -> str:
 
 
 def above_input(r: dict) -> float | None:
-    """The method's own peak: the process's peak RSS less its RSS once the input was made (None for a cell
-    run before that was recorded)."""
-    base = r.get("rss_input_mb")
-    return None if base is None else r["rss_self_mb"] - base
+    """The method's own peak: the process's peak RSS up to the method's return (the scoring after it merges
+    whole panels, and is the benchmark's) less its RSS once the input was made; None for a cell run before
+    both were recorded."""
+    if r.get("rss_input_mb") is None or r.get("rss_method_mb") is None:
+        return None
+    return r["rss_method_mb"] - r["rss_input_mb"]
 
 
 def per_series_kb(results: dict, method: str) -> float | None:
@@ -322,8 +326,8 @@ def per_series_kb(results: dict, method: str) -> float | None:
 
 def tables(results: dict) -> str:
     lines = ["| panel | method | fit s | predict s | total s | series/s | peak RSS MB (main) | "
-             "RSS MB with input | peak RSS above input MB | peak PSS MB (tree) | mean MASE | median MASE |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "RSS MB with input | peak RSS MB (method) | peak RSS above input MB | peak PSS MB (tree) | "
+             "mean MASE | median MASE |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = [k for k in results if not k.startswith("devices/")]
     keys.sort(key=lambda k: (k.split("/")[0] != "panel", int(k.split("/")[1]) if k.startswith("panel") else 0,
                              METHODS.index(k.split("/")[-1])))
@@ -335,7 +339,8 @@ def tables(results: dict) -> str:
             continue
         lines.append(f"| {name} | {k.split('/')[-1]} | {_fmt(r['fit_s'])} | {_fmt(r['predict_s'])} | "
                      f"{_fmt(r['total_s'])} | {_fmt(r['series_per_s'])} | {_fmt(r['rss_self_mb'], '.0f')} | "
-                     f"{_fmt(r.get('rss_input_mb'), '.0f')} | {_fmt(above_input(r), '.0f')} | "
+                     f"{_fmt(r.get('rss_input_mb'), '.0f')} | {_fmt(r.get('rss_method_mb'), '.0f')} | "
+                     f"{_fmt(above_input(r), '.0f')} | "
                      f"{_fmt(r['tree_pss_peak_mb'], '.0f')} | {_fmt(r['mase_mean'], '.3f')} | "
                      f"{_fmt(r['mase_median'], '.3f')} |")
     slopes = [(m, per_series_kb(results, m)) for m in METHODS]

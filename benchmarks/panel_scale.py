@@ -5,13 +5,17 @@ trend, yearly seasonality, noise, gaps and outliers); the test is each series' l
 horizon). Every (panel, method) cell runs in its own subprocess, which builds the panel itself (not timed)
 and then times only the method. The parent polls that process tree with psutil every half second for its
 summed PSS (proportional set size: pages shared by forked workers counted once), and the child reports
-its own peak RSS (``ru_maxrss``) and its workers' (``RUSAGE_CHILDREN``, the largest one).
+its own peak RSS (``ru_maxrss``; at the end, and when the method returns, before the scoring's merges), its
+workers' (``RUSAGE_CHILDREN``, the largest one) and its RSS once the input is made, before the method's
+libraries are imported (``VmRSS``). The method's peak less that is its own ("peak RSS above input");
+its slope between the smallest and the largest panel is what each more series costs (libraries and
+compiled programs cancel).
 
 * ``pyanode``: ``pyanode.fit(train, id_column="unique_id", horizon=18, progress=False)`` (defaults: 400
   iterations, batch 32, ``n_jobs`` = all cores for the per-series structure), then ``.predict(18)``. The fit
-  is split into structure preparation (``_prepare_all``), training (``train_panel``, compilation and
-  validation included) and the rest; JAX's persistent compilation cache is on, as by default (after the
-  first run its programs come from the cache).
+  is split into structure preparation (``_prepare_all``: since the panel is read lazily, each series' loading
+  too), training (``train_panel``, compilation and validation included) and the rest; JAX's persistent
+  compilation cache is on, as by default (after the first run its programs come from the cache).
 * ``autoets``: ``StatsForecast(models=[AutoETS(season_length=12)], freq="MS", n_jobs=<cores>)
   .forecast(df=train, h=18)``, after a warm-up on a tiny panel (numba compiles there, untimed). AutoETS
   reads rows as consecutive, so missing months are first filled by linear interpolation (timed, as part of
@@ -195,17 +199,34 @@ def _run_statsforecast(method: str, train: pd.DataFrame, h: int, season: int) ->
                       "filled_rows": len(filled) - len(train)}
 
 
+def rss_now_mb() -> float | None:
+    """This process's resident set now (``VmRSS``), in MB; None where ``/proc`` has no such line.
+
+    Read just after a cell's input is made, it is the floor that the method's peak is measured against:
+    the panel's frames are the benchmark's, not the method's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def run_cell(cell: dict) -> dict:
     train, test, h, season = _data(cell)
+    rss_input = rss_now_mb()  # the input made, the method's libraries not yet imported
     if cell["method"] == "pyanode":
         forecast, info = _run_pyanode(cell, train, h)
     else:
         forecast, info = _run_statsforecast(cell["method"], train, h, season)
+    rss_method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before scoring's merges
     scores = mase(train, test, forecast, season)
     n = train["unique_id"].nunique()
     total = info["fit_s"] + info["predict_s"]
     info.update(series=n, total_s=total, series_per_s=n / total, mase_mean=float(scores.mean()),
                 mase_median=float(scores.median()), mase_season=season,
+                rss_input_mb=rss_input, rss_method_mb=rss_method,
                 rss_self_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 rss_workers_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     return info
@@ -282,9 +303,31 @@ def _fmt(x, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def above_input(r: dict) -> float | None:
+    """The method's own peak: the process's peak RSS up to the method's return (the scoring after it merges
+    whole panels, and is the benchmark's) less its RSS once the input was made; None for a cell run before
+    both were recorded."""
+    if r.get("rss_input_mb") is None or r.get("rss_method_mb") is None:
+        return None
+    return r["rss_method_mb"] - r["rss_input_mb"]
+
+
+def per_series_kb(results: dict, method: str) -> float | None:
+    """KB of peak RSS above input per series, from the slope between the smallest and largest panel of
+    ``method`` (what each more series costs; the fixed cost, libraries and compiled programs, cancels)."""
+    cells = sorted((int(k.split("/")[1]), above_input(r)) for k, r in results.items()
+                   if k.startswith("panel/") and k.endswith("/" + method) and "error" not in r
+                   and above_input(r) is not None)
+    if len(cells) < 2 or cells[0][0] == cells[-1][0]:
+        return None
+    (n0, m0), (n1, m1) = cells[0], cells[-1]
+    return (m1 - m0) * 1024 / (n1 - n0)
+
+
 def tables(results: dict) -> str:
     lines = ["| panel | method | fit s | predict s | total s | series/s | peak RSS MB (main) | "
-             "peak PSS MB (tree) | mean MASE | median MASE |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "RSS MB with input | peak RSS MB (method) | peak RSS above input MB | peak PSS MB (tree) | "
+             "mean MASE | median MASE |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     keys = [k for k in results if not k.startswith("devices/")]
     keys.sort(key=lambda k: (k.split("/")[0] != "panel", int(k.split("/")[1]) if k.startswith("panel") else 0,
                              METHODS.index(k.split("/")[-1])))
@@ -296,8 +339,15 @@ def tables(results: dict) -> str:
             continue
         lines.append(f"| {name} | {k.split('/')[-1]} | {_fmt(r['fit_s'])} | {_fmt(r['predict_s'])} | "
                      f"{_fmt(r['total_s'])} | {_fmt(r['series_per_s'])} | {_fmt(r['rss_self_mb'], '.0f')} | "
+                     f"{_fmt(r.get('rss_input_mb'), '.0f')} | {_fmt(r.get('rss_method_mb'), '.0f')} | "
+                     f"{_fmt(above_input(r), '.0f')} | "
                      f"{_fmt(r['tree_pss_peak_mb'], '.0f')} | {_fmt(r['mase_mean'], '.3f')} | "
                      f"{_fmt(r['mase_median'], '.3f')} |")
+    slopes = [(m, per_series_kb(results, m)) for m in METHODS]
+    shown = [f"{m} {kb:.1f}" for m, kb in slopes if kb is not None]
+    if shown:
+        lines += ["", "Peak RSS above input, KB per series (slope between the smallest and largest panel): "
+                  + ", ".join(shown)]
     pya = [k for k in keys if k.endswith("/pyanode") and "error" not in results[k]]
     if pya:
         lines += ["", "| panel | prepare s | train s (steps s, first step s) | rest of fit s | predict s | "

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from panel_data import HORIZON, make_panel  # noqa: E402
-from panel_scale import fill_gaps, mase, mase_scales  # noqa: E402
+from panel_scale import above_input, fill_gaps, mase, mase_scales, per_series_kb, tables  # noqa: E402
 
 
 def test_panel_shape_and_seed():
@@ -79,3 +79,22 @@ def test_fill_gaps_interpolates_inside_each_series():
     assert filled["y"].tolist() == [1, 2, 3, 4, 5, 7, 8, 9]
     assert filled["ds"].tolist() == [*pd.date_range("2000-01-01", periods=5, freq="MS"),
                                      *pd.date_range("1999-11-01", periods=3, freq="MS")]
+
+
+def test_peak_above_input_and_its_slope_per_series():
+    """The memory columns: a method's peak (up to its return, not the scoring's) less the RSS with its input
+    made, and the KB each more series costs (the slope between the smallest and largest panel); cells from
+    before both were recorded give none."""
+    timing = dict.fromkeys(["fit_s", "predict_s", "total_s", "series_per_s", "tree_pss_peak_mb", "mase_mean",
+                            "mase_median", "prepare_s", "train_s", "step_s_total", "first_step_s"], 1.0)
+    results = {"panel/1000/pyanode": {**timing, "iterations_run": 9, "rss_self_mb": 600.0,
+                                      "rss_method_mb": 500.0, "rss_input_mb": 300.0},
+               "panel/10000/pyanode": {**timing, "iterations_run": 9, "rss_self_mb": 900.0,
+                                       "rss_method_mb": 800.0, "rss_input_mb": 450.0},
+               "panel/1000/autoets": {**timing, "rss_self_mb": 275.0},
+               "panel/10000/autoets": {**timing, "rss_self_mb": 580.0, "rss_input_mb": 450.0}}
+    assert above_input(results["panel/10000/pyanode"]) == 350.0
+    assert above_input(results["panel/1000/autoets"]) is None
+    assert per_series_kb(results, "pyanode") == pytest.approx((350.0 - 200.0) * 1024 / 9000)
+    assert per_series_kb(results, "autoets") is None
+    assert "pyanode 17.1" in tables(results) and "| 450 | 800 | 350 |" in tables(results)

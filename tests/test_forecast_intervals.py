@@ -242,6 +242,26 @@ def test_gaussian_fallback_and_conformal_quantile():
     assert calibrate(s, y, 4, origins=3).columns[0] == ColumnCalibration((1.0,) * 4, (), 3)
 
 
+def test_scores_kept_as_float32_and_saved_exactly():
+    """The sorted scores are kept as float32 (half a panel's per-series memory otherwise): still sorted,
+    each multiplier the float64 quantile to float32 rounding, the JSON round trip exact, and a file written
+    with float64 scores reads back to the same calibration as the scores made now."""
+    rng = np.random.default_rng(3)
+    scores = np.sort(rng.standard_t(4, 500))
+    col = ColumnCalibration(np.linspace(0.5, 1.0, 5), scores, 40)
+    assert col.scores.dtype == np.float32 and col.sigma.dtype == np.float64
+    assert (np.diff(col.scores) >= 0).all() and not col.scores.flags.writeable
+    exact = ColumnCalibration.__new__(ColumnCalibration)  # the float64 multipliers, for comparison
+    object.__setattr__(exact, "scores", scores)
+    for level in (50, 80, 95, 99):
+        np.testing.assert_allclose(col.band(level), exact.band(level), rtol=2**-24, atol=0)
+    cal = Calibration((col,), 5)
+    assert Calibration.from_json(json.loads(json.dumps(cal.to_json()))) == cal
+    old_file = {"horizon": 5,
+                "columns": [{"sigma": col.sigma.tolist(), "scores": scores.tolist(), "origins": 40}]}
+    assert Calibration.from_json(json.loads(json.dumps(old_file))) == cal
+
+
 def test_sigma_by_hand():
     """sigma_h: mean square error per step, isotonic (weighted by the counts), three-point average, root."""
     # Per step: (1 + 1 + 1) / 3 = 1, (4 + 4) / 2 = 4, 4 / 1 = 4; already non-decreasing; averaged with the

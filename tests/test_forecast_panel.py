@@ -3,6 +3,7 @@ line, and the multi-process path (two processes joined by ``jax.distributed`` tr
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from typer.testing import CliRunner
 
 import pyanode
 from pyanode.cli import app
-from pyanode.forecast.data import DataReport, load_panel
+from pyanode.forecast.data import DataError, DataReport, load_frame, load_panel, read_panel
+from pyanode.forecast.forecaster import prepare_series
 from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config
 from pyanode.forecast.panel import (
@@ -24,6 +26,7 @@ from pyanode.forecast.panel import (
     PanelForecaster,
     PanelWindows,
     SeriesRecord,
+    Unreadable,
     _prepare_all,
 )
 from pyanode.forecast.structure import Structure
@@ -173,27 +176,96 @@ def test_series_record_gives_back_the_frame_it_was_made_from():
     np.testing.assert_array_equal(record.center, [2.0, 3.0])
 
 
+def _with_bad_series(train: pd.DataFrame) -> pd.DataFrame:
+    """``train`` after two series that cannot be fitted: ``tiny`` (5 rows: it reads, but is too short to
+    prepare) first, then ``twice`` (a duplicate date: it does not read)."""
+    first, second = train["store"].unique()[:2]
+    tiny = train[train["store"] == first].iloc[:5].assign(store="tiny")
+    twice = train[train["store"] == second].iloc[:20].assign(store="twice")
+    return pd.concat([tiny, train, twice, twice.iloc[[3]]], ignore_index=True)
+
+
+def _records_equal(a: SeriesRecord, b: SeriesRecord) -> None:
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.dates, b.dates)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    assert a.structure == b.structure and a.calibration == b.calibration
+    assert a.report.to_dict() == b.report.to_dict() and a.layout == b.layout
+
+
 def test_series_are_prepared_alike_in_worker_processes():
-    """With enough series the per-series preparation runs in forked workers; the records are the same as
-    prepared here, in the data's order (one failing series included), and the loaded frames are handed
-    over (the dict is emptied as they go)."""
+    """With enough series the per-series loading and preparation run in forked workers; the records are
+    the same as prepared here, in the data's order, and the same as each series' frame loaded alone and
+    prepared (what the panel did when it loaded every series first). A series that does not read is told
+    apart from one that reads but cannot be prepared."""
     train = pd.concat([_panel(seed)[0].assign(store=lambda d, s=seed: d["store"] + f"-{s}")
                        for seed in range(14)])
-    frames, bad = load_panel(train, "store", date_column="month")
-    frames["short"] = (frames["shop0-0"][0].iloc[:5], frames["shop0-0"][1])  # too few rows: an error
+    data = _with_bad_series(train)
+    panel = read_panel(data, "store", date_column="month")
     options = {"outlier_threshold": 6.0, "resample": None, "horizon": 6, "seasonal": None}
-    alone = _prepare_all(dict(frames), options, 1)
-    in_workers = _prepare_all(frames, options, 2)
-    assert len(in_workers) == PARALLEL_FROM + 7 and not frames and not bad
-    assert list(in_workers) == list(alone) and isinstance(in_workers["short"], str)
+    alone = _prepare_all(panel, options, 1)
+    in_workers = _prepare_all(panel, options, 2)
+    assert len(in_workers) == PARALLEL_FROM + 8 and list(in_workers) == list(alone) == panel.ids
+    assert list(in_workers)[:2] == ["tiny", "shop0-0"] and list(in_workers)[-1] == "twice"
+    assert isinstance(in_workers["twice"], Unreadable) and "duplicate date" in in_workers["twice"]
+    assert type(in_workers["tiny"]) is str and "5 rows are too few" in in_workers["tiny"]
+    frames, bad = load_panel(data, "store", date_column="month")
+    assert bad == {"twice": str(in_workers["twice"])} and list(frames) == panel.ids[:-1]
     for sid, record in alone.items():
         if isinstance(record, str):
-            assert in_workers[sid] == record
+            assert in_workers[sid] == record and type(in_workers[sid]) is type(record)
             continue
-        other = in_workers[sid]
-        np.testing.assert_array_equal(other.values, record.values)
-        np.testing.assert_array_equal(other.dates, record.dates)
-        assert other.structure == record.structure and other.calibration == record.calibration
+        _records_equal(in_workers[sid], record)
+        df, rep = frames[sid]
+        _records_equal(record, SeriesRecord.from_prepared(prepare_series(df, rep, **options)))
+
+
+def test_panel_rows_are_grouped_by_id_as_text():
+    """Ids are grouped as stripped text (1 and "1", "a" and " a" are one series) in the order of their
+    first row; each series' rows in the data's order; the caller's frame is not changed."""
+    data = pd.DataFrame({" id ": [" a", 1, "b", "a ", "1", "b", "a"],
+                         "when": pd.date_range("2020-01-01", periods=7, freq="D").strftime("%Y-%m-%d"),
+                         "v": np.arange(7.0)})
+    before = data.copy(deep=True)
+    panel = read_panel(data, "id")
+    assert panel.ids == ["a", "1", "b"] and panel.loader.date_column == "when"
+    assert [list(panel.rows(i)["v"]) for i in range(3)] == [[0.0, 3.0, 6.0], [1.0, 4.0], [2.0, 5.0]]
+    frames, bad = load_panel(data, "id")
+    assert list(frames) == ["a", "1", "b"] and not bad
+    pd.testing.assert_frame_equal(frames["a"][0], load_frame(data.iloc[[0, 3, 6], 1:])[0])
+    pd.testing.assert_frame_equal(data, before)
+    assert list(data.columns) == [" id ", "when", "v"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.drop(columns="store"), "no id column 'store'; the columns are: month, sales"),
+    (lambda d: d.assign(store=d["store"].where(d.index != 3)), "1 rows have no id in column 'store' "
+                                                               "(first at row 4)"),
+    (lambda d: d.iloc[:0], "the data have no rows"),
+])
+def test_panel_read_errors_are_unchanged(change, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_panel(change(_panel()[0]), "store")
+
+
+def test_bad_series_are_skipped_and_the_rest_fitted_as_without_them(fitted):
+    """Bad series among good ones: refused with the first unreadable series named (as when every series was
+    loaded before any was prepared), or with ``skip_bad_series`` listed, unreadable first; the forecasts of
+    the rest are exactly those of the fit without them, and the caller's frame is left as it was."""
+    fc, train, _ = fitted
+    data = _with_bad_series(train)
+    before = data.copy(deep=True)
+    options = {"id_column": "store", "iterations": ITERATIONS, "horizon": TEST_STEPS, "progress": False,
+               "seed": 0}
+    with pytest.raises(DataError, match=r"^series 'twice': 1 duplicate date\(s\): \d{4}-\d\d-\d\d; .* "
+                                        r"\(1 more series have problems\); fix the data"):
+        pyanode.fit(data, **options)
+    skipping = pyanode.fit(data, skip_bad_series=True, **options)
+    pd.testing.assert_frame_equal(data, before)
+    assert list(skipping.skipped) == ["twice", "tiny"] and "too few" in skipping.skipped["tiny"]
+    assert skipping.ids == fc.ids
+    pd.testing.assert_frame_equal(skipping.predict(TEST_STEPS, level=[80]),
+                                  fc.predict(TEST_STEPS, level=[80]))
 
 
 def test_training_windows_stay_inside_their_series():

@@ -49,8 +49,8 @@ import pandas as pd
 
 from pyanode.errors import PyanodeError
 
-__all__ = ["DataError", "DataReport", "clean", "load_frame", "load_panel", "parse_dates", "resample_frame",
-           "tz_from_name", "tz_name"]
+__all__ = ["DataError", "DataReport", "PanelLoader", "PanelRows", "clean", "load_frame", "load_panel",
+           "parse_dates", "read_panel", "resample_frame", "tz_from_name", "tz_name"]
 
 DATE_NAMES = ("date", "datetime", "time", "timestamp", "ds", "day", "period", "month")
 DEDUPE = ("mean", "first", "last")
@@ -736,6 +736,114 @@ def load_frame(
     return df, report
 
 
+@dataclasses.dataclass(frozen=True)
+class PanelLoader:
+    """How each series of a panel is read once its rows are picked out: :func:`load_frame`'s options and
+    what the whole file's read found (kept on every series' report). Small and picklable, so a worker
+    process can load the series it is handed."""
+
+    date_column: str
+    source: str
+    delimiter: str
+    date_order: str
+    timezone: str
+    columns: tuple[str, ...] | None = None
+    dedupe: str | None = None
+    decimal: str | None = None
+    thousands: str | None = None
+
+    def load(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, DataReport]:
+        """One series' rows (indexed by date) as :func:`load_frame` reads them; raises :class:`DataError`."""
+        df, rep = load_frame(rows, columns=list(self.columns) if self.columns is not None else None,
+                             dedupe=self.dedupe, decimal=self.decimal, thousands=self.thousands)
+        rep.date_column, rep.source, rep.delimiter = self.date_column, self.source, self.delimiter
+        rep.date_order, rep.timezone = self.date_order, self.timezone
+        return df, rep
+
+
+@dataclasses.dataclass(frozen=True)
+class PanelRows:
+    """A long-format panel read and grouped once, each series' rows picked out only when asked for.
+
+    Loading every series at once holds a DataFrame per series beside the input (for 10,000 series, more
+    memory than the rows themselves); a fit takes them one by one instead and drops each when done."""
+
+    frame: pd.DataFrame  # every row, indexed by date, without the id column
+    ids: list[str]  # the series, in the order of their first row
+    order: np.ndarray  # row positions grouped by series (each series' in the data's order)
+    bounds: np.ndarray  # series i's rows are order[bounds[i] : bounds[i + 1]]
+    loader: PanelLoader
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self, i: int) -> pd.DataFrame:
+        """Series ``i``'s rows, as read (not yet loaded: see :attr:`loader`)."""
+        return self.frame.iloc[self.order[self.bounds[i] : self.bounds[i + 1]]]
+
+
+def _group_ids(ids: pd.Series) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The series (ids as stripped text, in the order of their first row), the row positions grouped by
+    series and each group's bounds. Only the distinct ids are made text: converting every row's id would
+    make a string object per row (a copy of the id column many times its size)."""
+    codes, uniques = pd.factorize(ids)
+    names = pd.Series(uniques).astype(str).str.strip()
+    series, keys = pd.factorize(names)  # ids that differ only by spaces (or type: 1 and "1") are one series
+    row_series = series[codes]
+    order = np.argsort(row_series, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(row_series, minlength=len(keys)))])
+    return [str(k) for k in keys], order, bounds
+
+
+def read_panel(
+    data: str | Path | pd.DataFrame,
+    id_column: str,
+    *,
+    date_column: str | None = None,
+    columns: list[str] | None = None,
+    dedupe: str | None = None,
+    dayfirst: bool | None = None,
+    date_format: str | None = None,
+    sep: str | None = None,
+    decimal: str | None = None,
+    thousands: str | None = None,
+) -> PanelRows:
+    """Read a long-format panel (see :func:`load_panel`) without loading its series: the dates of the whole
+    file parsed together, the rows grouped by series. A DataFrame given is not changed (nor copied whole)."""
+    if isinstance(data, pd.DataFrame):
+        raw, source, found_sep = data, "", ","
+        if id_column not in raw.columns and id_column in (raw.index.names or []):
+            raw = raw.reset_index(level=id_column)  # a new frame
+    elif isinstance(data, (str, Path)):
+        raw, source, found_sep = _read_file(data, sep)
+    else:
+        raise DataError(f"expected a file path or a pandas DataFrame, got {type(data).__name__}")
+    names = [str(c).strip() for c in raw.columns]
+    if len(raw) == 0:
+        raise DataError("the data have no rows")
+    if id_column not in names:
+        raise DataError(f"no id column {id_column!r}; the columns are: {', '.join(names)}; name the "
+                        "column that says which series a row belongs to with --id (id_column=)")
+    at = names.index(id_column)
+    ids = raw.iloc[:, at]
+    if ids.isna().any():
+        raise DataError(f"{int(ids.isna().sum())} rows have no id in column {id_column!r} (first at row "
+                        f"{int(np.flatnonzero(ids.isna())[0]) + 1}); fill or remove them")
+    keys, order, bounds = _group_ids(ids)
+    rest = [k for k in range(len(names)) if k != at]
+    raw = raw.iloc[:, rest]  # a new frame: renaming its columns leaves the caller's alone
+    raw.columns = [names[k] for k in rest]
+    raw, date_col, dates = _find_dates(raw, date_column, dayfirst, date_format)
+    if columns is not None:
+        missing = [c for c in columns if c not in raw.columns]
+        if missing:
+            raise DataError(f"column(s) {', '.join(map(repr, missing))} not in the data; "
+                            f"available: {', '.join(raw.columns)}")
+    loader = PanelLoader(date_col, source, found_sep, dates.order, dates.timezone,
+                         tuple(columns) if columns is not None else None, dedupe, decimal, thousands)
+    return PanelRows(raw, keys, order, bounds, loader)
+
+
 def load_panel(
     data: str | Path | pd.DataFrame,
     id_column: str,
@@ -754,46 +862,19 @@ def load_panel(
 
     The dates of the whole file are parsed together (one day/month order for every series). Returns the
     series that read, ``{id: (frame, report)}`` in the order of their first row, and those that did not,
-    ``{id: reason}`` (a duplicate date without ``dedupe``, a column with no values, ...).
+    ``{id: reason}`` (a duplicate date without ``dedupe``, a column with no values, ...). A fit reads the
+    series one at a time instead (:func:`read_panel`).
     """
-    if isinstance(data, pd.DataFrame):
-        raw, source, found_sep = data.copy(), "", ","
-        if id_column not in raw.columns and id_column in (raw.index.names or []):
-            raw = raw.reset_index(level=id_column)
-    elif isinstance(data, (str, Path)):
-        raw, source, found_sep = _read_file(data, sep)
-    else:
-        raise DataError(f"expected a file path or a pandas DataFrame, got {type(data).__name__}")
-    raw.columns = [str(c).strip() for c in raw.columns]
-    if len(raw) == 0:
-        raise DataError("the data have no rows")
-    if id_column not in raw.columns:
-        raise DataError(f"no id column {id_column!r}; the columns are: {', '.join(raw.columns)}; name the "
-                        "column that says which series a row belongs to with --id (id_column=)")
-    ids = raw.pop(id_column)
-    if ids.isna().any():
-        raise DataError(f"{int(ids.isna().sum())} rows have no id in column {id_column!r} (first at row "
-                        f"{int(np.flatnonzero(ids.isna())[0]) + 1}); fill or remove them")
-    ids = ids.astype(str).str.strip()
-    raw, date_col, dates = _find_dates(raw, date_column, dayfirst, date_format)
-    if columns is not None:
-        missing = [c for c in columns if c not in raw.columns]
-        if missing:
-            raise DataError(f"column(s) {', '.join(map(repr, missing))} not in the data; "
-                            f"available: {', '.join(raw.columns)}")
+    panel = read_panel(data, id_column, date_column=date_column, columns=columns, dedupe=dedupe,
+                       dayfirst=dayfirst, date_format=date_format, sep=sep, decimal=decimal,
+                       thousands=thousands)
     series: dict[str, tuple[pd.DataFrame, DataReport]] = {}
     bad: dict[str, str] = {}
-    groups = pd.Series(np.arange(len(ids))).groupby(ids.to_numpy(), sort=False).indices
-    for key, rows in groups.items():
+    for i, key in enumerate(panel.ids):
         try:
-            df, rep = load_frame(raw.iloc[rows], columns=columns, dedupe=dedupe, decimal=decimal,
-                                 thousands=thousands)
+            series[key] = panel.loader.load(panel.rows(i))
         except DataError as err:
             bad[key] = str(err)
-            continue
-        rep.date_column, rep.source, rep.delimiter = date_col, source, found_sep
-        rep.date_order, rep.timezone = dates.order, dates.timezone
-        series[key] = (df, rep)
     return series, bad
 
 

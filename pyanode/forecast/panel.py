@@ -37,7 +37,16 @@ import numpy as np
 import pandas as pd
 
 from pyanode.errors import PyanodeError
-from pyanode.forecast.data import DataError, DataReport, load_panel, tz_from_name, tz_name
+from pyanode.forecast.data import (
+    DataError,
+    DataReport,
+    PanelLoader,
+    PanelRows,
+    load_panel,
+    read_panel,
+    tz_from_name,
+    tz_name,
+)
 from pyanode.forecast.fitting import (
     _pad,
     local_copy,
@@ -632,17 +641,24 @@ def fit_panel(
     :func:`pyanode.fit` with ``id_column``. A series that cannot be used (too few rows, a duplicate date, a
     grid step unlike the others') stops the fit with a message naming it, or with ``skip_bad_series`` is
     left out and listed in :attr:`PanelForecaster.skipped`."""
-    frames, bad = load_panel(data, id_column, date_column=date_column,
-                             columns=list(columns) if columns else None, dedupe=dedupe, **read_options)
+    panel = read_panel(data, id_column, date_column=date_column, columns=list(columns) if columns else None,
+                       dedupe=dedupe, **read_options)
     options = {"outlier_threshold": outlier_threshold, "resample": resample, "horizon": horizon,
                "seasonal": seasonal}
+    outcomes = _prepare_all(panel, options, jobs)
+    del panel  # the rows as read are not needed past here
+    # Series whose rows did not read come first, as when every series was loaded before any was prepared.
+    bad = {sid: str(why) for sid, why in outcomes.items() if isinstance(why, Unreadable)}
     prepared: dict[str, SeriesRecord] = {}
     layouts: dict[FrameLayout, FrameLayout] = {}
-    for sid, done in _prepare_all(frames, options, jobs).items():
+    for sid, done in outcomes.items():
+        if isinstance(done, Unreadable):
+            continue
         if isinstance(done, str):
             bad[sid] = done
         else:  # one layout object for all series (each worker's records came with their own copies)
             prepared[sid] = dataclasses.replace(done, layout=layouts.setdefault(done.layout, done.layout))
+    del outcomes
     # Every series must share the grid step: the model's time unit and calendar are one for all.
     steps = pd.Series({sid: p.step_days for sid, p in prepared.items()})
     if len(steps):
@@ -732,10 +748,25 @@ def _fit_each(prepared: dict[str, SeriesRecord], bad: dict[str, str], id_column:
 PARALLEL_FROM = 64  # series: fewer are prepared in this process (starting workers costs seconds)
 
 
-def _prepare_chunk(chunk: list[tuple[str, pd.DataFrame, DataReport]], options: dict[str, Any]
-                   ) -> list[tuple[str, SeriesRecord | str]]:
-    out: list[tuple[str, SeriesRecord | str]] = []
-    for sid, df, rep in chunk:
+class Unreadable(str):
+    """Why a series' rows did not read (:meth:`PanelLoader.load`'s error), told apart from why a series
+    that read could not be prepared: a fit lists the unreadable series first."""
+
+
+Outcome = SeriesRecord | str  # a prepared series, or why not (an :class:`Unreadable` when it did not read)
+
+
+def _prepare_chunk(chunk: list[tuple[str, pd.DataFrame]], loader: PanelLoader, options: dict[str, Any]
+                   ) -> list[tuple[str, Outcome]]:
+    """Load and prepare each series of ``chunk`` (its id and rows as read). Run in a worker, so the loading
+    is spread over the cores too and each loaded frame lives only while its series is prepared."""
+    out: list[tuple[str, Outcome]] = []
+    for sid, rows in chunk:
+        try:
+            df, rep = loader.load(rows)
+        except DataError as err:
+            out.append((sid, Unreadable(err)))
+            continue
         try:
             out.append((sid, SeriesRecord.from_prepared(prepare_series(df, rep, **options))))
         except DataError as err:
@@ -743,44 +774,44 @@ def _prepare_chunk(chunk: list[tuple[str, pd.DataFrame, DataReport]], options: d
     return out
 
 
-def _prepare_all(frames: dict[str, tuple[pd.DataFrame, DataReport]], options: dict[str, Any],
-                 jobs: int | None) -> dict[str, SeriesRecord | str]:
+def _prepare_all(panel: PanelRows, options: dict[str, Any], jobs: int | None) -> dict[str, Outcome]:
     """Every series' :func:`prepare_series` as a :class:`SeriesRecord` (or why it failed), over ``jobs``
-    worker processes, in the order of ``frames``.
+    worker processes, in the order of ``panel.ids``.
 
-    The frames are taken out of ``frames`` as they are handed out, so each loaded frame is dropped once its
-    series is prepared (the loaded frames and the records are never all held at once); a few chunks per
-    worker are in flight at a time.
+    Each series' rows are picked out of the panel only when its chunk is handed out, and loaded and
+    prepared in the worker, so no more than the chunks in flight (a few per worker) are ever held as
+    frames: the parent keeps the rows as read and the records, never a frame per series.
 
     The closed-form work is per series and independent (numpy, no JAX), so it spreads over the cores.
     The workers are forked, where the system can (Linux): a spawned worker would re-run the caller's
     script from the top, which a script without an ``if __name__ == "__main__"`` guard cannot survive.
     The children run no JAX code, so JAX's warning about forking a multithreaded process (its threads'
     locks) does not concern them and is silenced. Elsewhere the series are prepared here, one by one."""
-    ids = list(frames)
+    ids = panel.ids
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
         raise PyanodeError(f"n_jobs must be a positive integer, got {jobs}")
     import multiprocessing
 
-    def take(part: list[str]) -> list[tuple[str, pd.DataFrame, DataReport]]:
-        return [(sid, *frames.pop(sid)) for sid in part]
+    def take(part: Sequence[int]) -> list[tuple[str, pd.DataFrame]]:
+        return [(ids[i], panel.rows(i)) for i in part]
 
     if jobs == 1 or len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
-        return {sid: done for sid in ids for _, done in _prepare_chunk(take([sid]), options)}
+        return {sid: done for i in range(len(ids)) for sid, done in _prepare_chunk(take([i]), panel.loader,
+                                                                                    options)}
     import concurrent.futures
     import warnings
 
     size = max(1, math.ceil(len(ids) / (4 * jobs)))  # a few chunks per worker, to even out the load
-    parts = [ids[k : k + size] for k in range(0, len(ids), size)]
-    done: dict[int, list[tuple[str, SeriesRecord | str]]] = {}
+    parts = [range(k, min(k + size, len(ids))) for k in range(0, len(ids), size)]
+    done: dict[int, list[tuple[str, Outcome]]] = {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")
                                                     ) as pool:
             running: dict[concurrent.futures.Future, int] = {}
             for k, part in enumerate(parts):
-                running[pool.submit(_prepare_chunk, take(part), options)] = k
+                running[pool.submit(_prepare_chunk, take(part), panel.loader, options)] = k
                 while len(running) >= 2 * jobs or (k == len(parts) - 1 and running):
                     finished, _ = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
                     for future in finished:

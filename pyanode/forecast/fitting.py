@@ -154,9 +154,12 @@ def _optimizer(lr: float, iterations: int, weight_decay: float) -> optax.Gradien
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay))
 
 
-def validation_tails(y: np.ndarray, origins: list[int], steps: int) -> np.ndarray:
-    """(len(origins), steps + 1, n): the values from each origin on, NaN-padded past the data."""
-    return np.stack([_pad(y[o : o + steps + 1], steps + 1, np.nan) for o in origins])
+def validation_tails(y: np.ndarray, origins: list[int], span: int) -> np.ndarray:
+    """(len(origins), steps + 1, n): the values from each origin to ``span`` steps after it, NaN past them
+    and past the data. ``steps`` is ``span`` rounded up to a power of two, so that other series of similar
+    length reuse the compiled validation program (NaN targets carry no weight)."""
+    steps = 2 ** math.ceil(math.log2(max(span, 1)))
+    return np.stack([_pad(y[o : o + span + 1], steps + 1, np.nan) for o in origins])
 
 
 def fit_model(model: ForecastModel, arrays: GridArrays, *, horizon: int | None = None, progress: bool = True,
@@ -170,14 +173,9 @@ def fit_model(model: ForecastModel, arrays: GridArrays, *, horizon: int | None =
         first = len(arrays.y) - c.validation - 1
         span = c.validation if horizon is None else max(1, min(horizon, c.validation))
         origins = validation_origins(first, c.validation, span)
-        # Solved up to the next power of two of steps (NaN targets, no weight, past the span), so that
-        # other series of similar length reuse the compiled program.
-        steps = 2 ** math.ceil(math.log2(c.validation if span == c.validation else span))
-        tails = validation_tails(arrays.y, origins, steps)
-        if span < c.validation:
-            tails[:, span + 1 :] = np.nan
+        tails = validation_tails(arrays.y, origins, span)
         val = (data.lags[np.asarray(origins)], data.days[np.asarray(origins)],
-               jnp.asarray(c.dt * np.arange(steps + 1), ftype()), jnp.asarray(tails, ftype()))
+               jnp.asarray(c.dt * np.arange(tails.shape[1]), ftype()), jnp.asarray(tails, ftype()))
     return train_validated(model, window_loss, lambda it: data, val, progress=progress, console=console)
 
 

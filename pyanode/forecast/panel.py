@@ -177,19 +177,16 @@ def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Se
     if judged:
         chosen = np.sort(np.random.default_rng(c.seed).permutation(judged)[:VALIDATION_SERIES])
         span = max(held_out[i] for i in chosen)
-        span = span if horizon is None else max(1, min(horizon, span))
-        steps = 2 ** math.ceil(math.log2(span))
+        span = span if horizon is None else max(1, min(horizon, span))  # as far as the forecasts will go
         lags, days, tails = [], [], []
         for i in chosen:
             a = arrays[i]
             first = len(a.y) - held_out[i] - 1
             lags.append(lag_windows(a.filled[: first + 1], c.lookback)[-1])
             days.append(a.days[first])
-            tail = validation_tails(a.y, [first], steps)[0]
-            tail[span + 1 :] = np.nan  # judged as far ahead as the forecasts will go
-            tails.append(tail)
+            tails.append(validation_tails(a.y, [first], span)[0])
         val = (jnp.asarray(np.stack(lags), ft), jnp.asarray(np.asarray(days), ft),
-               jnp.asarray(c.dt * np.arange(steps + 1), ft), jnp.asarray(np.stack(tails), ft))
+               jnp.asarray(c.dt * np.arange(tails[0].shape[0]), ft), jnp.asarray(np.stack(tails), ft))
     if dp is None:
         return train_validated(model, batch_loss, batches, val, progress=progress, console=console)
 

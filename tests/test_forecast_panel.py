@@ -295,24 +295,51 @@ def test_training_windows_stay_inside_their_series():
 
 def test_training_windows_read_what_the_encoder_reads_at_their_origin():
     """The encoder inputs made for the drawn origins equal the rows of :func:`lag_windows` of each whole
-    series at those origins (whose dates identify them), and the targets are the next values."""
+    (gap-filled) series at those origins (whose dates identify them), and the targets are the next values."""
     config = Config(columns=("a", "b"), window=6, lookback=24, batch=300, half_life=10.0, seed=1)
     rng = np.random.default_rng(0)
     whole = {}
     pools = []
     for k, n in enumerate((40, 90)):
         y = np.cumsum(rng.normal(size=(n, 2)), axis=0)
+        y[rng.random((n, 2)) < 0.15] = np.nan  # gaps: the encoder reads the last value before each
+        filled = pd.DataFrame(y).ffill().fillna(0.0).to_numpy()
         days = 1000.0 * k + np.arange(n, dtype=float)
-        pools.append(GridArrays(y=y, filled=y, days=days))
-        whole[k] = (lag_windows(y, 24).astype(np.float32), y)
+        pools.append(GridArrays(y=y, filled=filled, days=days))
+        whole[k] = (lag_windows(filled, 24).astype(np.float32), y)
     lags, days, targets = PanelWindows(pools, [0, 4], config).windows(3)
     t_fit = {0: 40, 1: 90 - 4}  # series 1 holds out its last 4 steps
     for row, day, target in zip(lags, days, targets, strict=True):
         k, t = int(day // 1000), int(day % 1000)
-        np.testing.assert_array_equal(row, whole[k][0][t])
+        # (to float32 rounding: the pool keeps the values in float32)
+        np.testing.assert_allclose(row, whole[k][0][t], rtol=1e-6, atol=1e-6)
         inside = min(t + 7, t_fit[k]) - t  # target steps inside the training part
         np.testing.assert_array_equal(target[:inside], whole[k][1][t : t + inside].astype(np.float32))
         assert np.isnan(target[inside:]).all()
+
+
+def test_training_origins_are_drawn_with_their_recency_weights():
+    """The closed-form inverse CDF draws each series equally often and, within a series of ``n`` origins,
+    origin ``k`` with probability proportional to ``2 ** (-(n - 1 - k) / half_life)`` (the recency weights
+    of the module docstring), which the empirical frequencies of 400,000 draws match to sampling error; the
+    pool holds four bytes per value and a few numbers per series, nothing per origin."""
+    config = Config(columns=("y",), window=4, lookback=4, batch=8, half_life=3.0, seed=0)
+    lengths, held = (9, 31), (2, 0)
+    arrays = [GridArrays(y=np.zeros((n, 1)), filled=np.zeros((n, 1)), days=np.arange(n, dtype=float))
+              for n in lengths]
+    pool = PanelWindows(arrays, list(held), config)
+    s, k = pool.origins(np.random.default_rng(1).random(400_000))
+    assert abs(np.mean(s == 0) - 0.5) < 0.003
+    for series, (n_rows, v) in enumerate(zip(lengths, held, strict=True)):
+        n = n_rows - v - 1  # every row before the last of the training part is an origin
+        w = 2.0 ** (-(n - 1 - np.arange(n)) / 3.0)
+        expected = w / w.sum()
+        seen = np.bincount(k[s == series], minlength=n) / np.sum(s == series)
+        assert len(seen) == n  # no origin past the training part
+        sd = np.sqrt(expected * (1 - expected) / np.sum(s == series))
+        assert np.all(np.abs(seen - expected) < 5 * sd + 1e-12), (seen, expected)
+    per_series = sum(a.nbytes for a in (pool.offsets, pool.fitted, pool.first_day, pool.step))
+    assert pool.values.nbytes == 4 * sum(lengths) and per_series <= 40 * len(lengths) + 8
 
 
 # -- the command line ------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from pyanode.forecast.data import (
     tz_name,
 )
 from pyanode.forecast.fitting import fit_model, outcome
-from pyanode.forecast.grid import GridArrays, days_since_epoch, grid_positions, lag_windows
+from pyanode.forecast.grid import GridArrays, days_since_epoch, forward_filled, grid_positions, lag_windows
 from pyanode.forecast.intervals import (
     CRPS_QUANTILES,
     Calibration,
@@ -393,11 +393,8 @@ def residual_arrays(structure: Structure, frame: pd.DataFrame | np.ndarray, posi
         merged = pd.DataFrame(raw).groupby(positions).mean()
         values[merged.index.to_numpy()] = merged.to_numpy()
     resid = structure.to_standard(values) - structure.mu(np.arange(T))
-    # The last observed row of each column at or before each step (-1: none yet).
-    last = np.where(np.isnan(resid), -1, np.arange(T)[:, None])
-    np.maximum.accumulate(last, axis=0, out=last)
-    filled = np.where(last >= 0, np.take_along_axis(resid, np.maximum(last, 0), axis=0), 0.0)
-    return GridArrays(y=resid, filled=filled, days=structure.epoch_days + structure.step_days * np.arange(T))
+    return GridArrays(y=resid, filled=forward_filled(resid),
+                      days=structure.epoch_days + structure.step_days * np.arange(T))
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ __all__ = [
     "CALENDAR_STEPS",
     "GridArrays",
     "days_since_epoch",
+    "forward_filled",
     "grid_positions",
     "lag_count",
     "lag_windows",
@@ -63,6 +64,13 @@ class GridArrays:
     y: np.ndarray  # (T, n)
     filled: np.ndarray  # (T, n)
     days: np.ndarray  # (T,) grid dates, days since 1970-01-01
+
+
+def forward_filled(y: np.ndarray) -> np.ndarray:
+    """``y`` (T, n) with each NaN replaced by the last value before it in its column (0 before the first)."""
+    last = np.where(np.isnan(y), -1, np.arange(len(y))[:, None])
+    np.maximum.accumulate(last, axis=0, out=last)
+    return np.where(last >= 0, np.take_along_axis(y, np.maximum(last, 0), axis=0), 0.0)
 
 
 def recent_count(lookback: int) -> int:

@@ -65,7 +65,7 @@ from pyanode.forecast.forecaster import (
     residual_arrays,
     training_windows,
 )
-from pyanode.forecast.grid import GridArrays, lag_windows
+from pyanode.forecast.grid import GridArrays, forward_filled, lag_windows
 from pyanode.forecast.intervals import Calibration
 from pyanode.forecast.io import write_model_file
 from pyanode.forecast.model import Config, ForecastModel, ftype
@@ -95,58 +95,66 @@ def batch_loss(model: ForecastModel, probe: jax.Array, batch: WindowBatch, it: j
 class PanelWindows:
     """The training windows of every series, kept on the host; ``windows(it)`` draws iteration ``it``'s.
 
-    Origins are drawn by inverse-CDF sampling: every series has the same total weight, split over its
-    origins by recency (halving every ``half_life`` steps back from its own training end). Targets are NaN
-    past each series' training part (its held-out tail included), so a window never reads another series.
+    Every series has the same chance of being drawn; within it, an origin's chance halves every
+    ``half_life`` steps back from the series' own training end (inverse-CDF sampling, in closed form for
+    these geometric weights, so nothing is kept per origin). Targets are NaN past each series' training
+    part (its held-out tail included), so a window never reads another series.
 
-    The origins of all series are numbered in order (series ``s`` has ``starts[s]`` to ``starts[s + 1] - 1``);
-    origin ``k`` of series ``s`` is row ``offsets[s] + k`` of the gap-filled values and the dates and
-    ``target_offsets[s] + k`` of the targets, found from the origin's number when it is drawn (a few numbers
-    per series kept, not two per origin). The encoder's inputs are made for the drawn origins only
-    (:func:`lag_windows` of the series up to the origin: the same values as for the whole series), so the
-    pool holds each series' values a few times over, not ``lookback``-wide windows of them.
+    The pool keeps each series' residuals ``y`` once, in float32 (what the targets are made of), and a few
+    numbers per series. The encoder's inputs (:func:`lag_windows` of the series up to the origin, gap-filled
+    as :func:`forward_filled` fills it, which is how ``filled`` is made) and the dates are made for the drawn
+    origins only. So the pool holds four bytes per value, whatever the lookback, the window or the number
+    of origins.
     """
 
     def __init__(self, arrays: Sequence[GridArrays], held_out: Sequence[int], config: Config):
-        c = config
-        L = c.window
-        filled, days, targets, counts, offsets, toffsets, weights = [], [], [], [], [], [], []
-        offset = toffset = 0
+        values, offsets, fitted, first_day, step = [], [0], [], [], []
         for a, v in zip(arrays, held_out, strict=True):
             T = len(a.y)
-            t_fit = T - v
-            filled.append(np.asarray(a.filled, np.float64))
-            days.append(a.days)
-            tail = np.full((T - t_fit + L, c.n), np.nan)
-            targets.append(np.concatenate([a.y[:t_fit], tail]).astype(np.float32))
-            n_origins = max(t_fit - 1, 1)
-            age = (n_origins - 1 - np.arange(n_origins)).astype(np.float64)
-            w = np.exp(-np.log(2.0) * age / c.half_life) if c.half_life > 0 else np.ones(n_origins)
-            weights.append(w / w.sum())
-            counts.append(n_origins)
-            offsets.append(offset)
-            toffsets.append(toffset)
-            offset += T
-            toffset += T + L
-        self.filled, self.days = np.concatenate(filled), np.concatenate(days)
-        self.targets = np.concatenate(targets)
-        self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.offsets, self.target_offsets = np.asarray(offsets, np.int64), np.asarray(toffsets, np.int64)
-        cdf = np.cumsum(np.concatenate(weights))
-        self.cdf = cdf / cdf[-1]
-        self.config = c
+            values.append(np.asarray(a.y, np.float32))
+            offsets.append(offsets[-1] + T)
+            fitted.append(T - v)
+            first_day.append(float(a.days[0]))
+            step.append(float(a.days[1] - a.days[0]) if T > 1 else 0.0)
+        self.values = np.concatenate(values)
+        self.offsets = np.asarray(offsets, np.int64)  # series s is rows offsets[s] to offsets[s + 1] - 1
+        self.fitted = np.asarray(fitted, np.int64)  # its rows before the held-out tail
+        self.first_day, self.step = np.asarray(first_day), np.asarray(step)
+        self.config = config
+
+    def origins(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The series and the origin in it (counted from its start) of uniform draws ``u`` in [0, 1).
+
+        ``u * S`` picks series ``s`` by its integer part; the fraction ``f`` picks the origin ``k`` among
+        the series' ``n`` origins (each row before the last of its training part), weighted ``r ** (n - 1 -
+        k)`` with ``r = 2 ** (-1 / half_life)``: the first ``k`` whose cumulative weight exceeds ``f``,
+        ``(r ** (n - 1 - k) - r ** n) / (1 - r ** n) > f``, which is ``k = floor(n - log_r(f (1 - r ** n)
+        + r ** n))``."""
+        S = len(self.fitted)
+        scaled = u * S
+        s = np.minimum(scaled.astype(np.int64), S - 1)
+        f = np.clip(scaled - s, 0.0, 1.0)
+        n = np.maximum(self.fitted[s] - 1, 1)
+        half_life = self.config.half_life
+        if half_life > 0:
+            log_r = -math.log(2.0) / half_life
+            r_n = np.exp(log_r * n)
+            k = np.floor(n - np.log(f * (1.0 - r_n) + r_n) / log_r)
+        else:
+            k = np.floor(f * n)
+        return s, np.clip(k, 0, n - 1).astype(np.int64)
 
     def windows(self, it: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Iteration ``it``'s batch, the same in every process given the same seed."""
         c = self.config
-        u = np.random.default_rng([c.seed, it]).random(c.batch)
-        pick = np.minimum(np.searchsorted(self.cdf, u, side="right"), len(self.cdf) - 1)
-        s = np.searchsorted(self.starts, pick, side="right") - 1
-        rows, trows = self.offsets[s] + pick - self.starts[s], self.target_offsets[s] + pick - self.starts[s]
-        lags = np.stack([lag_windows(self.filled[first : row + 1], c.lookback)[-1]
-                         for first, row in zip(self.offsets[s], rows, strict=True)]).astype(np.float32)
-        target = self.targets[trows[:, None] + np.arange(c.window + 1)[None, :]]
-        return lags, self.days[rows], target
+        s, k = self.origins(np.random.default_rng([c.seed, it]).random(c.batch))
+        first, rows = self.offsets[s], self.offsets[s] + k
+        lags = np.stack([lag_windows(forward_filled(self.values[a : row + 1].astype(np.float64)),
+                                     c.lookback)[-1] for a, row in zip(first, rows, strict=True)])
+        ahead = np.arange(c.window + 1)[None, :]
+        inside = (k[:, None] + ahead) < self.fitted[s][:, None]
+        target = np.where(inside[..., None], self.values[np.where(inside, rows[:, None] + ahead, 0)], np.nan)
+        return lags.astype(np.float32), self.first_day[s] + self.step[s] * k, target.astype(np.float32)
 
 
 def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Sequence[int], *,

@@ -148,6 +148,10 @@ def _run_pyanode(cell: dict, train: pd.DataFrame, h: int) -> tuple[pd.DataFrame,
     from pyanode.forecast import panel
 
     spent: dict[str, float] = {}
+    memory: dict[str, list] = {}  # phase -> [RSS at its end, the process's peak RSS so far], MB
+
+    def mark(name: str) -> None:
+        memory[name] = [rss_now_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]
 
     def timed(name: str, fn):
         def wrapper(*args, **kwargs):
@@ -156,6 +160,7 @@ def _run_pyanode(cell: dict, train: pd.DataFrame, h: int) -> tuple[pd.DataFrame,
                 return fn(*args, **kwargs)
             finally:
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+                mark(name)
         return wrapper
 
     panel._prepare_all = timed("prepare", panel._prepare_all)
@@ -163,11 +168,14 @@ def _run_pyanode(cell: dict, train: pd.DataFrame, h: int) -> tuple[pd.DataFrame,
     options = {"iterations": cell["iterations"], "batch": cell["batch"]} if "iterations" in cell else {}
     if "devices" in cell:
         options["devices"] = cell["devices"]
+    mark("imported")
     start = time.perf_counter()
     fc = pyanode.fit(train, id_column="unique_id", horizon=h, progress=False, **options)
     fitted = time.perf_counter()
+    mark("fit")
     forecast = fc.predict(h)
     done = time.perf_counter()
+    mark("predict")
     hist = fc.history
     seconds = hist["seconds"].to_numpy(dtype=float)
     info = {"fit_s": fitted - start, "predict_s": done - fitted, "prepare_s": spent.get("prepare"),
@@ -175,7 +183,7 @@ def _run_pyanode(cell: dict, train: pd.DataFrame, h: int) -> tuple[pd.DataFrame,
             "step_s_total": float(seconds[-1]), "first_step_s": float(seconds[0]),
             "step_s_per_iteration": float((seconds[-1] - seconds[0]) / max(len(seconds) - 1, 1)),
             "nfe_forward_mean": float(hist["nfe_forward"].mean()), "skipped": len(fc.skipped),
-            "jax_devices": len(__import__("jax").devices())}
+            "jax_devices": len(__import__("jax").devices()), "rss_phases_mb": memory}
     forecast = forecast.rename(columns={fc.id_column: "unique_id", fc.date_column: "ds"})
     return forecast, info
 
@@ -324,6 +332,39 @@ def per_series_kb(results: dict, method: str) -> float | None:
     return (m1 - m0) * 1024 / (n1 - n0)
 
 
+PHASES = ("imported", "prepare", "train", "fit", "predict")
+
+
+def phase_memory(r: dict) -> dict[str, tuple[float, float]] | None:
+    """pyanode's RSS above the input at the end of each phase and its peak up to then (MB): the library
+    imported, every series prepared (structure, calibration, record), the shared model trained, the whole
+    fit returned, the forecasts made. None for a cell run before phases were recorded."""
+    phases, floor = r.get("rss_phases_mb"), r.get("rss_input_mb")
+    if not phases or floor is None or any(p not in phases for p in PHASES):
+        return None
+    return {p: (phases[p][0] - floor, phases[p][1] - floor) for p in PHASES}
+
+
+def phase_memory_table(results: dict) -> list[str]:
+    """The table of :func:`phase_memory` per panel, and each phase's growth per series (the slope between
+    the smallest and the largest panel): what grows with the number of series, and in which phase."""
+    cells = sorted((int(k.split("/")[1]), phase_memory(r)) for k, r in results.items()
+                   if k.startswith("panel/") and k.endswith("/pyanode") and "error" not in r
+                   and phase_memory(r) is not None)
+    if not cells:
+        return []
+    title = "pyanode's RSS above the input at the end of each phase, MB (in brackets: its peak so far)"
+    lines = ["", title, "", "| panel | " + " | ".join(PHASES) + " |", "|---|" + "---:|" * len(PHASES)]
+    for n, m in cells:
+        lines.append(f"| {n:,} | " + " | ".join(f"{m[p][0]:.0f} ({m[p][1]:.0f})" for p in PHASES) + " |")
+    (n0, m0), (n1, m1) = cells[0], cells[-1]
+    if n1 > n0:
+        slope = {p: tuple((m1[p][i] - m0[p][i]) * 1024 / (n1 - n0) for i in (0, 1)) for p in PHASES}
+        grown = " | ".join(f"{slope[p][0]:.1f} ({slope[p][1]:.1f})" for p in PHASES)
+        lines.append(f"| KB per series | {grown} |")
+    return lines
+
+
 def tables(results: dict) -> str:
     lines = ["| panel | method | fit s | predict s | total s | series/s | peak RSS MB (main) | "
              "RSS MB with input | peak RSS MB (method) | peak RSS above input MB | peak PSS MB (tree) | "
@@ -359,6 +400,7 @@ def tables(results: dict) -> str:
             lines.append(f"| {name} | {_fmt(r['prepare_s'])} | "
                          f"{_fmt(r['train_s'])} ({_fmt(r['step_s_total'])}, {_fmt(r['first_step_s'])}) | "
                          f"{_fmt(rest)} | {_fmt(r['predict_s'])} | {r['iterations_run']} |")
+    lines += phase_memory_table(results)
     dev = sorted((k for k in results if k.startswith("devices/")),
                  key=lambda k: [int(x) for x in k.split("/")[1:]])
     if dev:

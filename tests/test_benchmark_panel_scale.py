@@ -11,7 +11,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from panel_data import HORIZON, make_panel  # noqa: E402
-from panel_scale import above_input, fill_gaps, mase, mase_scales, per_series_kb, tables  # noqa: E402
+from panel_scale import (  # noqa: E402
+    above_input,
+    fill_gaps,
+    mase,
+    mase_scales,
+    per_series_kb,
+    phase_memory,
+    tables,
+)
 
 
 def test_panel_shape_and_seed():
@@ -98,3 +106,25 @@ def test_peak_above_input_and_its_slope_per_series():
     assert per_series_kb(results, "pyanode") == pytest.approx((350.0 - 200.0) * 1024 / 9000)
     assert per_series_kb(results, "autoets") is None
     assert "pyanode 17.1" in tables(results) and "| 450 | 800 | 350 |" in tables(results)
+
+
+def test_memory_by_phase_and_its_growth_per_series():
+    """Each phase's RSS and running peak less the input's RSS, and their growth per series between the
+    smallest and the largest panel; cells from before phases were recorded give no table."""
+    base = dict.fromkeys(["fit_s", "predict_s", "total_s", "series_per_s", "tree_pss_peak_mb", "mase_mean",
+                          "mase_median", "prepare_s", "train_s", "step_s_total", "first_step_s",
+                          "rss_self_mb", "rss_method_mb"], 1.0)
+    phases = {"imported": [300, 300], "prepare": [350, 360], "train": [470, 480], "fit": [470, 480],
+              "predict": [480, 490]}
+    bigger = {k: [a + 90, b + 90] if k != "imported" else [a, b] for k, (a, b) in phases.items()}
+    results = {"panel/1000/pyanode": {**base, "iterations_run": 9, "rss_input_mb": 100.0,
+                                      "rss_phases_mb": phases},
+               "panel/10000/pyanode": {**base, "iterations_run": 9, "rss_input_mb": 100.0,
+                                       "rss_phases_mb": bigger}}
+    assert phase_memory(results["panel/1000/pyanode"])["train"] == (370.0, 380.0)
+    assert phase_memory({**base, "rss_input_mb": 100.0}) is None
+    text = tables(results)
+    assert "| 1,000 | 200 (200) | 250 (260) | 370 (380) | 370 (380) | 380 (390) |" in text
+    # 90 MB more over 9,000 more series: 10.2 KB each, in every phase after the import
+    assert "| KB per series | 0.0 (0.0) | 10.2 (10.2) | 10.2 (10.2) | 10.2 (10.2) | 10.2 (10.2) |" in text
+    assert "at the end of each phase" not in tables({"panel/1000/pyanode": {**base, "iterations_run": 9}})

@@ -62,7 +62,7 @@ class DataError(PyanodeError):
     """The data cannot be used as given; the message says what is wrong and what to do."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)  # without a per-object dict: a panel keeps one report per series
 class DataReport:
     """What was done to the data on its way to the model (shown by the CLI, kept on the Forecaster)."""
 

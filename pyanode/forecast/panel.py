@@ -230,8 +230,10 @@ class SeriesRecord:
     values: np.ndarray  # (rows, n) cleaned values (outliers NaN)
     dates: np.ndarray  # (rows,) int64 nanoseconds since 1970, UTC for dates with a time zone
     positions: np.ndarray  # (rows,) int32 grid position of each row
-    center: np.ndarray  # (n,) the median and MAD the outliers were judged by
-    spread: np.ndarray
+    # The median and MAD the outliers were judged by, per column (Python floats: an array per series would
+    # cost more than its values).
+    center: tuple[float, ...]
+    spread: tuple[float, ...]
     step_days: float
     layout: FrameLayout
     report: DataReport
@@ -247,7 +249,7 @@ class SeriesRecord:
                              tz_name(index.tz) if index.tz is not None else None)
         dates = _utc_naive(index).to_numpy().astype("datetime64[ns]").astype(np.int64)
         return cls(frame.to_numpy(np.float64), dates, np.asarray(positions, np.int32),
-                   center.to_numpy(np.float64), spread.to_numpy(np.float64),
+                   tuple(map(float, center)), tuple(map(float, spread)),
                    float(step_days), layout, report, structure, calibration)
 
     @classmethod
@@ -596,9 +598,9 @@ def panel_from_file(meta: dict, model: ForecastModel, arr: dict[str, np.ndarray]
         structure, cal = Structure.from_json(meta["structures"][i]), meta["calibrations"][i]
         dates = arr["train_dates"][lo:hi]
         positions = positions_since(layout.index(dates), structure.epoch_days, step_days).astype(np.int32)
-        records[sid] = SeriesRecord(arr["train_values"][lo:hi], dates, positions, arr["center"][i],
-                                    arr["spread"][i], step_days, layout,
-                                    DataReport.from_dict(meta["reports"][i]), structure,
+        center, spread = tuple(arr["center"][i].tolist()), tuple(arr["spread"][i].tolist())
+        records[sid] = SeriesRecord(arr["train_values"][lo:hi], dates, positions, center, spread, step_days,
+                                    layout, DataReport.from_dict(meta["reports"][i]), structure,
                                     Calibration.from_json(cal) if cal else None)
     threshold, resample = meta["outlier_threshold"], meta.get("resample")
     if shared:

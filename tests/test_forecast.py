@@ -1,5 +1,6 @@
 """The forecaster: fit, predict, evaluate, plot, save/load, seeds; Delhi accuracy with default settings."""
 
+import dataclasses
 import io
 import os
 import zipfile
@@ -158,6 +159,9 @@ def test_a_column_that_wanders_carries_on_its_level():
     positions = (days_since_epoch(pred.index) - st.epoch_days) / st.step_days
     z = st.mu(positions)
     z[:, 1] += residual_level(r[None], np.isfinite(r))[0]
+    # A random walk without drift: its last 30 steps (the horizon) do not drift significantly, so none is
+    # carried on (residual_drift has its own test).
+    assert st.columns[1].drift == 0.0
     np.testing.assert_allclose(pred["walk"], st.from_standard(z)[:, 1], rtol=1e-9)
     # Its intervals widen with the horizon, as a random walk's do.
     width = (pred["walk-hi-80"] - pred["walk-lo-80"]).to_numpy()
@@ -167,6 +171,15 @@ def test_a_column_that_wanders_carries_on_its_level():
     assert gap[-1] < 0.05 * gap[0]
     fc.model = field_scaled(fc.model, 0.0)
     np.testing.assert_allclose(fc.predict(30)["walk"], pred["walk"], rtol=1e-12)
+    # Where the residual drifts, the drift carries on (standardised units per step) for the horizon the
+    # structure was fitted for, then fades: d * (min(a, h) + h (1 - exp(-(a - h) / h))) at a steps ahead.
+    walk = dataclasses.replace(st.columns[1], drift=0.05)
+    fc.structure = dataclasses.replace(st, columns=(st.columns[0], walk))
+    moved = fc.structure.to_standard(fc.predict(30)[["ar", "walk"]].to_numpy())[:, 1] - z[:, 1]
+    a, h = positions - fc._positions()[-1], walk.trusted
+    np.testing.assert_allclose(moved, 0.05 * (np.minimum(a, h) + h * (1 - np.exp(-np.maximum(a - h, 0) / h))),
+                               atol=1e-9)
+    assert "departures from it persist and drift" in walk.describe()
 
 
 def test_evaluate_and_plot(fitted):

@@ -386,3 +386,23 @@ def test_residual_arrays_mark_gaps_average_shared_steps_and_carry_the_last_resid
     # Gaps carry the last residual forward; before the first observation the structure alone (zero).
     np.testing.assert_allclose(arrays.filled[:, 0], [0, 0, r2, r3, r3, r3, r6, r6, r8])
     np.testing.assert_allclose(arrays.days, np.arange(9.0))
+
+
+def test_a_persistent_residual_drifts_only_where_its_recent_steps_say_so():
+    """``residual_drift``: the mean step over the last ``steps`` steps where its t-ratio reaches 2. Steps of
+    0.1 +- 1 alternating (20 of them: mean 0.1, standard error 1.026 / sqrt(20) = 0.23, t = 0.44) give
+    none; 0.6 +- 1 (t = 2.6) give 0.6; only the last ``steps`` steps count; gaps are left out."""
+    from pyanode.forecast.structure import residual_drift
+
+    wiggle = np.where(np.arange(20) % 2 == 0, 1.0, -1.0)
+    flat = np.concatenate([[0.0], np.cumsum(0.1 + wiggle)])
+    rising = np.concatenate([[0.0], np.cumsum(0.6 + wiggle)])
+    assert residual_drift(flat, 20) == 0.0
+    assert residual_drift(rising, 20) == pytest.approx(0.6)
+    # An old drift followed by 20 wandering steps: over the last 20 steps, none.
+    assert residual_drift(np.concatenate([rising, rising[-1] + flat[1:]]), 20) == 0.0
+    # A gap: the steps into and out of it are unknown, the other 18 still give 0.6.
+    gappy = rising.copy()
+    gappy[10] = np.nan
+    assert residual_drift(gappy, 20) == pytest.approx(0.6)
+    assert residual_drift(rising[:3], 20) == 0.0  # too few steps to judge

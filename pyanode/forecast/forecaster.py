@@ -247,7 +247,8 @@ class Forecaster:
     def _closed_form_residual(self, positions: np.ndarray) -> np.ndarray:
         """The closed-form model's residual forecast at grid ``positions`` (standardised units): each
         column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, or its current level
-        carrying on if it is persistent, as the structure's and the calibration's backtests forecast
+        carrying on if it is persistent (plus its drift, where significant), as the structure's and the
+        calibration's backtests forecast
         (:func:`pyanode.forecast.intervals.backtest_errors`)."""
         y = residual_arrays(self.structure, self.train, self._positions()).y
         out = np.zeros((len(positions), y.shape[1]))
@@ -255,7 +256,7 @@ class Forecaster:
             seen = np.flatnonzero(np.isfinite(y[:, j]))
             if len(seen) and c.persistent:
                 recent = y[-RECENT_ROWS:, j]
-                out[:, j] = residual_level(recent[None], np.isfinite(recent))[0]
+                out[:, j] = residual_level(recent[None], np.isfinite(recent))[0] + c.drift_ahead(positions)
             elif len(seen):
                 out[:, j] = y[seen[-1], j] * c.phi ** np.maximum(positions - seen[-1], 0.0)
         return out

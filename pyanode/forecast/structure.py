@@ -32,7 +32,9 @@ residual wanders (a random walk around the structure, as ARIMA's differencing or
 level assumes). Every candidate then forecasts its residual's current level (the local level model's,
 :func:`residual_level`) carried on undiminished, and so does the fitted forecaster: the series is forecast
 from where it is, not pulled back to a lagging fit, and the neural ODE, which cannot foresee a random
-walk's steps, models the columns whose departures decay.
+walk's steps, models the columns whose departures decay. Where such a residual's steps over the last
+``horizon`` steps drift significantly (:func:`residual_drift`: a trend that changed since the structure was
+fitted), the fitted forecaster carries the drift on as well, as a random walk with drift would.
 Past the data, a trend keeps its slope for the horizon asked for (what the backtest judged) and then
 fades, as a damped trend does, so that forecasts far beyond that horizon stay level rather than run
 off with a slope fitted to a few recent weeks.
@@ -49,7 +51,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 __all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_periods", "choose_structure",
-           "harmonics_for", "level_discount", "refit_errors", "residual_level", "unit_root_test"]
+           "harmonics_for", "level_discount", "refit_errors", "residual_drift", "residual_level",
+           "unit_root_test"]
 
 TRENDS = ("flat", "linear", "local")
 KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
@@ -57,6 +60,7 @@ TIE = 0.02  # candidates within this fraction of the best score are near-ties: t
 LEVEL_DISCOUNT = 0.95  # at most: a persistent residual's level averages over about 20 steps or fewer
 RECENT_ROWS = 2048  # residual rows that estimate the AR(1) coefficient and test for a unit root
 UNIT_ROOT_ROWS = 20  # fewer regression rows than this: no unit-root test (the residual decays)
+DRIFT_T = 2.0  # t-ratio from which a persistent residual's recent drift is carried on (about 5 %, two-sided)
 RIDGE = 0.1  # ridge penalty on the seasonal coefficients (standardised data); the trend is not shrunk
 DAY, WEEK, YEAR = 1.0, 7.0, 365.25
 PERIOD_NAMES = {DAY: "daily", WEEK: "weekly", YEAR: "yearly"}
@@ -164,6 +168,9 @@ class ColumnStructure:
     persistent: bool = False
     # What decided it: the unit-root statistic and its 5 % critical value (None: not tested, as asked).
     unit_root: tuple[float, float] | None = None
+    # A persistent residual's drift per grid step over the last ``trusted`` steps, where it is significant
+    # (:func:`residual_drift`; 0: none): carried on past the data with the trend's fading (:func:`_faded`).
+    drift: float = 0.0
 
     @property
     def periods(self) -> tuple[float, ...]:
@@ -171,7 +178,13 @@ class ColumnStructure:
 
     def describe(self) -> str:
         return (self.parts[0].describe() + (", log scale" if self.transform == "log" else "")
-                + (", departures from it persist" if self.persistent else ""))
+                + (", departures from it persist" if self.persistent else "")
+                + (" and drift" if self.drift else ""))
+
+    def drift_ahead(self, t: np.ndarray) -> np.ndarray:
+        """The drift's contribution at grid positions ``t`` past the data (0 up to the last fitted step)."""
+        ahead = _faded(np.asarray(t, np.float64), self.fitted_steps, self.trusted) - (self.fitted_steps - 1)
+        return self.drift * np.maximum(ahead, 0.0)
 
     def mu(self, t: np.ndarray, epoch_days: float, step_days: float) -> np.ndarray:
         return np.mean([p.mu(t, self.fitted_steps, epoch_days, step_days, self.trusted) for p in self.parts],
@@ -312,6 +325,25 @@ def residual_level(r: np.ndarray, observed: np.ndarray) -> np.ndarray:
     seen = np.flatnonzero(observed)
     w = beta[:, None] ** (seen[-1] - seen)[None, :].astype(np.float64)
     return np.sum(w * r[:, seen], axis=1) / np.sum(w, axis=1)
+
+
+def residual_drift(r: np.ndarray, steps: int) -> float:
+    """The drift per step of a residual that wanders (NaN in gaps): the mean of its step-to-step changes
+    over the last ``steps`` steps, where it is significant (its t-ratio, the mean over its standard error,
+    at least :data:`DRIFT_T`), else 0.
+
+    A random walk's steps average to zero; a persistent residual whose recent steps do not is drifting away
+    from the structure (a trend that changed since the structure was fitted, as a recovery after a
+    recession does), and carrying its level on flat would lag further behind at every step ahead. Only
+    clear drifts are carried: the forecast suites' persistent series whose steps merely wander (stock
+    prices, the beer, the woollen yarn) lose accuracy when every drift is (BENCHMARKS.md)."""
+    d = np.diff(r[-(steps + 1):])
+    d = d[np.isfinite(d)]
+    if len(d) < 3:
+        return 0.0
+    sd = float(np.std(d, ddof=1))
+    mean = float(np.mean(d))
+    return mean if sd > 0 and abs(mean) / (sd / math.sqrt(len(d))) >= DRIFT_T else 0.0
 
 
 def _bases(T: int, cuts: Sequence[int], epoch_days: float, step_days: float, periods: tuple[float, ...]
@@ -687,6 +719,7 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
                                  fitted_steps=T, phi=0.0, trusted=trusted,
                                  scores=tuple((c.name, s) for s, c in [(win_score, winner)] + ranking[:7]))
         resid = z - column.mu(t_all, epoch_days, step_days)
+        drift = residual_drift(resid, trusted) if winner.persistent else 0.0
         columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:]),
-                                           persistent=winner.persistent, unit_root=unit_root))
+                                           persistent=winner.persistent, unit_root=unit_root, drift=drift))
     return Structure(tuple(columns), float(step_days), float(epoch_days))

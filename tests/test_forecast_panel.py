@@ -3,6 +3,7 @@ line, and the multi-process path (two processes joined by ``jax.distributed`` tr
 
 import json
 import os
+import pickle
 import re
 import socket
 import subprocess
@@ -26,9 +27,11 @@ from pyanode.forecast.panel import (
     PanelForecaster,
     PanelWindows,
     SeriesRecord,
+    Summary,
     Unreadable,
     _prepare_all,
 )
+from pyanode.forecast.store import RecordStore
 from pyanode.forecast.structure import Structure
 
 HERE = Path(__file__).parent
@@ -121,8 +124,16 @@ def test_save_and_load_give_the_same_forecasts(fitted, tmp_path):
     fc.save(tmp_path / "panel.pyanode")
     back = pyanode.load(tmp_path / "panel.pyanode")
     assert isinstance(back, PanelForecaster) and back.ids == fc.ids
-    pd.testing.assert_frame_equal(back.predict(TEST_STEPS, level=[80, 95]),
-                                  fc.predict(TEST_STEPS, level=[80, 95]))
+    expected = fc.predict(TEST_STEPS, level=[80, 95])
+    pd.testing.assert_frame_equal(back.predict(TEST_STEPS, level=[80, 95]), expected)
+    # Fitted and loaded panels keep their records on file, not in memory; the loaded ones are the same.
+    records = fc.series.records
+    assert isinstance(records, RecordStore) and isinstance(back.series.records, RecordStore)
+    assert list(records) == list(back.series.records) == fc.ids
+    for sid in fc.ids:
+        _records_equal(back.series.records[sid], records[sid])
+    copied = pickle.loads(pickle.dumps(records))  # a pickled store carries its records
+    _records_equal(copied[fc.ids[-1]], records[fc.ids[-1]])
 
 
 def test_plot_shows_best_median_and_worst_series(fitted):
@@ -203,19 +214,24 @@ def test_series_are_prepared_alike_in_worker_processes():
     data = _with_bad_series(train)
     panel = read_panel(data, "store", date_column="month")
     options = {"outlier_threshold": 6.0, "resample": None, "horizon": 6, "seasonal": None}
-    alone = _prepare_all(panel, options, 1)
-    in_workers = _prepare_all(panel, options, 2)
+    alone_records, worker_records = RecordStore(), RecordStore()
+    alone = _prepare_all(panel, options, 1, alone_records)
+    in_workers = _prepare_all(panel, options, 2, worker_records)
     assert len(in_workers) == PARALLEL_FROM + 8 and list(in_workers) == list(alone) == panel.ids
     assert list(in_workers)[:2] == ["tiny", "shop0-0"] and list(in_workers)[-1] == "twice"
     assert isinstance(in_workers["twice"], Unreadable) and "duplicate date" in in_workers["twice"]
     assert type(in_workers["tiny"]) is str and "5 rows are too few" in in_workers["tiny"]
+    fitted = [sid for sid in panel.ids if sid not in ("tiny", "twice")]
+    assert list(worker_records) == list(alone_records) == fitted  # the data's order, whatever came first
     frames, bad = load_panel(data, "store", date_column="month")
     assert bad == {"twice": str(in_workers["twice"])} and list(frames) == panel.ids[:-1]
-    for sid, record in alone.items():
-        if isinstance(record, str):
-            assert in_workers[sid] == record and type(in_workers[sid]) is type(record)
+    for sid, done in alone.items():
+        if isinstance(done, str):
+            assert in_workers[sid] == done and type(in_workers[sid]) is type(done)
             continue
-        _records_equal(in_workers[sid], record)
+        record = alone_records[sid]
+        assert in_workers[sid] == done == Summary.of(record)
+        _records_equal(worker_records[sid], record)
         df, rep = frames[sid]
         _records_equal(record, SeriesRecord.from_prepared(prepare_series(df, rep, **options)))
 

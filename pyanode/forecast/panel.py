@@ -19,6 +19,12 @@ made by every process of a multi-host run, which then shards the batch over its 
 first, over hosts). Validation forecasts the held-out tails of up to :data:`VALIDATION_SERIES` series.
 
 Forecasts of all series run as one compiled program over chunks of :data:`PREDICT_CHUNK` series.
+
+On the host, memory is bounded the same way: the series are prepared in worker processes a chunk at a
+time, each prepared series' record goes to a temporary file as it comes back
+(:class:`~pyanode.forecast.store.RecordStore`), and training, forecasting and saving read the records one
+at a time. What stays in memory per series is its id, a slot in the file and, for training, its residuals
+as float32.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -69,6 +76,7 @@ from pyanode.forecast.grid import GridArrays, forward_filled, lag_windows
 from pyanode.forecast.intervals import Calibration
 from pyanode.forecast.io import write_model_file
 from pyanode.forecast.model import Config, ForecastModel, ftype
+from pyanode.forecast.store import RecordStore
 from pyanode.forecast.structure import Structure
 
 __all__ = ["PREDICT_CHUNK", "FrameLayout", "PanelForecaster", "PanelWindows", "SeriesRecord", "SeriesViews",
@@ -282,9 +290,10 @@ class SeriesRecord:
 
 
 class SeriesViews(Mapping[str, Forecaster]):
-    """``{id: Forecaster}`` over compact :class:`SeriesRecord` s sharing one model: each lookup makes a
-    Forecaster view of its series (cheap: a frame from the record's arrays). So a fitted panel holds, per
-    series, its values and closed-form parts, not a Forecaster with its pandas objects."""
+    """``{id: Forecaster}`` over :class:`SeriesRecord` s sharing one model: each lookup makes a Forecaster
+    view of its series (cheap: a frame from the record's arrays). The records of a fitted or loaded panel
+    are kept on file (:class:`~pyanode.forecast.store.RecordStore`), so the panel holds a few integers per
+    series in memory, not its values, closed-form parts and pandas objects."""
 
     def __init__(self, records: dict[str, SeriesRecord], model: ForecastModel, history: pd.DataFrame,
                  info: dict, outlier_threshold: float, resample: str | None):
@@ -305,17 +314,17 @@ class SeriesViews(Mapping[str, Forecaster]):
         return len(self.records)
 
 
-def _records(series: Mapping[str, Forecaster]) -> list[SeriesRecord]:
-    """Every series' record (without making Forecaster views where the panel keeps records)."""
+def _records(series: Mapping[str, Forecaster]) -> Iterator[SeriesRecord]:
+    """Every series' record in turn (without making Forecaster views where the panel keeps records)."""
     if isinstance(series, SeriesViews):
-        return list(series.records.values())
-    return [SeriesRecord.from_forecaster(f) for f in series.values()]
+        return iter(series.records.values())
+    return (SeriesRecord.from_forecaster(f) for f in series.values())
 
 
 @dataclasses.dataclass
 class PanelForecaster:
     """A fitted panel: one shared model and, per series, a :class:`Forecaster` view of it (its own
-    structure, calibration, cleaned training data and report; kept compact, :class:`SeriesViews`, and made
+    structure, calibration, cleaned training data and report; kept on file, :class:`SeriesViews`, and made
     into a Forecaster when asked for). Made by :func:`fit_panel`
     (``pyanode.fit(df, id_column=...)``) or :func:`pyanode.forecast.load`.
 
@@ -357,16 +366,15 @@ class PanelForecaster:
 
     def report_lines(self) -> list[str]:
         """What was fitted and what was left out, in a few lines."""
-        records = _records(self.series)
-        lengths = [len(r.values) for r in records]
-        out = [f"{len(self.series)} series, {min(lengths)} to {max(lengths)} rows each "
-               f"(median {int(np.median(lengths))}); modelled: {', '.join(self.columns)}; "
-               + ("one shared model" if self.model is not None else "a model per series")]
-        described: dict[str, int] = {}
-        for r in records:
+        lengths, described = [], {}
+        for r in _records(self.series):
+            lengths.append(len(r.values))
             for col, s in zip(self.columns, r.structure.columns, strict=True):
                 key = f"{col}: {s.describe()}"
                 described[key] = described.get(key, 0) + 1
+        out = [f"{len(self.series)} series, {min(lengths)} to {max(lengths)} rows each "
+               f"(median {int(np.median(lengths))}); modelled: {', '.join(self.columns)}; "
+               + ("one shared model" if self.model is not None else "a model per series")]
         for key, k in sorted(described.items(), key=lambda kv: -kv[1])[:5]:
             out.append(f"structure {key} ({k} series)")
         for sid, why in self.skipped.items():
@@ -547,24 +555,34 @@ class PanelForecaster:
         path = Path(path)
         if path.exists() and not force:
             raise PyanodeError(f"{path} exists; pass --force (force=True) to overwrite it")
-        records = _records(self.series)
-        first, view = records[0], next(iter(self.series.values()))
+        names = ("reports", "structures", "calibrations", "lengths", "center", "spread", "train_values",
+                 "train_dates")
+        fields: dict[str, list] = {k: [] for k in names}
+        layout = None
+        for r in _records(self.series):  # one record at a time: a panel may keep them on file
+            layout = r.layout
+            fields["reports"].append(r.report.to_dict())
+            fields["structures"].append(r.structure.to_json())
+            fields["calibrations"].append(r.calibration.to_json() if r.calibration is not None else None)
+            fields["lengths"].append(len(r.values))
+            for name, value in (("center", r.center), ("spread", r.spread), ("train_values", r.values),
+                                ("train_dates", r.dates)):
+                fields[name].append(value)
+        view = next(iter(self.series.values()))
         meta = {
             "kind": "panel", "id_column": self.id_column, "date_column": self.date_column,
             "ids": self.ids, "skipped": self.skipped, "info": self.info,
             "history_columns": list(self.history.columns),
             "outlier_threshold": view.outlier_threshold, "resample": view.resample,
-            "index_unit": first.layout.unit, "index_tz": first.layout.tz,
-            "reports": [r.report.to_dict() for r in records],
-            "structures": [r.structure.to_json() for r in records],
-            "calibrations": [r.calibration.to_json() if r.calibration is not None else None for r in records],
+            "index_unit": layout.unit, "index_tz": layout.tz,
+            **{k: fields[k] for k in ("reports", "structures", "calibrations")},
         }
         arrays = {
-            "lengths": np.asarray([len(r.values) for r in records], np.int64),
-            "center": np.stack([r.center for r in records]),
-            "spread": np.stack([r.spread for r in records]),
-            "train_values": np.concatenate([r.values for r in records]),
-            "train_dates": np.concatenate([r.dates for r in records]),
+            "lengths": np.asarray(fields["lengths"], np.int64),
+            "center": np.stack(fields["center"]),
+            "spread": np.stack(fields["spread"]),
+            "train_values": np.concatenate(fields["train_values"]),
+            "train_dates": np.concatenate(fields["train_dates"]),
         }
         if self.model is not None:
             arrays["history"] = self.history.to_numpy(np.float64)
@@ -591,7 +609,7 @@ def panel_from_file(meta: dict, model: ForecastModel, arr: dict[str, np.ndarray]
         histories.append(h.astype({"nfe_forward": np.int64, "nfe_backward": np.int64}))
     layout = FrameLayout(tuple(cols), meta["date_column"], meta.get("index_unit", "ns"), meta.get("index_tz"))
     step_days = model.config.step_days
-    records = {}
+    records = RecordStore()
     bounds = np.concatenate([[0], np.cumsum(arr["lengths"])])
     for i, sid in enumerate(meta["ids"]):
         lo, hi = bounds[i], bounds[i + 1]
@@ -599,9 +617,9 @@ def panel_from_file(meta: dict, model: ForecastModel, arr: dict[str, np.ndarray]
         dates = arr["train_dates"][lo:hi]
         positions = positions_since(layout.index(dates), structure.epoch_days, step_days).astype(np.int32)
         center, spread = tuple(arr["center"][i].tolist()), tuple(arr["spread"][i].tolist())
-        records[sid] = SeriesRecord(arr["train_values"][lo:hi], dates, positions, center, spread, step_days,
-                                    layout, DataReport.from_dict(meta["reports"][i]), structure,
-                                    Calibration.from_json(cal) if cal else None)
+        records.put(sid, SeriesRecord(arr["train_values"][lo:hi], dates, positions, center, spread,
+                                      step_days, layout, DataReport.from_dict(meta["reports"][i]), structure,
+                                      Calibration.from_json(cal) if cal else None))
     threshold, resample = meta["outlier_threshold"], meta.get("resample")
     if shared:
         return PanelForecaster(model, meta["id_column"], meta["date_column"],
@@ -652,19 +670,17 @@ def fit_panel(
                        dedupe=dedupe, **read_options)
     options = {"outlier_threshold": outlier_threshold, "resample": resample, "horizon": horizon,
                "seasonal": seasonal}
-    outcomes = _prepare_all(panel, options, jobs)
+    store = RecordStore()  # each prepared series' record, kept on file as it comes
+    outcomes = _prepare_all(panel, options, jobs, store)
     del panel  # the rows as read are not needed past here
     # Series whose rows did not read come first, as when every series was loaded before any was prepared.
     bad = {sid: str(why) for sid, why in outcomes.items() if isinstance(why, Unreadable)}
-    prepared: dict[str, SeriesRecord] = {}
-    layouts: dict[FrameLayout, FrameLayout] = {}
+    prepared: dict[str, Summary] = {}
     for sid, done in outcomes.items():
-        if isinstance(done, Unreadable):
-            continue
-        if isinstance(done, str):
+        if isinstance(done, Summary):
+            prepared[sid] = done
+        elif not isinstance(done, Unreadable):
             bad[sid] = done
-        else:  # one layout object for all series (each worker's records came with their own copies)
-            prepared[sid] = dataclasses.replace(done, layout=layouts.setdefault(done.layout, done.layout))
     del outcomes
     # Every series must share the grid step: the model's time unit and calendar are one for all.
     steps = pd.Series({sid: p.step_days for sid, p in prepared.items()})
@@ -675,6 +691,7 @@ def fit_panel(
                         "fit series of each frequency separately, or give --resample (resample=) to put them "
                         "on one")
             prepared.pop(sid)
+            store.pop_key(sid)
     if bad and not skip_bad_series:
         sid, why = next(iter(bad.items()))
         more = f" ({len(bad) - 1} more series have problems)" if len(bad) > 1 else ""
@@ -683,52 +700,51 @@ def fit_panel(
     if not prepared:
         raise DataError(f"no series can be fitted ({_shown([f'{k}: {v}' for k, v in bad.items()], 3)})")
     ids = list(prepared)
-    step_days = prepared[ids[0]].step_days
+    first = store[ids[0]]
+    step_days = first.step_days
     median_steps = int(np.median([p.steps for p in prepared.values()]))
     options = training_windows(median_steps, step_days, window, lookback, validation, half_life)
-    periods = tuple(sorted({q for p in prepared.values() for q in p.structure.periods}))
-    cols = prepared[ids[0]].layout.columns
-    config = make_config(columns=cols, periods=periods, step_days=step_days, epoch_days=0.0, **options)
-    phi = np.median([_phis(p) for p in prepared.values()], axis=0)
+    periods = tuple(sorted({q for p in prepared.values() for q in p.periods}))
+    config = make_config(columns=first.layout.columns, periods=periods, step_days=step_days, epoch_days=0.0,
+                         **options)
+    phi = np.median([p.phis for p in prepared.values()], axis=0)
     model = ForecastModel(config, config.seed, phi=phi)
-    date_column = prepared[ids[0]].report.date_column or "date"
+    date_column = first.report.date_column or "date"
     if not shared:
-        return _fit_each(prepared, bad, id_column, date_column, make_config,
+        return _fit_each(store, bad, id_column, date_column, make_config,
                          (window, lookback, validation, half_life), outlier_threshold=outlier_threshold,
                          resample=resample, progress=progress, console=console)
-    arrays = _Residuals(list(prepared.values()))
+    arrays = _Residuals(store)
     # Each series holds out the same tail to validate on, when it is long enough to spare it.
     v = config.validation
     held_out = [v if p.steps - v >= max(8, 2 * v) else 0 for p in prepared.values()]
     if horizon is None:  # each series' backtest horizon (its frequency's, or a quarter of its longest cycle)
-        horizon = int(np.median([p.structure.columns[0].trusted for p in prepared.values()]))
+        horizon = int(np.median([p.trusted for p in prepared.values()]))
+    del prepared
     result = train_panel(model, arrays, held_out, horizon=horizon, devices=devices, progress=progress,
                          console=console)
     history, info = outcome(result)
-    series = SeriesViews(prepared, result.model, history, info, outlier_threshold, resample)
+    series = SeriesViews(store, result.model, history, info, outlier_threshold, resample)
     return PanelForecaster(result.model, id_column, date_column, series, bad, history, info)
 
 
 class _Residuals(Sequence[GridArrays]):
-    """Each prepared series' residual arrays (:func:`residual_arrays`), made when asked for and not kept:
-    the training pool copies what it needs of them, so a panel never holds them all at once."""
+    """Each prepared series' residual arrays (:func:`residual_arrays`), made from its record when asked
+    for and not kept: the training pool copies what it needs of them, so a panel never holds them all at
+    once."""
 
-    def __init__(self, prepared: list[SeriesRecord]):
-        self._prepared = prepared
+    def __init__(self, records: Mapping[str, SeriesRecord]):
+        self._records, self._ids = records, list(records)
 
     def __len__(self) -> int:
-        return len(self._prepared)
+        return len(self._ids)
 
     def __getitem__(self, i: int) -> GridArrays:  # type: ignore[override]
-        p = self._prepared[i]
+        p = self._records[self._ids[i]]
         return residual_arrays(p.structure, p.values, p.positions)
 
 
-def _phis(p: SeriesRecord) -> list[float]:
-    return [s.phi for s in p.structure.columns]
-
-
-def _fit_each(prepared: dict[str, SeriesRecord], bad: dict[str, str], id_column: str, date_column: str,
+def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_column: str, date_column: str,
               make_config: Callable[..., Config], options: tuple, outlier_threshold: float,
               resample: str | None, progress: bool, console: Any) -> PanelForecaster:
     """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series."""
@@ -739,7 +755,7 @@ def _fit_each(prepared: dict[str, SeriesRecord], bad: dict[str, str], id_column:
         config = make_config(columns=p.layout.columns, periods=p.structure.periods,
                              step_days=p.step_days, epoch_days=p.structure.epoch_days,
                              **training_windows(p.steps, p.step_days, *options))
-        model = ForecastModel(config, config.seed, phi=_phis(p))
+        model = ForecastModel(config, config.seed, phi=Summary.of(p).phis)
         result = fit_model(model, residual_arrays(p.structure, p.values, p.positions),
                            horizon=p.structure.columns[0].trusted, progress=progress, console=console)
         history, info = outcome(result, f"training series {sid!r}")
@@ -753,6 +769,7 @@ def _fit_each(prepared: dict[str, SeriesRecord], bad: dict[str, str], id_column:
 
 
 PARALLEL_FROM = 64  # series: fewer are prepared in this process (starting workers costs seconds)
+PREPARE_CHUNK = 128  # series handed to a worker at once (a second or so of its work)
 
 
 class Unreadable(str):
@@ -760,13 +777,31 @@ class Unreadable(str):
     that read could not be prepared: a fit lists the unreadable series first."""
 
 
-Outcome = SeriesRecord | str  # a prepared series, or why not (an :class:`Unreadable` when it did not read)
+class Summary(NamedTuple):
+    """What the fit needs to know of a prepared series beside its record (which is kept on file)."""
+
+    steps: int  # its grid's length
+    step_days: float
+    periods: tuple[float, ...]  # its structure's cycles
+    phis: tuple[float, ...]  # its columns' residual decay rates
+    trusted: int  # its backtest horizon
+
+    @classmethod
+    def of(cls, r: SeriesRecord) -> Summary:
+        cols = r.structure.columns
+        return cls(r.steps, r.step_days, r.structure.periods, tuple(s.phi for s in cols), cols[0].trusted)
+
+
+# A prepared series (its record, pickled, and its summary), or why not (an :class:`Unreadable` when it did
+# not read).
+Outcome = tuple[bytes, Summary] | str
 
 
 def _prepare_chunk(chunk: list[tuple[str, pd.DataFrame]], loader: PanelLoader, options: dict[str, Any]
                    ) -> list[tuple[str, Outcome]]:
     """Load and prepare each series of ``chunk`` (its id and rows as read). Run in a worker, so the loading
-    is spread over the cores too and each loaded frame lives only while its series is prepared."""
+    is spread over the cores too and each loaded frame lives only while its series is prepared. The
+    records come back pickled: the parent files them without unpickling."""
     out: list[tuple[str, Outcome]] = []
     for sid, rows in chunk:
         try:
@@ -775,19 +810,25 @@ def _prepare_chunk(chunk: list[tuple[str, pd.DataFrame]], loader: PanelLoader, o
             out.append((sid, Unreadable(err)))
             continue
         try:
-            out.append((sid, SeriesRecord.from_prepared(prepare_series(df, rep, **options))))
+            record = SeriesRecord.from_prepared(prepare_series(df, rep, **options))
         except DataError as err:
             out.append((sid, str(err)))
+            continue
+        out.append((sid, (pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL), Summary.of(record))))
     return out
 
 
-def _prepare_all(panel: PanelRows, options: dict[str, Any], jobs: int | None) -> dict[str, Outcome]:
-    """Every series' :func:`prepare_series` as a :class:`SeriesRecord` (or why it failed), over ``jobs``
-    worker processes, in the order of ``panel.ids``.
+def _prepare_all(panel: PanelRows, options: dict[str, Any], jobs: int | None, store: RecordStore
+                 ) -> dict[str, Summary | str]:
+    """Prepare every series (:func:`prepare_series`) over ``jobs`` worker processes: each prepared series'
+    :class:`SeriesRecord` goes into ``store`` as it comes, and the result gives, in the order of
+    ``panel.ids``, its :class:`Summary` or why it could not be prepared (an :class:`Unreadable` when its
+    rows did not read).
 
     Each series' rows are picked out of the panel only when its chunk is handed out, and loaded and
-    prepared in the worker, so no more than the chunks in flight (a few per worker) are ever held as
-    frames: the parent keeps the rows as read and the records, never a frame per series.
+    prepared in the worker, so no more than the chunks in flight (two per worker, of at most
+    :data:`PREPARE_CHUNK` series) are ever held as frames: the parent keeps the rows as read and a
+    summary per series, never a frame or a record.
 
     The closed-form work is per series and independent (numpy, no JAX), so it spreads over the cores.
     The workers are forked, where the system can (Linux): a spawned worker would re-run the caller's
@@ -803,27 +844,42 @@ def _prepare_all(panel: PanelRows, options: dict[str, Any], jobs: int | None) ->
     def take(part: Sequence[int]) -> list[tuple[str, pd.DataFrame]]:
         return [(ids[i], panel.rows(i)) for i in part]
 
-    if jobs == 1 or len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
-        return {sid: done for i in range(len(ids)) for sid, done in _prepare_chunk(take([i]), panel.loader,
-                                                                                    options)}
-    import concurrent.futures
-    import warnings
+    def keep(outcomes: list[tuple[str, Outcome]]) -> list[tuple[str, Summary | str]]:
+        kept: list[tuple[str, Summary | str]] = []
+        for sid, done in outcomes:
+            if isinstance(done, str):
+                kept.append((sid, done))
+            else:
+                store.put_pickled(sid, done[0])
+                kept.append((sid, done[1]))
+        return kept
 
-    size = max(1, math.ceil(len(ids) / (4 * jobs)))  # a few chunks per worker, to even out the load
-    parts = [range(k, min(k + size, len(ids))) for k in range(0, len(ids), size)]
-    done: dict[int, list[tuple[str, Outcome]]] = {}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")
-                                                    ) as pool:
-            running: dict[concurrent.futures.Future, int] = {}
-            for k, part in enumerate(parts):
-                running[pool.submit(_prepare_chunk, take(part), panel.loader, options)] = k
-                while len(running) >= 2 * jobs or (k == len(parts) - 1 and running):
-                    finished, _ = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
-                    for future in finished:
-                        done[running.pop(future)] = future.result()
-    return {sid: record for k in range(len(parts)) for sid, record in done[k]}
+    if jobs == 1 or len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        result = {sid: done for i in range(len(ids))
+                  for sid, done in keep(_prepare_chunk(take([i]), panel.loader, options))}
+    else:
+        import concurrent.futures
+        import warnings
+
+        # A few chunks per worker, to even out the load, and never more than PREPARE_CHUNK series: the chunks
+        # in flight (two per worker) are what the parent holds of the rows handed out.
+        size = max(1, min(math.ceil(len(ids) / (4 * jobs)), PREPARE_CHUNK))
+        parts = [range(k, min(k + size, len(ids))) for k in range(0, len(ids), size)]
+        done: dict[int, list[tuple[str, Summary | str]]] = {}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")
+                                                        ) as pool:
+                running: dict[concurrent.futures.Future, int] = {}
+                for k, part in enumerate(parts):
+                    running[pool.submit(_prepare_chunk, take(part), panel.loader, options)] = k
+                    while len(running) >= 2 * jobs or (k == len(parts) - 1 and running):
+                        finished, _ = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
+                        for future in finished:
+                            done[running.pop(future)] = keep(future.result())
+        result = {sid: summary for k in range(len(parts)) for sid, summary in done[k]}
+    store.arrange(sid for sid, done in result.items() if not isinstance(done, str))  # the data's order
+    return result
 
 
 def _step_name(step_days: float) -> str:

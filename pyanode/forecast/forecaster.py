@@ -550,7 +550,9 @@ def fit(
         shared: with ``id_column``, one model for every series (default); ``False`` fits a model per
             series (slower; for series with nothing in common).
         devices: with ``id_column``, train data-parallel over this many devices (one host's, or every
-            host's after :func:`jax.distributed.initialize`); the batch must split evenly over them.
+            host's after :func:`jax.distributed.initialize`); the batch must split evenly over them. For
+            accelerators: the batch is solved as one ODE, so every solver step synchronises the devices,
+            and on one CPU (forced host devices share its cores) that is slower than one device.
         n_jobs: with ``id_column``, processes that clean the series and choose their structures
             (default: one per core when there are 64 series or more).
 

@@ -295,7 +295,7 @@ class SeriesViews(Mapping[str, Forecaster]):
     are kept on file (:class:`~pyanode.forecast.store.RecordStore`), so the panel holds a few integers per
     series in memory, not its values, closed-form parts and pandas objects."""
 
-    def __init__(self, records: dict[str, SeriesRecord], model: ForecastModel, history: pd.DataFrame,
+    def __init__(self, records: Mapping[str, SeriesRecord], model: ForecastModel, history: pd.DataFrame,
                  info: dict, outlier_threshold: float, resample: str | None):
         self.records, self.model, self.history, self.info = records, model, history, info
         self.outlier_threshold, self.resample = outlier_threshold, resample

@@ -90,18 +90,59 @@ def test_the_chosen_structure_is_reported(fitted):
 
 def test_the_held_out_verdict_on_the_learned_field_is_reported(fitted):
     # The fit scores the trained model, it with half its field and the closed-form start on the held-out
-    # tail and keeps the lowest; the report gives the three scores and says which was kept.
+    # tail (with several columns, also the field weighted per column by each column's own best) and keeps
+    # the lowest; the report gives the scores and says which was kept.
     import re
 
     text = fitted.info["stopped"]
+    number = r"([0-9.e+-]+)"
     got = re.search(r"kept (the trained model with half its learned field|the trained model|the closed-form "
-                    r"start).*; held-out MSE: trained ([0-9.e+-]+), half its field ([0-9.e+-]+), closed form "
-                    r"([0-9.e+-]+)$", text)
+                    r"start|the learned field per column \(weights [0-9., ]+\)).*; held-out MSE: trained "
+                    rf"{number}, half its field {number}, closed form {number}(?:, per column {number})?$",
+                    text)
     assert got is not None, text
-    scores = dict(zip(["the trained model", "the trained model with half its learned field",
-                       "the closed-form start"], map(float, got.groups()[1:]), strict=True))
-    assert scores[got.group(1)] == min(scores.values())
-    assert fitted.info["best_validation"] == pytest.approx(scores[got.group(1)], rel=1e-3)
+    names = ["the trained model", "the trained model with half its learned field", "the closed-form start",
+             "per column"]
+    scores = {k: float(v) for k, v in zip(names, got.groups()[1:], strict=True) if v is not None}
+    kept = "per column" if got.group(1).startswith("the learned field per column") else got.group(1)
+    assert scores[kept] == min(scores.values())
+    assert fitted.info["best_validation"] == pytest.approx(scores[kept], rel=1e-3)
+
+
+def test_a_column_mix_weights_each_columns_learned_field():
+    """``column_mix`` scales each observed column's learned field by its weight; a column at 0 is the
+    closed-form start's exactly (its encoder row and decay too), whatever the other columns do, and
+    weights of 1 give the trained model back."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from pyanode.forecast.fitting import column_mix
+    from pyanode.forecast.grid import lag_count
+    from pyanode.forecast.model import Config, ForecastModel, rollout
+
+    config = Config(columns=("a", "b", "c"), augment=2, hidden=8, depth=1, periods=(365.25,), lookback=8)
+    start = ForecastModel(config, 0, phi=[0.8, 0.5, 0.9])
+    # "Trained": every parameter moved, the last layer no longer zero.
+    params, static = eqx.partition(start, eqx.is_inexact_array)
+    rng = np.random.default_rng(1)
+    trained = eqx.combine(jax.tree_util.tree_map(
+        lambda x: x + 0.3 * jnp.asarray(rng.normal(size=x.shape), x.dtype), params), static)
+    lags = jnp.asarray(rng.normal(size=(5, lag_count(8), 3)), jnp.float32)
+    days = jnp.asarray(rng.uniform(0, 2000, 5), jnp.float32)
+    taus = jnp.linspace(0.0, 0.1, 12)
+
+    def forecast(m):
+        return np.asarray(rollout(m, lags, days, taus)[0])
+
+    full, closed = forecast(trained), forecast(start)
+    np.testing.assert_allclose(forecast(column_mix(trained, start, [1.0, 1.0, 1.0])), full, rtol=1e-6)
+    mixed = forecast(column_mix(trained, start, [0.0, 1.0, 0.5]))
+    # Equal to the solver's tolerance (rtol 1e-3, atol 1e-4): the other columns set its step sizes.
+    np.testing.assert_allclose(mixed[..., 0], closed[..., 0], rtol=1e-3, atol=1e-4)
+    assert np.abs(mixed[..., 0] - full[..., 0]).max() > 1e-2  # the trained model's column a is another
+    # Column c's field is halved: its forecast lies apart from the trained one's.
+    assert np.abs(mixed[..., 2] - full[..., 2]).max() > 1e-3
 
 
 def test_the_held_out_tail_is_judged_as_far_ahead_as_the_forecasts_go(monkeypatch):

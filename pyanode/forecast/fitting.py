@@ -17,9 +17,13 @@ the learned seasonal attractor follows the present regime (Delhi's dry 2016) rat
 years. The model kept is a running average (EMA) of the parameters, steadier than the last iterate. A
 validation tail (the last steps of the data) is forecast every few iterations, from four origins in it and as
 far ahead as the forecasts asked for will go (a rolling-origin test of the tail); training stops early when
-it stops improving and the best averaged parameters are kept. All of this (steps, EMA,
-validation, early stopping, progress bar, Ctrl-C) is :func:`pyanode.loop.run_loop`, the loop the classifiers
-train on too; this module supplies only the window loss, its data and the validation score.
+it stops improving and the best averaged parameters are kept. The same tail then judges how much of the
+learned field to trust: all of it, half of it or none (the closed-form start), and with several columns
+each column's own choice among the three (:func:`column_mix`), whichever forecasts the tail best (a field
+fitted to noise is not kept). All of this (steps, EMA,
+validation, early stopping, progress bar, Ctrl-C) but the verdict is :func:`pyanode.loop.run_loop`, the loop
+the classifiers train on too; this module supplies the window loss, its data, the validation score and
+the verdict.
 
 This windowed training is a form of multiple shooting in which each shooting node's state comes from the data
 through the encoder (rather than being a free parameter), which keeps the cost per iteration independent of
@@ -51,8 +55,9 @@ from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config, ForecastModel, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
 
-__all__ = ["WindowData", "bucket", "field_scaled", "fit_model", "train_validated", "validation_loss",
-           "local_copy", "outcome", "validation_origins", "validation_tails", "window_loss", "windows_loss"]
+__all__ = ["WindowData", "bucket", "column_mix", "field_scaled", "fit_model", "local_copy", "outcome",
+           "train_validated", "validation_column_losses", "validation_loss", "validation_origins",
+           "validation_tails", "window_loss", "windows_loss"]
 
 def bucket(size: int) -> int:
     """``size`` rounded up to the next of 4, 5, 6 or 7 times a power of two (at most 25% padding).

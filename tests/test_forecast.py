@@ -145,6 +145,35 @@ def test_a_column_mix_weights_each_columns_learned_field():
     assert np.abs(mixed[..., 2] - full[..., 2]).max() > 1e-3
 
 
+def test_one_validation_solve_gives_each_columns_error_and_the_whole_tails():
+    """``validation_column_errors``: per column, the summed squared error of the held-out forecasts and the
+    number of values observed, from which both each column's MSE and ``validation_loss`` follow."""
+    import jax.numpy as jnp
+
+    from pyanode.forecast.fitting import validation_column_errors, validation_loss
+    from pyanode.forecast.grid import lag_count
+    from pyanode.forecast.model import Config, ForecastModel, rollout
+
+    config = Config(columns=("a", "b"), augment=1, hidden=8, depth=1, periods=(), lookback=4)
+    model = ForecastModel(config, 0, phi=[0.7, 0.9])
+    rng = np.random.default_rng(2)
+    lags = jnp.asarray(rng.normal(size=(3, lag_count(4), 2)), jnp.float32)
+    days = jnp.asarray([0.0, 5.0, 9.0], jnp.float32)
+    taus = jnp.linspace(0.0, 0.05, 6)
+    target = rng.normal(size=(3, 6, 2))
+    target[0, 3:, 0] = np.nan  # column a: 15 values observed, b: all 18
+    target[2, :, 1] = np.nan  # b: 12
+    target = jnp.asarray(target, jnp.float32)
+    sums, counts = np.asarray(validation_column_errors(model, lags, days, taus, target), np.float64)
+    pred = np.asarray(rollout(model, lags, days, taus, max_steps=16384)[0], np.float64)
+    sq = (pred - np.asarray(target, np.float64)) ** 2
+    np.testing.assert_array_equal(counts, [15, 12])
+    np.testing.assert_allclose(sums, np.nansum(sq, axis=(0, 1)), rtol=1e-5)
+    whole = float(validation_loss(model, lags, days, taus, target))
+    assert sums.sum() / counts.sum() == pytest.approx(whole, rel=1e-5)
+    assert whole == pytest.approx(np.nanmean(sq), rel=1e-5)
+
+
 def test_the_held_out_tail_is_judged_as_far_ahead_as_the_forecasts_go(monkeypatch):
     from pyanode.forecast import fitting
 

@@ -33,7 +33,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).parent))
 from forecast_accuracy import suite_dir  # noqa: E402
 
-M4 = {"W": (13, 1), "MS": (18, 12), "h": (48, 24)}  # frequency -> (horizon, MASE season)
+# frequency -> (horizon, MASE season): M4's; half-hourly (not in M4) two days ahead, a day's season
+M4 = {"W": (13, 1), "MS": (18, 12), "QS": (8, 4), "h": (48, 24), "30min": (96, 48)}
 
 
 def series() -> dict[str, tuple[pd.DataFrame, str, str]]:
@@ -59,11 +60,12 @@ def series() -> dict[str, tuple[pd.DataFrame, str, str]]:
     return out
 
 
-def write_suite(folder: Path) -> Path:
-    """The CSV files and ``suite.json`` in ``folder`` (made if needed); returns the ``suite.json`` path."""
+def write_suite(folder: Path, frames: dict[str, tuple[pd.DataFrame, str, str]] | None = None) -> Path:
+    """The CSV files and ``suite.json`` of ``frames`` (default: :func:`series`) in ``folder`` (made if
+    needed); returns the ``suite.json`` path."""
     folder.mkdir(parents=True, exist_ok=True)
     specs = []
-    for name, (frame, freq, source) in series().items():
+    for name, (frame, freq, source) in (series() if frames is None else frames).items():
         date_column = frame.index.name or "date"
         frame.rename_axis(date_column).to_csv(folder / f"{name}.csv")
         horizon, season = M4[freq]

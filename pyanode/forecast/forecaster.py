@@ -649,6 +649,9 @@ def prepare_series(df: pd.DataFrame, report: DataReport, *, outlier_threshold: f
         runner_up = f"; next best {s.scores[1][0]}: {s.scores[1][1]:.4g}" if len(s.scores) > 1 else ""
         unit_root = (f"; unit-root test: ADF {s.unit_root[0]:.2f} against {s.unit_root[1]:.2f} at 5%"
                      if s.unit_root is not None else "")
+        if s.slope_unit_root is not None:
+            unit_root += (f"; of its departures' steps: ADF {s.slope_unit_root[0]:.2f} against "
+                          f"{s.slope_unit_root[1]:.2f}")
         report.notes.append(f"{col}: {s.describe()} (chosen by backtest: MAE {s.scores[0][1]:.4g}"
                             f"{runner_up}{unit_root})")
     return Prepared(df, report, center, spread, step_days, pos, T, structure, calibration)

@@ -52,7 +52,7 @@ import numpy as np
 
 __all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_periods", "choose_structure",
            "harmonics_for", "level_discount", "refit_errors", "residual_drift", "residual_level",
-           "unit_root_test"]
+           "residual_slope", "unit_root_test"]
 
 TRENDS = ("flat", "linear", "local")
 KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
@@ -169,17 +169,27 @@ class ColumnStructure:
     # What decided it: the unit-root statistic and its 5 % critical value (None: not tested, as asked).
     unit_root: tuple[float, float] | None = None
     # A persistent residual's drift per grid step over the last ``trusted`` steps, where it is significant
-    # (:func:`residual_drift`; 0: none): carried on past the data with the trend's fading (:func:`_faded`).
+    # (:func:`residual_drift`; 0: none), or its current slope where its steps have a unit root too
+    # (:func:`residual_slope`): carried on past the data with the trend's fading (:func:`_faded`).
     drift: float = 0.0
+    # For a persistent residual: the unit-root statistic of its steps and its 5 % critical value (None: not
+    # tested). Not rejected: the slope persists, and ``drift`` is the current slope.
+    slope_unit_root: tuple[float, float] | None = None
 
     @property
     def periods(self) -> tuple[float, ...]:
         return tuple(sorted({p for part in self.parts for p in part.periods}))
 
+    @property
+    def slope_persists(self) -> bool:
+        """Whether the departures' steps have a unit root too, so that their current slope carries on."""
+        return self.slope_unit_root is not None and self.slope_unit_root[0] > self.slope_unit_root[1]
+
     def describe(self) -> str:
         return (self.parts[0].describe() + (", log scale" if self.transform == "log" else "")
                 + (", departures from it persist" if self.persistent else "")
-                + (" and drift" if self.drift else ""))
+                + (" and so does their slope" if self.slope_persists
+                   else " and drift" if self.drift else ""))
 
     def drift_ahead(self, t: np.ndarray) -> np.ndarray:
         """The drift's contribution at grid positions ``t`` past the data (0 up to the last fitted step)."""
@@ -201,8 +211,9 @@ class ColumnStructure:
         d["parts"] = tuple(Part(p["trend"], tuple(p["periods"]), float(p["half_life"]), tuple(p["coef"]))
                            for p in d["parts"])
         d["scores"] = tuple((str(a), float(b)) for a, b in d.get("scores", ()))
-        if d.get("unit_root") is not None:
-            d["unit_root"] = tuple(float(x) for x in d["unit_root"])
+        for key in ("unit_root", "slope_unit_root"):
+            if d.get(key) is not None:
+                d[key] = tuple(float(x) for x in d[key])
         return cls(**d)
 
 
@@ -289,14 +300,19 @@ def _adf_statistic(r: np.ndarray) -> float:
     return float(coef[1] / se) if se > 0 else math.nan
 
 
-def unit_root_test(r: np.ndarray) -> tuple[float, float]:
+def unit_root_test(r: np.ndarray, trend: bool = True) -> tuple[float, float]:
     """The augmented Dickey-Fuller statistic of the residual ``r`` around a fitted trend (NaN in gaps,
     :func:`_adf_statistic`) and its 5 % critical value: MacKinnon's (2010) response surface for a regression
     with a constant and a linear trend (the residual's trend was fitted), -3.41 for long series, lower for
-    short ones. A statistic above the critical value does not reject a unit root: as AutoARIMA chooses its
-    differencing by a unit-root test before it chooses the rest, this decides once per column whether
-    departures from the structure persist or decay (NaN: too few rows to test; they decay)."""
+    short ones; with ``trend=False``, for a constant only (-2.86: the steps of a residual, whose trend was
+    taken out with its level). A statistic above the critical value does not reject a unit root: as
+    AutoARIMA chooses its differencing by a unit-root test before it chooses the rest, this decides once
+    per column whether departures from the structure persist or decay, and for those that persist, whether
+    their steps wander too (a second difference), so that their slope persists (NaN: too few rows to test;
+    they decay)."""
     n = max(int(np.isfinite(r).sum()), 1)
+    if not trend:
+        return _adf_statistic(r), -2.86154 - 2.8903 / n - 4.234 / n**2
     return _adf_statistic(r), -3.41049 - 4.394 / n - 9.036 / n**2
 
 
@@ -325,6 +341,21 @@ def residual_level(r: np.ndarray, observed: np.ndarray) -> np.ndarray:
     seen = np.flatnonzero(observed)
     w = beta[:, None] ** (seen[-1] - seen)[None, :].astype(np.float64)
     return np.sum(w * r[:, seen], axis=1) / np.sum(w, axis=1)
+
+
+def residual_slope(r: np.ndarray) -> float:
+    """The current slope of a residual whose steps wander (NaN in gaps): the local level of its recent
+    steps (:func:`residual_level` of ``r(t) - r(t-1)`` over the last :data:`RECENT_ROWS` rows), as
+    Holt's linear method smooths its slope; 0 without two observed steps in a row.
+
+    Where the steps themselves have a unit root (a second difference, as ARIMA takes for a series whose
+    growth rate wanders), the slope a residual has now is the best guess of the slope it keeps: a
+    population that grows more slowly than a decade ago goes on growing at today's rate."""
+    d = np.diff(r[-RECENT_ROWS:])
+    ok = np.isfinite(d)
+    if not ok.any():
+        return 0.0
+    return float(residual_level(d[None], ok)[0])
 
 
 def residual_drift(r: np.ndarray, steps: int) -> float:
@@ -719,7 +750,14 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
                                  fitted_steps=T, phi=0.0, trusted=trusted,
                                  scores=tuple((c.name, s) for s, c in [(win_score, winner)] + ranking[:7]))
         resid = z - column.mu(t_all, epoch_days, step_days)
-        drift = residual_drift(resid, trusted) if winner.persistent else 0.0
+        drift, slope_unit_root = 0.0, None
+        if winner.persistent:
+            # Do the departures' steps wander too (a second unit root)? Then their slope persists.
+            slope_unit_root = unit_root_test(np.diff(resid[-RECENT_ROWS:]), trend=False)
+            persists = bool(slope_unit_root[0] > slope_unit_root[1])  # (False for NaN: untested)
+            drift = residual_slope(resid) if persists else residual_drift(resid, trusted)
+            slope_unit_root = slope_unit_root if math.isfinite(slope_unit_root[0]) else None
         columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:]),
-                                           persistent=winner.persistent, unit_root=unit_root, drift=drift))
+                                           persistent=winner.persistent, unit_root=unit_root, drift=drift,
+                                           slope_unit_root=slope_unit_root))
     return Structure(tuple(columns), float(step_days), float(epoch_days))

@@ -248,8 +248,9 @@ class Forecaster:
         """The closed-form model's residual forecast at grid ``positions`` (standardised units): each
         column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, or its current level
         carrying on if it is persistent, as the structure's and the calibration's backtests forecast
-        (:func:`pyanode.forecast.intervals.backtest_errors`), plus its drift where that is significant
-        (``ColumnStructure.drift``, decided once on the whole training data; the backtests carry none)."""
+        (:func:`pyanode.forecast.intervals.backtest_errors`), plus its drift where that is significant, or its
+        current slope where its steps have a unit root too (``ColumnStructure.drift``, decided once on the
+        whole training data; the backtests carry none)."""
         y = residual_arrays(self.structure, self.train, self._positions()).y
         out = np.zeros((len(positions), y.shape[1]))
         for j, c in enumerate(self.structure.columns):

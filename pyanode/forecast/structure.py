@@ -34,7 +34,9 @@ level assumes). Every candidate then forecasts its residual's current level (the
 from where it is, not pulled back to a lagging fit, and the neural ODE, which cannot foresee a random
 walk's steps, models the columns whose departures decay. Where such a residual's steps over the last
 ``horizon`` steps drift significantly (:func:`residual_drift`: a trend that changed since the structure was
-fitted), the fitted forecaster carries the drift on as well, as a random walk with drift would.
+fitted), the fitted forecaster carries the drift on as well, as a random walk with drift would; and where
+the residual's steps have a unit root too (a second test, as ARIMA differences twice a series whose growth
+rate wanders), its current slope (:func:`residual_slope`) is carried on instead.
 Past the data, a trend keeps its slope for the horizon asked for (what the backtest judged) and then
 fades, as a damped trend does, so that forecasts far beyond that horizon stay level rather than run
 off with a slope fitted to a few recent weeks.

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -77,10 +78,12 @@ def write_suite(folder: Path, frames: dict[str, tuple[pd.DataFrame, str, str]] |
     return path
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(frames: Callable[[], dict[str, tuple[pd.DataFrame, str, str]]] = series, doc: str | None = None
+         ) -> None:
+    """The command line: write the suite of ``frames()`` to the folder given."""
+    p = argparse.ArgumentParser(description=(doc or __doc__).split("\n\n")[0])
     p.add_argument("folder", type=Path, help="where to write the suite (CSV files and suite.json)")
-    print(f"wrote {write_suite(p.parse_args().folder)}")
+    print(f"wrote {write_suite(p.parse_args().folder, frames())}")
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ Horizons and MASE seasons as in the second suite (:data:`second_suite.M4`). Run:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from second_suite import write_suite  # noqa: E402
+from second_suite import main  # noqa: E402
 
 
 def series() -> dict[str, tuple[pd.DataFrame, str, str]]:
@@ -47,11 +46,5 @@ def series() -> dict[str, tuple[pd.DataFrame, str, str]]:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("folder", type=Path, help="where to write the suite (CSV files and suite.json)")
-    print(f"wrote {write_suite(p.parse_args().folder, series())}")
-
-
 if __name__ == "__main__":
-    main()
+    main(series, __doc__)

@@ -3,25 +3,13 @@ harness reads, with the values of its sources. No model is fitted."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from benchmark_modules import load_benchmark
 from shared_data import require_shared
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_second_suite_is_read_by_the_harness_with_its_sources_values(tmp_path):
@@ -29,7 +17,7 @@ def test_the_second_suite_is_read_by_the_harness_with_its_sources_values(tmp_pat
     pytest.importorskip("vega_datasets")
     from vega_datasets import local_data
 
-    second, fa = _load("second_suite"), _load("forecast_accuracy")
+    second, fa = load_benchmark("second_suite"), load_benchmark("forecast_accuracy")
     specs = json.loads(second.write_suite(tmp_path).read_text())["series"]
     assert [s["name"] for s in specs] == [
         "seattle_weather_weekly", "delhi_weekly", "us_employment_monthly", "stock_aapl_monthly",

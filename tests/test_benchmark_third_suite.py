@@ -4,29 +4,18 @@ without it). No model is fitted."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmark_modules import load_benchmark
 
 
 def test_the_third_suite_is_read_by_the_harness_with_its_sources_values(tmp_path):
     datasets = pytest.importorskip("pmdarima.datasets")
-    second, third, fa = _load("second_suite"), _load("third_suite"), _load("forecast_accuracy")
+    second, third = load_benchmark("second_suite"), load_benchmark("third_suite")
+    fa = load_benchmark("forecast_accuracy")
     specs = json.loads(second.write_suite(tmp_path, third.series()).read_text())["series"]
     assert [s["name"] for s in specs] == ["taylor_halfhourly", "wineind_monthly", "austres_quarterly"]
     sources = {"taylor_halfhourly": datasets.load_taylor(), "wineind_monthly": datasets.load_wineind(),

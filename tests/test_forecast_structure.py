@@ -374,6 +374,41 @@ def test_structure_json_round_trip_and_description():
     assert s.periods == (7.0, 365.25)
 
 
+def test_a_structure_refitted_before_a_tail_knows_only_the_rows_before_it():
+    """``Structure.refitted(y, k)`` keeps every choice and refits the coefficients to the first ``k`` steps:
+    a linear trend's are then the least-squares line through those steps (in ``u = t / k``), whose residuals
+    there sum to zero, whatever comes after; refitted to all the steps, a chosen structure (cycles, ridge,
+    recency weights) is itself again. ``residual_arrays(held_out=v)`` gives the residuals after the
+    structure refitted before the last ``v`` steps."""
+    from pyanode.forecast.forecaster import residual_arrays
+
+    rng = np.random.default_rng(3)
+    T, k = 200, 150
+    y = 5 + 0.05 * np.arange(T) + rng.normal(size=T)
+    y[150:] += 4.0  # a jump in the tail: the refitted line never sees it
+    col = S.ColumnStructure("none", 8.0, 2.0, (S.Part("linear", (), 0.0, (0.0, 0.0)),), T, 0.5, 4)
+    st = S.Structure((col,), 1.0, 0.0)
+    early = st.refitted(y[:, None], k)
+    z = (y[:k] - 8.0) / 2.0
+    x = np.stack([np.ones(k), np.arange(k) / k], axis=1)
+    want, *_ = np.linalg.lstsq(x, z, rcond=None)
+    part = early.columns[0].parts[0]
+    np.testing.assert_allclose(part.coef, want, rtol=1e-9)
+    assert (part.trend, part.periods, early.columns[0].fitted_steps) == ("linear", (), k)
+    resid = residual_arrays(st, y[:, None], np.arange(T), held_out=T - k).y[:, 0]
+    assert abs(resid[:k].sum()) < 1e-8 and resid[k:].mean() > 1.5  # the jump, out of sample
+    np.testing.assert_allclose(resid, (y - 8.0) / 2.0 - early.mu(np.arange(T))[:, 0], rtol=1e-12)
+    # A chosen structure refitted to all its steps is itself.
+    t = np.arange(400.0)
+    seasonal = (10 + 0.01 * t + 2 * np.sin(2 * np.pi * t / 7) + rng.normal(size=400))[:, None]
+    chosen = choose_structure(seasonal, 1.0, 0.0)
+    assert chosen.columns[0].periods == (7.0,)
+    again = chosen.refitted(seasonal, 400)
+    np.testing.assert_allclose(again.columns[0].parts[0].coef, chosen.columns[0].parts[0].coef, rtol=1e-9)
+    assert again == dataclasses.replace(chosen, columns=(dataclasses.replace(
+        chosen.columns[0], parts=again.columns[0].parts),))
+
+
 def test_residual_arrays_mark_gaps_average_shared_steps_and_carry_the_last_residual():
     from pyanode.forecast.forecaster import residual_arrays
 

@@ -382,10 +382,15 @@ def positions_since(index: pd.DatetimeIndex, epoch_days: float, step_days: float
     return np.rint((days_since_epoch(index) - epoch_days) / step_days).astype(np.int64)
 
 
-def residual_arrays(structure: Structure, frame: pd.DataFrame | np.ndarray, positions: np.ndarray
-                    ) -> GridArrays:
+def residual_arrays(structure: Structure, frame: pd.DataFrame | np.ndarray, positions: np.ndarray,
+                    held_out: int = 0) -> GridArrays:
     """The data's residuals after their structure on the grid (NaN where unobserved) and gap-filled
-    (the last residual carried forward; zero, the structure itself, before the first)."""
+    (the last residual carried forward; zero, the structure itself, before the first).
+
+    With ``held_out`` > 0 (the model's validation tail, in grid steps), the structure is refitted to the
+    steps before the tail (:meth:`Structure.refitted`), so that the tail's residuals are out of sample, as
+    those of a forecast are: training and its held-out verdict see these residuals; a forecast, those after
+    the structure fitted to all the data."""
     T = int(positions[-1]) + 1
     values = np.full((T, frame.shape[1]), np.nan)
     raw = np.asarray(frame, dtype=np.float64)
@@ -394,6 +399,8 @@ def residual_arrays(structure: Structure, frame: pd.DataFrame | np.ndarray, posi
     else:  # rows sharing a grid step are averaged
         merged = pd.DataFrame(raw).groupby(positions).mean()
         values[merged.index.to_numpy()] = merged.to_numpy()
+    if held_out > 0:
+        structure = structure.refitted(values, T - held_out)
     resid = structure.to_standard(values) - structure.mu(np.arange(T))
     return GridArrays(y=resid, filled=forward_filled(resid),
                       days=structure.epoch_days + structure.step_days * np.arange(T))
@@ -598,7 +605,7 @@ def fit(
         **training_windows(prep.steps, prep.step_days, window, lookback, validation, half_life),
     )
     model = ForecastModel(config, seed, phi=[s.phi for s in structure.columns])
-    arrays = residual_arrays(structure, df, prep.positions)
+    arrays = residual_arrays(structure, df, prep.positions, held_out=config.validation)
     # The held-out tail is judged as far ahead as the backtests judged the structure (the horizon asked for).
     result = fit_model(model, arrays, horizon=structure.columns[0].trusted, progress=progress,
                        console=console)

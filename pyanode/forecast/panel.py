@@ -714,10 +714,10 @@ def fit_panel(
         return _fit_each(store, bad, id_column, date_column, make_config,
                          (window, lookback, validation, half_life), outlier_threshold=outlier_threshold,
                          resample=resample, progress=progress, console=console)
-    arrays = _Residuals(store)
     # Each series holds out the same tail to validate on, when it is long enough to spare it.
     v = config.validation
     held_out = [v if p.steps - v >= max(8, 2 * v) else 0 for p in prepared.values()]
+    arrays = _Residuals(store, held_out)
     if horizon is None:  # each series' backtest horizon (its frequency's, or a quarter of its longest cycle)
         horizon = int(np.median([p.trusted for p in prepared.values()]))
     del prepared
@@ -729,19 +729,19 @@ def fit_panel(
 
 
 class _Residuals(Sequence[GridArrays]):
-    """Each prepared series' residual arrays (:func:`residual_arrays`), made from its record when asked
-    for and not kept: the training pool copies what it needs of them, so a panel never holds them all at
-    once."""
+    """Each prepared series' residual arrays (:func:`residual_arrays`, its structure refitted before its
+    held-out tail of ``held_out[i]`` steps), made from its record when asked for and not kept: the training
+    pool copies what it needs of them, so a panel never holds them all at once."""
 
-    def __init__(self, records: Mapping[str, SeriesRecord]):
-        self._records, self._ids = records, list(records)
+    def __init__(self, records: Mapping[str, SeriesRecord], held_out: Sequence[int]):
+        self._records, self._ids, self._held_out = records, list(records), list(held_out)
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def __getitem__(self, i: int) -> GridArrays:  # type: ignore[override]
         p = self._records[self._ids[i]]
-        return residual_arrays(p.structure, p.values, p.positions)
+        return residual_arrays(p.structure, p.values, p.positions, self._held_out[i])
 
 
 def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_column: str, date_column: str,
@@ -756,7 +756,7 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
                              step_days=p.step_days, epoch_days=p.structure.epoch_days,
                              **training_windows(p.steps, p.step_days, *options))
         model = ForecastModel(config, config.seed, phi=Summary.of(p).phis)
-        result = fit_model(model, residual_arrays(p.structure, p.values, p.positions),
+        result = fit_model(model, residual_arrays(p.structure, p.values, p.positions, config.validation),
                            horizon=p.structure.columns[0].trusted, progress=progress, console=console)
         history, info = outcome(result, f"training series {sid!r}")
         series[sid] = p.forecaster(result.model, history, info, outlier_threshold, resample)

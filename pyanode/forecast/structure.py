@@ -251,6 +251,27 @@ class Structure:
             out[..., j] = np.exp(np.clip(v, -700, 700)) if c.transform == "log" else v
         return out
 
+    def refitted(self, y: np.ndarray, steps: int) -> Structure:
+        """This structure (each column's transform, scaling, trend, cycles and weighting, as chosen) with its
+        coefficients fitted to the first ``steps`` grid rows of ``y`` (T, n) only (values in the columns'
+        own units, NaN where unobserved): the structure a forecast from step ``steps`` would have had.
+
+        The model's held-out tail is judged on residuals after this structure, so that they are out of
+        sample there, as a forecast's are: after the structure fitted to all the data (recent rows weighted
+        most), the tail's residuals are the fit's own, small, and a model that forecasts them back to zero
+        (the closed-form start) looks better there than it will be past the data."""
+        z = self.to_standard(y[:steps])
+        columns = []
+        for j, c in enumerate(self.columns):
+            parts = []
+            for p in c.parts:
+                basis = _bases(steps, [], self.epoch_days, self.step_days, p.periods)[steps]
+                cols = _columns(p.trend, p.periods, p.periods, self.step_days)
+                coef = _Normal(z[:, j], steps, basis, p.half_life).fit(cols)[0]
+                parts.append(dataclasses.replace(p, coef=tuple(float(x) for x in coef)))
+            columns.append(dataclasses.replace(c, parts=tuple(parts), fitted_steps=steps))
+        return dataclasses.replace(self, columns=tuple(columns))
+
     @property
     def periods(self) -> tuple[float, ...]:
         """Every seasonal period used by some column (the vector field's calendar inputs)."""

@@ -331,13 +331,13 @@ def test_bad_options():
 
 def test_delhi_default_settings_beat_naive_baselines():
     """Default settings, fixed seed, as ``pyanode forecast --example delhi`` runs it (the structure's backtest
-    judges the test's horizon): every column beats persistence, the mean MASE beats seasonal naive's, and
-    three of the four columns beat seasonal naive. Humidity does not (9.41 against 8.52): 2017 was as dry
-    as 2016, which last year's values know and a four-year climatology does not; the trained field that
-    learns some of it (8.2 to 8.7 on the test) is rejected by the held-out tail of 2016.
+    judges the test's horizon): every column beats persistence and seasonal naive (measured MAE 2.22, 7.70,
+    2.93, 2.54 against 2.67, 8.52, 4.56, 2.61). Humidity is the close one: 2017 was as dry as 2016, which
+    last year's values know and a four-year climatology does not; the learned field carries some of it,
+    and the held-out tail, out of sample since the structure is refitted before it, keeps that field.
 
     The 80% and 95% intervals (issue 12) widen weakly with the horizon in every column and cover, averaged
-    over the columns, within 5 points of nominal (measured: 81.7% and 92.0%)."""
+    over the columns, within 5 points of nominal (measured: 78.8% and 92.0%)."""
     train, test = delhi_climate()
     fc = F.fit(train, progress=False, horizon=len(test) - 1)  # the test file repeats the last training date
     table = fc.evaluate(test, level=[80, 95])
@@ -357,7 +357,7 @@ def test_delhi_default_settings_beat_naive_baselines():
     cols = ["meantemp", "humidity", "wind_speed", "meanpressure"]
     for col in cols:
         assert mae.loc["model", col] < mae.loc["persistence", col], col
-    assert sum(mae.loc["model", c] < mae.loc["seasonal_naive", c] for c in cols) >= 3
+        assert mae.loc["model", col] < mae.loc["seasonal_naive", col], col
     assert mase.loc["model"].mean() < mase.loc["seasonal_naive"].mean()
     # The seasonal-naive numbers the issue's author measured (on the 113 dates after training).
     np.testing.assert_allclose(mae.loc["seasonal_naive"].to_numpy(), [2.67, 8.52, 4.56, 2.62], atol=0.015)

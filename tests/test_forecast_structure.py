@@ -398,6 +398,13 @@ def test_a_structure_refitted_before_a_tail_knows_only_the_rows_before_it():
     resid = residual_arrays(st, y[:, None], np.arange(T), held_out=T - k).y[:, 0]
     assert abs(resid[:k].sum()) < 1e-8 and resid[k:].mean() > 1.5  # the jump, out of sample
     np.testing.assert_allclose(resid, (y - 8.0) / 2.0 - early.mu(np.arange(T))[:, 0], rtol=1e-12)
+    # A column first observed in the tail has nothing to refit on before it: it keeps its coefficients.
+    late = np.full((T, 1), np.nan)
+    late[190:, 0] = 3.0 + rng.normal(size=10)
+    other = dataclasses.replace(col, parts=(S.Part("linear", (), 0.0, (0.5, 0.25)),))
+    two = S.Structure((col, other), 1.0, 0.0)
+    kept = two.refitted(np.concatenate([y[:, None], late], axis=1), k)
+    assert kept.columns[1].parts == two.columns[1].parts and kept.columns[0].parts == early.columns[0].parts
     # A chosen structure refitted to all its steps is itself.
     t = np.arange(400.0)
     seasonal = (10 + 0.01 * t + 2 * np.sin(2 * np.pi * t / 7) + rng.normal(size=400))[:, None]

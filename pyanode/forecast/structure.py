@@ -259,14 +259,20 @@ class Structure:
         The model's held-out tail is judged on residuals after this structure, so that they are out of
         sample there, as a forecast's are: after the structure fitted to all the data (recent rows weighted
         most), the tail's residuals are the fit's own, small, and a model that forecasts them back to zero
-        (the closed-form start) looks better there than it will be past the data."""
+        (the closed-form start) looks better there than it will be past the data.
+
+        A part with fewer observations before ``steps`` than coefficients (a column that starts late) keeps
+        its coefficients."""
         z = self.to_standard(y[:steps])
         columns = []
         for j, c in enumerate(self.columns):
             parts = []
             for p in c.parts:
-                basis = _bases(steps, [], self.epoch_days, self.step_days, p.periods)[steps]
                 cols = _columns(p.trend, p.periods, p.periods, self.step_days)
+                if np.isfinite(z[:, j]).sum() < len(cols):
+                    parts.append(p)
+                    continue
+                basis = _bases(steps, [], self.epoch_days, self.step_days, p.periods)[steps]
                 coef = _Normal(z[:, j], steps, basis, p.half_life).fit(cols)[0]
                 parts.append(dataclasses.replace(p, coef=tuple(float(x) for x in coef)))
             columns.append(dataclasses.replace(c, parts=tuple(parts), fitted_steps=steps))

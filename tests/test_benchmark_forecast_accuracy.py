@@ -4,18 +4,13 @@ substitution for a failed method. No model is fitted."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from benchmark_modules import load_benchmark
 from shared_data import DATA, require_shared
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "forecast_accuracy.py"
-_spec = importlib.util.spec_from_file_location("forecast_accuracy", PATH)
-fa = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fa)
+fa = load_benchmark("forecast_accuracy")
 
 
 def test_origins_split_the_last_three_windows_exactly():
@@ -309,10 +304,7 @@ def test_interval_report_and_pyanode_cost():
 
 
 def test_the_ensemble_benchmark_combines_the_seeds_forecasts_as_it_says():
-    path = PATH.parent / "forecast_ensembles.py"
-    spec = importlib.util.spec_from_file_location("forecast_ensembles", path)
-    fe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fe)
+    fe = load_benchmark("forecast_ensembles")
     preds = [np.array([[1.0, 10.0]]), np.array([[2.0, 40.0]]), np.array([[6.0, 20.0]])]
     offs = [np.array([[3.0, 0.0]]), np.zeros((1, 2)), np.zeros((1, 2))]
     got = fe.variants(preds, offs, [0, 5, 7])

@@ -145,6 +145,83 @@ def test_a_column_mix_weights_each_columns_learned_field():
     assert np.abs(mixed[..., 2] - full[..., 2]).max() > 1e-3
 
 
+def test_a_second_order_column_starts_as_its_ar2_and_mixes_with_its_pair():
+    """A column named in ``Config.second_order`` starts as the AR(2)'s linear ODE: from the last two values
+    of its lag window, the start model's readout at whole steps is the AR(2) recursion (to the solver's
+    tolerance, rtol 1e-3), for a damped oscillation and for two decays. ``column_mix`` at 0 gives such a
+    column and its augmented dimension the start's encoder rows, decays and coupling."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from pyanode.forecast.fitting import column_mix
+    from pyanode.forecast.grid import lag_windows
+    from pyanode.forecast.model import Config, ForecastModel, rollout
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    coefs = [(1.15, -0.6), (1.2, -0.35)]
+    config = Config(columns=("a", "b"), augment=3, hidden=8, depth=1, lookback=10, step_days=365.25,
+                    second_order=(1, 0))
+    start = ForecastModel(config, 0, phi=[0.5, 0.5], second_order=coefs)
+    lags = jnp.asarray(lag_windows(x, 10)[-1:], jnp.float32)
+    taus = jnp.asarray(config.dt * np.arange(9), jnp.float32)
+    pred = np.asarray(rollout(start, lags, jnp.zeros(1), taus)[0])
+    for j, coef in enumerate(coefs):
+        path = list(x[-2:, j])
+        for _ in range(8):
+            path.append(coef[0] * path[-1] + coef[1] * path[-2])
+        np.testing.assert_allclose(pred[0, :, j], path[1:], rtol=2e-3, atol=2e-3)
+    # Column b is paired with augmented dimension 2 (n + 0), column a with 3; dimension 4 is free.
+    assert np.asarray(start.coupling)[1, 2] != 0 and np.asarray(start.coupling)[0, 3] != 0
+    assert not np.any(np.asarray(start.coupling)[4]) and not np.any(np.asarray(start.coupling)[:, 4])
+    params, static = eqx.partition(start, eqx.is_inexact_array)
+    trained = eqx.combine(jax.tree_util.tree_map(
+        lambda v: v + 0.3 * jnp.asarray(rng.normal(size=v.shape), v.dtype), params), static)
+    mixed = column_mix(trained, start, [1.0, 0.0])
+    for row in (1, 2):  # column b and its pair are the start's
+        np.testing.assert_array_equal(mixed.coupling[row], start.coupling[row])
+        np.testing.assert_array_equal(mixed.encoder.weight[row], start.encoder.weight[row])
+        assert not np.any(np.asarray(mixed.field.layers[-1].weight[row]))
+    for row in (0, 3, 4):
+        np.testing.assert_array_equal(mixed.coupling[row], trained.coupling[row])
+
+
+def test_a_residual_that_oscillates_is_forecast_by_the_second_order_start(tmp_path):
+    """An annual series whose departures are a damped oscillation (a cycle of about 9 years): the fit pairs
+    the column with an augmented dimension, saved and loaded alike, and with the learned field switched off
+    the forecast is the structure plus the AR(2)'s path through the last two residuals."""
+    from pyanode.forecast.fitting import field_scaled
+    from pyanode.forecast.forecaster import residual_arrays
+    from pyanode.forecast.grid import days_since_epoch
+    from pyanode.forecast.structure import second_order_ahead
+
+    rng = np.random.default_rng(5)
+    x = np.zeros(120)
+    for t in range(2, 120):
+        x[t] = 1.3 * x[t - 1] - 0.75 * x[t - 2] + rng.normal()
+    df = pd.DataFrame({"y": 100 + 10 * x}, index=pd.date_range("1900-01-01", periods=120, freq="YS"))
+    fc = F.fit(df, seed=0, **SMALL)
+    col = fc.structure.columns[0]
+    assert fc.config.second_order == (0,) and col.second_order is not None
+    note = next(n for n in fc.report.notes if n.startswith("y: departures from it start as"))
+    assert "a damped cycle of" in note and "augmented dimension 1" in note
+    fc.model = field_scaled(fc.model, 0.0)
+    pred = fc.predict(6)
+    arrays = residual_arrays(fc.structure, fc.train, fc._positions())
+    positions = (days_since_epoch(pred.index) - fc.structure.epoch_days) / fc.structure.step_days
+    r = second_order_ahead(arrays.filled[-2, 0], arrays.filled[-1, 0], col.second_order,
+                           positions - (len(arrays.y) - 1))
+    expected = fc.structure.from_standard((fc.structure.mu(positions)[:, 0] + r)[:, None])[:, 0]
+    np.testing.assert_allclose(pred["y"], expected, rtol=2e-3)
+    again = F.load(fc.save(tmp_path / "osc.pyanode"))
+    assert again.config.second_order == (0,) and again.structure.columns[0].second_order == col.second_order
+    pd.testing.assert_frame_equal(again.predict(6), pred)
+    # The residual, rising at the end of the data, rises further and then turns below zero within the six
+    # years, as an AR(1), which only decays towards zero, never does.
+    assert r[0] > arrays.filled[-1, 0] > 0 and r.min() < 0
+
+
 def test_one_validation_solve_gives_each_columns_error_and_the_whole_tails():
     """``validation_column_errors``: per column, the summed squared error of the held-out forecasts and the
     number of values observed, from which both each column's MSE and ``validation_loss`` follow."""

@@ -304,18 +304,23 @@ def local_copy(tree: Any) -> Any:
 
 def column_mix(trained: ForecastModel, start: ForecastModel, weights: Sequence[float]) -> ForecastModel:
     """``trained`` with observed column ``j``'s learned field output scaled by ``weights[j]``; a column at 0
-    is the closed-form ``start``'s (its encoder row and decay too), so it evolves on its own."""
+    is the closed-form ``start``'s (its encoder row, decay and coupling too), so it evolves on its own. A
+    second-order column's augmented dimension (its second coordinate) goes with it."""
     c = trained.config
-    w = jnp.concatenate([jnp.asarray(weights, ftype()), jnp.ones((c.augment,), ftype())])
-    off = jnp.concatenate([jnp.asarray([x == 0 for x in weights]), jnp.zeros((c.augment,), bool)])
+    state = np.concatenate([np.asarray(weights, np.float64), np.ones(c.augment)])
+    for i, j in enumerate(c.second_order):
+        state[c.n + i] = weights[j]
+    w = jnp.asarray(state, ftype())
+    off = jnp.asarray(state == 0)
     last = trained.field.layers[-1]
     return eqx.tree_at(
         lambda m: (m.field.layers[-1].weight, m.field.layers[-1].bias, m.encoder.weight, m.encoder.bias,
-                   m.log_decay), trained,
+                   m.log_decay, m.coupling), trained,
         (last.weight * w[:, None], last.bias * w,
          jnp.where(off[:, None], start.encoder.weight, trained.encoder.weight),
          jnp.where(off, start.encoder.bias, trained.encoder.bias),
-         jnp.where(off, start.log_decay, trained.log_decay)))
+         jnp.where(off, start.log_decay, trained.log_decay),
+         jnp.where(off[:, None], start.coupling, trained.coupling)))
 
 
 def field_scaled(model: ForecastModel, weight: float) -> ForecastModel:

@@ -54,7 +54,14 @@ from pyanode.forecast.intervals import (
 )
 from pyanode.forecast.io import read_model_file, write_model_file
 from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, parse_seasonality, rollout
-from pyanode.forecast.structure import RECENT_ROWS, Structure, choose_structure, residual_level
+from pyanode.forecast.structure import (
+    RECENT_ROWS,
+    Structure,
+    choose_structure,
+    residual_level,
+    second_order_ahead,
+    second_order_words,
+)
 
 if TYPE_CHECKING:
     from pyanode.forecast.panel import PanelForecaster
@@ -246,16 +253,22 @@ class Forecaster:
 
     def _closed_form_residual(self, positions: np.ndarray) -> np.ndarray:
         """The closed-form model's residual forecast at grid ``positions`` (standardised units): each
-        column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, or its current level
+        column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, or as its AR(2) where
+        the model starts it as a second-order ODE (:attr:`Config.second_order`), or its current level
         carrying on if it is persistent, as the structure's and the calibration's backtests forecast
         (:func:`pyanode.forecast.intervals.backtest_errors`), plus its drift where that is significant, or its
         current slope where its steps have a unit root too (``ColumnStructure.drift``, decided once on the
         whole training data; the backtests carry none)."""
-        y = residual_arrays(self.structure, self.train, self._positions()).y
+        arrays = residual_arrays(self.structure, self.train, self._positions())
+        y = arrays.y
         out = np.zeros((len(positions), y.shape[1]))
         for j, c in enumerate(self.structure.columns):
             seen = np.flatnonzero(np.isfinite(y[:, j]))
-            if len(seen) and c.persistent:
+            if j in self.config.second_order:
+                # The model's start: the pair's path through the last two (gap-filled) residuals it encodes.
+                out[:, j] = second_order_ahead(arrays.filled[-2, j], arrays.filled[-1, j], c.second_order,
+                                               positions - (len(y) - 1))
+            elif len(seen) and c.persistent:
                 recent = y[-RECENT_ROWS:, j]
                 out[:, j] = residual_level(recent[None], np.isfinite(recent))[0] + c.drift_ahead(positions)
             elif len(seen):
@@ -604,7 +617,9 @@ def fit(
         epoch_days=structure.epoch_days,
         **training_windows(prep.steps, prep.step_days, window, lookback, validation, half_life),
     )
-    model = ForecastModel(config, seed, phi=[s.phi for s in structure.columns])
+    config = with_second_order(config, structure, report)
+    model = ForecastModel(config, seed, phi=[s.phi for s in structure.columns],
+                          second_order=[s.second_order for s in structure.columns])
     arrays = residual_arrays(structure, df, prep.positions, held_out=config.validation)
     # The held-out tail is judged as far ahead as the backtests judged the structure (the horizon asked for).
     result = fit_model(model, arrays, horizon=structure.columns[0].trusted, progress=progress,
@@ -612,6 +627,22 @@ def fit(
     history, info = outcome(result)
     return Forecaster(result.model, structure, df, report, history, info, prep.center, prep.spread,
                       outlier_threshold, resample, prep.calibration)
+
+
+def with_second_order(config: Config, structure: Structure, report: DataReport) -> Config:
+    """``config`` with the columns whose residual starts as a second-order linear ODE: those with an AR(2)
+    that is one (:func:`pyanode.forecast.structure.second_order_fit`), in order, as many as the model has
+    augmented dimensions to pair them with (and an encoder that reads the last two values); the report
+    says what each does."""
+    if config.lookback < 2:
+        return config
+    chosen = tuple(j for j, c in enumerate(structure.columns) if c.second_order is not None)[: config.augment]
+    for i, j in enumerate(chosen):
+        a = structure.columns[j].second_order
+        report.notes.append(f"{config.columns[j]}: departures from it start as {second_order_words(a)}: "
+                            f"AR(2) {a[0]:.3g}, {a[1]:.3g}, with augmented dimension {i + 1} as their "
+                            "second coordinate")
+    return dataclasses.replace(config, second_order=chosen)
 
 
 @dataclasses.dataclass

@@ -26,7 +26,7 @@ from pyanode.forecast.model import Config, ForecastModel
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "read_model_file", "write_model_file"]
 
 FORMAT = "pyanode-forecaster"
-FORMAT_VERSION = 2  # 2: per-column structure (trend, cycles, transform) replaced the scaler
+FORMAT_VERSION = 3  # 2: per-column structure (trend, cycles, transform) replaced the scaler; 3: coupling
 
 
 class ModelFileError(PyanodeError):

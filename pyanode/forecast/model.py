@@ -3,7 +3,7 @@
 The model (Dupont, Doucet & Teh, "Augmented Neural ODEs", NeurIPS 2019):
 
     h(t0) = E([x(t0 - (W-1) dt), ..., x(t0)], s(t0))        (encoder, linear; h in R^(n + augment))
-    dh/dt = r * f_theta(h, s(t)) - kappa * h                   (vector field: MLP and a linear decay)
+    dh/dt = r * f_theta(h, s(t)) - kappa * h + C h             (vector field: MLP and a linear part)
     x_hat(t) = h(t)[:n]                                        (readout: the first n components)
 
 ``x`` are the n modelled columns' residuals after their closed-form structure (trend and seasonal
@@ -15,6 +15,14 @@ at zero, so training starts from the closed-form model and learns what it misses
 differential equation, in SciML's words). The ``augment`` extra dimensions start from the encoder, so
 they can carry what the observed columns alone do not determine, such as where in a cycle of several
 years the series is, or an anomaly that persists for months.
+
+Where a column's residual is a damped oscillation (its AR(2) fit has complex roots, as the lynx's
+ten-year cycle or El Nino's has; or two decays, a fast and a slow one), one augmented dimension starts as
+its second coordinate: the coupling ``C`` (zero elsewhere) makes the pair the second-order linear ODE whose
+solution through the last two residuals is the AR(2)'s forecast
+(:func:`pyanode.forecast.structure.second_order_fit`), and the encoder starts it at the value that puts the
+pair's path through both. This is the paper's point in its simplest form: a one-dimensional linear ODE
+can only decay towards zero, never overshoot and come back; one extra dimension lets the flow turn.
 
 :func:`rollout` encodes the initial states from the lag windows of :mod:`pyanode.forecast.grid` and
 integrates the ODE with :func:`pyanode.solve`; everything that varies with the data (lags, dates, save
@@ -74,6 +82,8 @@ class Config:
     patience: int = 10  # validation checks without improvement before stopping
     ema: float = 0.95  # decay of the running average of the parameters (the returned model)
     half_life: float = 0.0  # recency weighting of training windows, in steps (0: uniform)
+    # Columns whose residual starts as a second-order linear ODE, the i-th with augmented dimension n + i.
+    second_order: tuple[int, ...] = ()
     seed: int = 0
     step_days: float = 1.0  # grid step
     unit_days: float = 365.25  # ODE time unit
@@ -97,10 +107,11 @@ class Config:
 
     def program_key(self, name: str) -> str:
         """What a compiled program of this model depends on: everything but what only the host reads (the
-        seed, first date, column names, recency weighting, validation length and patience), so that other
-        series of the same shape share it."""
+        seed, first date, column names, recency weighting, validation length, patience and which columns
+        start as second-order ODEs: initial values of the parameters), so that other series of the same
+        shape share it."""
         d = self.to_json()
-        for k in ("seed", "epoch_days", "columns", "half_life", "validation", "patience"):
+        for k in ("seed", "epoch_days", "columns", "half_life", "validation", "patience", "second_order"):
             d.pop(k)
         return f"{name}|n={self.n}|" + json.dumps(d, sort_keys=True)
 
@@ -109,6 +120,7 @@ class Config:
         d = dict(d)
         d["columns"] = tuple(d["columns"])
         d["periods"] = tuple(d["periods"])
+        d["second_order"] = tuple(int(j) for j in d.get("second_order", ()))
         return cls(**d)
 
 
@@ -171,11 +183,15 @@ class ForecastModel(eqx.Module):
     encoder: eqx.nn.Linear
     field: eqx.nn.MLP
     log_decay: jax.Array  # log kappa per state dimension (ODE time units)
+    coupling: jax.Array  # C (state, state), ODE time units
     config: Config = eqx.field(static=True)
 
-    def __init__(self, config: Config, key: jax.Array | int, phi: Sequence[float] | None = None):
+    def __init__(self, config: Config, key: jax.Array | int, phi: Sequence[float] | None = None,
+                 second_order: Sequence[tuple[float, float] | None] | None = None):
         """``key``: a JAX random key or an integer seed; ``phi``: per-column AR(1) coefficients per grid step
-        of the residuals (the decay's start)."""
+        of the residuals (the decay's start); ``second_order``: per column, its residual's AR(2)
+        coefficients or None, read for the columns ``config.second_order`` names (their start; without
+        it they start as the others do, as a model a saved file's parameters are read into may)."""
         c = config
         nf = 2 * c.harmonics * len(c.periods)
         rng = np.random.default_rng(_seed_words(key))
@@ -210,7 +226,21 @@ class ForecastModel(eqx.Module):
         # a decay time of the encoder's lookback, or the slowest column's when that is slower still.
         slow = min(kappa.min(), 1.0 / (max(c.lookback, 1) * c.dt))
         kappa = np.concatenate([kappa, np.full(c.augment, slow)])
+        coupling = np.zeros((c.state, c.state))
+        for i, j in enumerate(c.second_order if second_order is not None else ()):
+            block, back = _second_order_block(second_order[j], c.dt)
+            pair = [j, c.n + i]
+            kappa[pair] = -block[0, 0]
+            coupling[j, c.n + i], coupling[c.n + i, j] = block[0, 1], block[1, 0]
+            # Start the pair at the last residual x(t0) and the second coordinate a(t0) whose path passes
+            # through x(t0 - dt): x(t0 - dt) = back[0, 0] x(t0) + back[0, 1] a(t0).
+            w[j] = 0.0
+            w[j, (k - 1) * c.n + j] = 1.0
+            w[c.n + i, (k - 1) * c.n + j] = -back[0, 0] / back[0, 1]
+            w[c.n + i, (k - 2) * c.n + j] = 1.0 / back[0, 1]
+        self.encoder = eqx.tree_at(lambda m: m.weight, self.encoder, jnp.asarray(w, ftype()))
         self.log_decay = jnp.asarray(np.log(kappa), ftype())
+        self.coupling = jnp.asarray(coupling, ftype())
         self.config = config
 
     @property
@@ -225,6 +255,30 @@ class ForecastModel(eqx.Module):
         """Initial states from the last ``lookback`` (scaled, gap-filled) observations, shape (B, W, n)."""
         x = jnp.concatenate([lags.reshape(lags.shape[0], -1), self.features(t_days)], axis=-1)
         return jax.vmap(self.encoder)(x)
+
+
+def _second_order_block(coef: tuple[float, float] | None, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """The 2x2 linear ODE ``M`` (ODE time units, equal diagonal entries) whose first coordinate, sampled every
+    ``dt``, follows the AR(2) ``coef`` (roots ``z``), and ``exp(-M dt)``, one step back.
+
+    Complex roots ``z = rho exp(+-i theta)`` give ``M = [[s, w], [-w, s]]`` (``s = log(rho) / dt``,
+    ``w = theta / dt``): a damped rotation. Two positive real roots give ``M = [[m, d], [d, m]]`` with
+    eigenvalues ``log(z) / dt``: two decays."""
+    if coef is None:
+        raise PyanodeError("a second-order column needs its AR(2) coefficients")
+    z = np.roots([1.0, -coef[0], -coef[1]]).astype(np.complex128)
+    lam = np.log(z) / dt
+    if abs(z[0].imag) > 1e-12:
+        s, w = float(lam[0].real), float(abs(lam[0].imag))
+        block = np.array([[s, w], [-w, s]])
+        back = math.exp(-s * dt) * np.array([[math.cos(w * dt), -math.sin(w * dt)],
+                                             [math.sin(w * dt), math.cos(w * dt)]])
+    else:
+        m, d = float(np.mean(lam.real)), float(abs(lam[0].real - lam[1].real) / 2)
+        block = np.array([[m, d], [d, m]])
+        back = math.exp(-m * dt) * np.array([[math.cosh(d * dt), -math.sinh(d * dt)],
+                                             [-math.sinh(d * dt), math.cosh(d * dt)]])
+    return block, back
 
 
 def _seed_words(key: jax.Array | int) -> list[int]:
@@ -247,7 +301,7 @@ def _vector_field(t: jax.Array, h: jax.Array, args: Any) -> jax.Array:
     c = model.config
     s = model.features(origin_days + t * c.unit_days)
     drive = model.rate * jax.vmap(model.field)(jnp.concatenate([h, s.astype(h.dtype)], axis=-1))
-    return drive - jnp.exp(model.log_decay) * h
+    return drive - jnp.exp(model.log_decay) * h + h @ model.coupling.T
 
 
 def rollout(

@@ -71,6 +71,7 @@ from pyanode.forecast.forecaster import (
     prepare_series,
     residual_arrays,
     training_windows,
+    with_second_order,
 )
 from pyanode.forecast.grid import GridArrays, forward_filled, lag_windows
 from pyanode.forecast.intervals import Calibration
@@ -755,7 +756,9 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
         config = make_config(columns=p.layout.columns, periods=p.structure.periods,
                              step_days=p.step_days, epoch_days=p.structure.epoch_days,
                              **training_windows(p.steps, p.step_days, *options))
-        model = ForecastModel(config, config.seed, phi=Summary.of(p).phis)
+        config = with_second_order(config, p.structure, p.report)
+        model = ForecastModel(config, config.seed, phi=Summary.of(p).phis,
+                              second_order=[s.second_order for s in p.structure.columns])
         result = fit_model(model, residual_arrays(p.structure, p.values, p.positions, config.validation),
                            horizon=p.structure.columns[0].trusted, progress=progress, console=console)
         history, info = outcome(result, f"training series {sid!r}")

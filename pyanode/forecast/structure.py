@@ -23,7 +23,9 @@ before each of three to eight origins at the end of the training data, forecasts
 steps (its residual decaying as an AR(1) does, ``x(t0 + h) = phi^h x(t0)``, i.e. a linear ODE), and the
 candidate with the lowest mean absolute error (in the column's own units) wins. The scores are kept, so
 the report can say why. The winner is refitted on all the data; its ``phi`` starts the neural ODE's
-linear decay.
+linear decay, or, where the residual's AR(2) is a second-order linear ODE (a damped cycle, as the lynx's
+or El Nino's departures of several years are: :func:`second_order_fit`), that ODE, carried with one of the
+model's augmented dimensions (:mod:`pyanode.forecast.model`).
 
 Whether departures from the structure decay or *persist* is decided first, once per column, as AutoARIMA
 decides its differencing by a unit-root test before it chooses the rest: if the augmented Dickey-Fuller
@@ -54,7 +56,7 @@ import numpy as np
 
 __all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_periods", "choose_structure",
            "harmonics_for", "level_discount", "refit_errors", "residual_drift", "residual_level",
-           "residual_slope", "unit_root_test"]
+           "residual_slope", "second_order_ahead", "second_order_fit", "second_order_words", "unit_root_test"]
 
 TRENDS = ("flat", "linear", "local")
 KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
@@ -177,6 +179,10 @@ class ColumnStructure:
     # For a persistent residual: the unit-root statistic of its steps and its 5 % critical value (None: not
     # tested). Not rejected: the slope persists, and ``drift`` is the current slope.
     slope_unit_root: tuple[float, float] | None = None
+    # A decaying residual's AR(2) coefficients where it is a second-order linear ODE (a damped oscillation,
+    # :func:`second_order_fit`) and the model has an augmented dimension to carry it; None: it decays as
+    # its AR(1) with ``phi``.
+    second_order: tuple[float, float] | None = None
 
     @property
     def periods(self) -> tuple[float, ...]:
@@ -213,7 +219,7 @@ class ColumnStructure:
         d["parts"] = tuple(Part(p["trend"], tuple(p["periods"]), float(p["half_life"]), tuple(p["coef"]))
                            for p in d["parts"])
         d["scores"] = tuple((str(a), float(b)) for a, b in d.get("scores", ()))
-        for key in ("unit_root", "slope_unit_root"):
+        for key in ("unit_root", "slope_unit_root", "second_order"):
             if d.get(key) is not None:
                 d[key] = tuple(float(x) for x in d[key])
         return cls(**d)
@@ -301,6 +307,45 @@ def _ar1(r: np.ndarray) -> float:
     if den <= 0:
         return 0.0
     return float(np.clip(np.sum(a[ok] * b[ok]) / den, 0.0, 0.999))
+
+
+def second_order_fit(r: np.ndarray) -> tuple[float, float] | None:
+    """The least-squares AR(2) coefficients ``(a1, a2)`` of a residual on the grid (NaN in gaps),
+
+        r(t) = a1 r(t-1) + a2 r(t-2) + e(t),
+
+    where they describe a second-order linear ODE: the roots ``z`` of ``z^2 - a1 z - a2`` are a complex pair
+    (a damped oscillation, as the lynx's and El Nino's cycles of several years) or two positive reals (a fast
+    and a slow decay), each of modulus in ``[exp(-2), 0.999]`` (the AR(1) coefficient's range), and distinct;
+    else None (the residual decays as its AR(1)). A negative real root alternates sign every step, which no
+    ODE does; a root near zero adds nothing to the AR(1)."""
+    r = np.asarray(r, dtype=np.float64)
+    triples = np.isfinite(r[2:]) & np.isfinite(r[1:-1]) & np.isfinite(r[:-2])
+    coef = _second_order_rows(np.where(np.isfinite(r), r, 0.0)[None], triples)[0]
+    return None if np.isnan(coef[0]) else (float(coef[0]), float(coef[1]))
+
+
+def second_order_ahead(previous: float, last: float, coef: tuple[float, float], s: np.ndarray) -> np.ndarray:
+    """The AR(2) ``coef``'s forecast ``s`` steps (may be fractional) after a residual's ``last`` value, with
+    ``previous`` the one before it: ``r(s) = Re(c1 z1^s + c2 z2^s)`` over the roots ``z`` (the solution of the
+    second-order linear ODE through both values, :func:`second_order_fit`)."""
+    z = np.roots([1.0, -coef[0], -coef[1]]).astype(np.complex128)
+    # c1 + c2 = last, c1 / z1 + c2 / z2 = previous.
+    c = np.linalg.solve(np.array([[1.0, 1.0], [1.0 / z[0], 1.0 / z[1]]]), np.array([last, previous], complex))
+    s = np.asarray(s, dtype=np.float64)
+    return np.real(c[0] * z[0] ** s + c[1] * z[1] ** s)
+
+
+def second_order_words(coef: tuple[float, float]) -> str:
+    """What an AR(2) of :func:`second_order_fit` does, in words: a damped cycle (its period in steps and how
+    much of its size each step keeps) or two decays (their half-lives in steps)."""
+    z = np.roots([1.0, -coef[0], -coef[1]]).astype(np.complex128)
+    if abs(z[0].imag) > 1e-12:
+        rho, theta = float(abs(z[0])), float(abs(np.angle(z[0])))
+        return f"a damped cycle of {2 * math.pi / theta:.3g} steps (each step keeps {rho:.2f} of its size)"
+    fast, slow = sorted(float(v) for v in z.real)
+    return (f"a fast and a slow decay (half-lives {math.log(0.5) / math.log(fast):.3g} and "
+            f"{math.log(0.5) / math.log(slow):.3g} steps)")
 
 
 def _adf_statistic(r: np.ndarray) -> float:
@@ -613,6 +658,28 @@ def _ar1_rows(r: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return np.where(den > 0, np.clip(num / np.where(den > 0, den, 1.0), 0.0, 0.999), 0.0)
 
 
+def _second_order_rows(r: np.ndarray, triples: np.ndarray) -> np.ndarray:
+    """:func:`second_order_fit` of each row of ``r`` (C, L), whose NaNs all lie off ``triples`` (L - 2,):
+    the steps ``i`` with ``r[:, i]``, ``r[:, i + 1]`` and ``r[:, i + 2]`` observed. (C, 2): ``(a1, a2)``,
+    NaN in a row whose AR(2) is not a second-order linear ODE."""
+    a, b, c = r[:, 2:][:, triples], r[:, 1:-1][:, triples], r[:, :-2][:, triples]
+    sbb, scc, sbc = np.sum(b * b, axis=1), np.sum(c * c, axis=1), np.sum(b * c, axis=1)
+    sab, sac = np.sum(a * b, axis=1), np.sum(a * c, axis=1)
+    det = sbb * scc - sbc**2
+    ok = (det > 1e-12 * np.maximum(sbb * scc, 1e-300)) & (triples.sum() >= 8)
+    det = np.where(ok, det, 1.0)
+    a1, a2 = (scc * sab - sbc * sac) / det, (sbb * sac - sbc * sab) / det
+    disc = a1**2 + 4 * a2
+    low, high = math.exp(-2.0), 0.999
+    modulus = np.sqrt(np.maximum(-a2, 0.0))  # of a complex pair
+    root = np.sqrt(np.maximum(disc, 0.0))
+    small, large = (a1 - root) / 2, (a1 + root) / 2  # of two real roots
+    complex_ok = (disc < 0) & (modulus >= low) & (modulus <= high)
+    real_ok = (disc >= 0) & (root >= 1e-3) & (small >= low) & (large <= high)
+    ok &= complex_ok | real_ok
+    return np.where(ok[:, None], np.stack([a1, a2], axis=1), np.nan)
+
+
 def _used(shapes: Sequence[tuple[str, tuple[float, ...]]], seasonal: tuple[float, ...], step_days: float,
           K: int) -> np.ndarray:
     """(C, K): which columns of the full basis (local trend, then every period of ``seasonal``) each
@@ -786,7 +853,8 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
             persists = bool(slope_unit_root[0] > slope_unit_root[1])  # (False for NaN: untested)
             drift = residual_slope(resid) if persists else residual_drift(resid, trusted)
             slope_unit_root = slope_unit_root if math.isfinite(slope_unit_root[0]) else None
+        second_order = None if winner.persistent else second_order_fit(resid[-RECENT_ROWS:])
         columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:]),
                                            persistent=winner.persistent, unit_root=unit_root, drift=drift,
-                                           slope_unit_root=slope_unit_root))
+                                           slope_unit_root=slope_unit_root, second_order=second_order))
     return Structure(tuple(columns), float(step_days), float(epoch_days))

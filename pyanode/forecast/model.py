@@ -17,7 +17,7 @@ they can carry what the observed columns alone do not determine, such as where i
 years the series is, or an anomaly that persists for months.
 
 Where a column's residual is a damped oscillation (its AR(2) fit has complex roots, as the lynx's
-ten-year cycle or El Nino's has; or two decays, a fast and a slow one), one augmented dimension starts as
+ten-year cycle has) or two decays, a fast and a slow one (El Nino's), one augmented dimension starts as
 its second coordinate: the coupling ``C`` (zero elsewhere) makes the pair the second-order linear ODE whose
 solution through the last two residuals is the AR(2)'s forecast
 (:func:`pyanode.forecast.structure.second_order_fit`), and the encoder starts it at the value that puts the

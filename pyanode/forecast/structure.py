@@ -24,7 +24,7 @@ steps (its residual decaying as an AR(1) does, ``x(t0 + h) = phi^h x(t0)``, i.e.
 candidate with the lowest mean absolute error (in the column's own units) wins. The scores are kept, so
 the report can say why. The winner is refitted on all the data; its ``phi`` starts the neural ODE's
 linear decay, or, where the residual's AR(2) is a second-order linear ODE (a damped cycle, as the lynx's
-or El Nino's departures of several years are: :func:`second_order_fit`), that ODE, carried with one of the
+departures are, or a fast and a slow decay: :func:`second_order_fit`), that ODE, carried with one of the
 model's augmented dimensions (:mod:`pyanode.forecast.model`).
 
 Whether departures from the structure decay or *persist* is decided first, once per column, as AutoARIMA
@@ -179,9 +179,9 @@ class ColumnStructure:
     # For a persistent residual: the unit-root statistic of its steps and its 5 % critical value (None: not
     # tested). Not rejected: the slope persists, and ``drift`` is the current slope.
     slope_unit_root: tuple[float, float] | None = None
-    # A decaying residual's AR(2) coefficients where it is a second-order linear ODE (a damped oscillation,
-    # :func:`second_order_fit`) and the model has an augmented dimension to carry it; None: it decays as
-    # its AR(1) with ``phi``.
+    # A decaying residual's AR(2) coefficients where it is a second-order linear ODE (a damped oscillation
+    # or two decays, :func:`second_order_fit`), which a model with an augmented dimension to spare starts
+    # from (``Config.second_order``); None: it decays as its AR(1) with ``phi``.
     second_order: tuple[float, float] | None = None
 
     @property
@@ -315,14 +315,22 @@ def second_order_fit(r: np.ndarray) -> tuple[float, float] | None:
         r(t) = a1 r(t-1) + a2 r(t-2) + e(t),
 
     where they describe a second-order linear ODE: the roots ``z`` of ``z^2 - a1 z - a2`` are a complex pair
-    (a damped oscillation, as the lynx's and El Nino's cycles of several years) or two positive reals (a fast
-    and a slow decay), each of modulus in ``[exp(-2), 0.999]`` (the AR(1) coefficient's range), and distinct;
-    else None (the residual decays as its AR(1)). A negative real root alternates sign every step, which no
-    ODE does; a root near zero adds nothing to the AR(1)."""
+    (a damped oscillation, as the lynx's cycle of about ten years) or two positive reals (a fast and a slow
+    decay, as El Nino's departures), each of modulus in ``[exp(-2), 0.999]`` (the AR(1) coefficient's
+    range), and distinct; else None (the residual decays as its AR(1)). A negative real root alternates
+    sign every step, which no ODE does; a root near zero adds nothing to the AR(1)."""
     r = np.asarray(r, dtype=np.float64)
-    triples = np.isfinite(r[2:]) & np.isfinite(r[1:-1]) & np.isfinite(r[:-2])
-    coef = _second_order_rows(np.where(np.isfinite(r), r, 0.0)[None], triples)[0]
-    return None if np.isnan(coef[0]) else (float(coef[0]), float(coef[1]))
+    ok = np.isfinite(r[2:]) & np.isfinite(r[1:-1]) & np.isfinite(r[:-2])
+    x = np.stack([r[1:-1][ok], r[:-2][ok]], axis=1)
+    if ok.sum() < 8 or np.linalg.matrix_rank(x) < 2:
+        return None
+    a1, a2 = (float(v) for v in np.linalg.lstsq(x, r[2:][ok], rcond=None)[0])
+    z = np.roots([1.0, -a1, -a2])
+    if abs(z[0].imag) < 1e-12 and (np.any(z.real <= 0) or abs(z[0] - z[1]) < 1e-3):
+        return None  # a sign flip every step, or a repeated root
+    if np.any(np.abs(z) < math.exp(-2.0)) or np.any(np.abs(z) > 0.999):
+        return None
+    return a1, a2
 
 
 def second_order_ahead(previous: float, last: float, coef: tuple[float, float], s: np.ndarray) -> np.ndarray:
@@ -656,28 +664,6 @@ def _ar1_rows(r: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     a, b = r[:, 1:][:, pairs], r[:, :-1][:, pairs]
     num, den = np.sum(a * b, axis=1), np.sum(b**2, axis=1)
     return np.where(den > 0, np.clip(num / np.where(den > 0, den, 1.0), 0.0, 0.999), 0.0)
-
-
-def _second_order_rows(r: np.ndarray, triples: np.ndarray) -> np.ndarray:
-    """:func:`second_order_fit` of each row of ``r`` (C, L), whose NaNs all lie off ``triples`` (L - 2,):
-    the steps ``i`` with ``r[:, i]``, ``r[:, i + 1]`` and ``r[:, i + 2]`` observed. (C, 2): ``(a1, a2)``,
-    NaN in a row whose AR(2) is not a second-order linear ODE."""
-    a, b, c = r[:, 2:][:, triples], r[:, 1:-1][:, triples], r[:, :-2][:, triples]
-    sbb, scc, sbc = np.sum(b * b, axis=1), np.sum(c * c, axis=1), np.sum(b * c, axis=1)
-    sab, sac = np.sum(a * b, axis=1), np.sum(a * c, axis=1)
-    det = sbb * scc - sbc**2
-    ok = (det > 1e-12 * np.maximum(sbb * scc, 1e-300)) & (triples.sum() >= 8)
-    det = np.where(ok, det, 1.0)
-    a1, a2 = (scc * sab - sbc * sac) / det, (sbb * sac - sbc * sab) / det
-    disc = a1**2 + 4 * a2
-    low, high = math.exp(-2.0), 0.999
-    modulus = np.sqrt(np.maximum(-a2, 0.0))  # of a complex pair
-    root = np.sqrt(np.maximum(disc, 0.0))
-    small, large = (a1 - root) / 2, (a1 + root) / 2  # of two real roots
-    complex_ok = (disc < 0) & (modulus >= low) & (modulus <= high)
-    real_ok = (disc >= 0) & (root >= 1e-3) & (small >= low) & (large <= high)
-    ok &= complex_ok | real_ok
-    return np.where(ok[:, None], np.stack([a1, a2], axis=1), np.nan)
 
 
 def _used(shapes: Sequence[tuple[str, tuple[float, ...]]], seasonal: tuple[float, ...], step_days: float,

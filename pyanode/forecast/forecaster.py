@@ -256,7 +256,8 @@ class Forecaster:
         column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, or as its AR(2) where
         the model starts it as a second-order ODE (:attr:`Config.second_order`), or its current level
         carrying on if it is persistent, as the structure's and the calibration's backtests forecast
-        (:func:`pyanode.forecast.intervals.backtest_errors`), plus its drift where that is significant, or its
+        (:func:`pyanode.forecast.intervals.backtest_errors`; they take the AR(1) for every decaying
+        column), plus its drift where that is significant, or its
         current slope where its steps have a unit root too (``ColumnStructure.drift``, decided once on the
         whole training data; the backtests carry none)."""
         arrays = residual_arrays(self.structure, self.train, self._positions())

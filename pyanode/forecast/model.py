@@ -45,6 +45,7 @@ import numpy as np
 from pyanode.engine import SENSEALGS, SOLVERS, solve
 from pyanode.errors import PyanodeError
 from pyanode.forecast.grid import lag_count, recent_count
+from pyanode.forecast.structure import second_order_roots
 
 __all__ = ["ACTIVATIONS", "Config", "ForecastModel", "PERIOD_DAYS", "calendar_features", "check_options",
            "ftype", "masked_mse", "parse_seasonality", "rollout"]
@@ -204,8 +205,6 @@ class ForecastModel(eqx.Module):
         for j in range(c.n):
             for lag in range(recent):
                 w[j, (k - 1 - lag) * c.n + j] = 1.0 / recent
-        self.encoder = eqx.tree_at(lambda m: (m.weight, m.bias), enc,
-                                   (jnp.asarray(w, ftype()), jnp.zeros((c.state,), ftype())))
         field = _shaped(eqx.nn.MLP, c.state + nf, c.state, c.hidden, c.depth,
                         activation=ACTIVATIONS[c.activation])
         # Each layer starts as equinox's (and PyTorch's) default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn
@@ -238,7 +237,8 @@ class ForecastModel(eqx.Module):
             w[j, (k - 1) * c.n + j] = 1.0
             w[c.n + i, (k - 1) * c.n + j] = -back[0, 0] / back[0, 1]
             w[c.n + i, (k - 2) * c.n + j] = 1.0 / back[0, 1]
-        self.encoder = eqx.tree_at(lambda m: m.weight, self.encoder, jnp.asarray(w, ftype()))
+        self.encoder = eqx.tree_at(lambda m: (m.weight, m.bias), enc,
+                                   (jnp.asarray(w, ftype()), jnp.zeros((c.state,), ftype())))
         self.log_decay = jnp.asarray(np.log(kappa), ftype())
         self.coupling = jnp.asarray(coupling, ftype())
         self.config = config
@@ -266,9 +266,9 @@ def _second_order_block(coef: tuple[float, float] | None, dt: float) -> tuple[np
     eigenvalues ``log(z) / dt``: two decays."""
     if coef is None:
         raise PyanodeError("a second-order column needs its AR(2) coefficients")
-    z = np.roots([1.0, -coef[0], -coef[1]]).astype(np.complex128)
+    z = second_order_roots(coef)
     lam = np.log(z) / dt
-    if abs(z[0].imag) > 1e-12:
+    if z[0].imag:
         s, w = float(lam[0].real), float(abs(lam[0].imag))
         block = np.array([[s, w], [-w, s]])
         back = math.exp(-s * dt) * np.array([[math.cos(w * dt), -math.sin(w * dt)],

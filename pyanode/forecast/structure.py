@@ -56,7 +56,8 @@ import numpy as np
 
 __all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_periods", "choose_structure",
            "harmonics_for", "level_discount", "refit_errors", "residual_drift", "residual_level",
-           "residual_slope", "second_order_ahead", "second_order_fit", "second_order_words", "unit_root_test"]
+           "residual_slope", "second_order_ahead", "second_order_fit", "second_order_roots",
+           "second_order_words", "unit_root_test"]
 
 TRENDS = ("flat", "linear", "local")
 KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
@@ -309,6 +310,13 @@ def _ar1(r: np.ndarray) -> float:
     return float(np.clip(np.sum(a[ok] * b[ok]) / den, 0.0, 0.999))
 
 
+def second_order_roots(coef: tuple[float, float]) -> np.ndarray:
+    """The roots ``z`` of ``z^2 - a1 z - a2`` for an AR(2) ``coef = (a1, a2)``: a complex pair, or two real
+    roots with zero imaginary parts."""
+    z = np.roots([1.0, -coef[0], -coef[1]]).astype(np.complex128)
+    return np.where(np.abs(z.imag) < 1e-12, z.real + 0j, z)
+
+
 def second_order_fit(r: np.ndarray) -> tuple[float, float] | None:
     """The least-squares AR(2) coefficients ``(a1, a2)`` of a residual on the grid (NaN in gaps),
 
@@ -325,8 +333,8 @@ def second_order_fit(r: np.ndarray) -> tuple[float, float] | None:
     if ok.sum() < 8 or np.linalg.matrix_rank(x) < 2:
         return None
     a1, a2 = (float(v) for v in np.linalg.lstsq(x, r[2:][ok], rcond=None)[0])
-    z = np.roots([1.0, -a1, -a2])
-    if abs(z[0].imag) < 1e-12 and (np.any(z.real <= 0) or abs(z[0] - z[1]) < 1e-3):
+    z = second_order_roots((a1, a2))
+    if not z[0].imag and (np.any(z.real <= 0) or abs(z[0] - z[1]) < 1e-3):
         return None  # a sign flip every step, or a repeated root
     if np.any(np.abs(z) < math.exp(-2.0)) or np.any(np.abs(z) > 0.999):
         return None
@@ -337,7 +345,7 @@ def second_order_ahead(previous: float, last: float, coef: tuple[float, float], 
     """The AR(2) ``coef``'s forecast ``s`` steps (may be fractional) after a residual's ``last`` value, with
     ``previous`` the one before it: ``r(s) = Re(c1 z1^s + c2 z2^s)`` over the roots ``z`` (the solution of the
     second-order linear ODE through both values, :func:`second_order_fit`)."""
-    z = np.roots([1.0, -coef[0], -coef[1]]).astype(np.complex128)
+    z = second_order_roots(coef)
     # c1 + c2 = last, c1 / z1 + c2 / z2 = previous.
     c = np.linalg.solve(np.array([[1.0, 1.0], [1.0 / z[0], 1.0 / z[1]]]), np.array([last, previous], complex))
     s = np.asarray(s, dtype=np.float64)
@@ -347,8 +355,8 @@ def second_order_ahead(previous: float, last: float, coef: tuple[float, float], 
 def second_order_words(coef: tuple[float, float]) -> str:
     """What an AR(2) of :func:`second_order_fit` does, in words: a damped cycle (its period in steps and how
     much of its size each step keeps) or two decays (their half-lives in steps)."""
-    z = np.roots([1.0, -coef[0], -coef[1]]).astype(np.complex128)
-    if abs(z[0].imag) > 1e-12:
+    z = second_order_roots(coef)
+    if z[0].imag:
         rho, theta = float(abs(z[0])), float(abs(np.angle(z[0])))
         return f"a damped cycle of {2 * math.pi / theta:.3g} steps (each step keeps {rho:.2f} of its size)"
     fast, slow = sorted(float(v) for v in z.real)

@@ -514,13 +514,19 @@ def test_a_residual_that_oscillates_is_a_second_order_ode():
     """``second_order_fit``: the least-squares AR(2) where its roots make a linear ODE. A simulated damped
     oscillation (roots 0.77 exp(+-0.73 i), a cycle of about 8.6 steps) and two decays (roots 0.7 and 0.5)
     are found to within sampling error (1000 steps: standard errors about 0.025); an AR(1) (the second root
-    near zero), an AR(2) with a negative root (it alternates sign) and a random walk (a unit root) are not."""
+    near zero), an AR(2) with a negative root (it alternates sign) and a random walk (a unit root) are not;
+    a sine's cycle is kept, just inside the unit circle."""
     for coef in ((1.15, -0.6), (1.2, -0.35)):
         fitted = S.second_order_fit(_ar2(coef, 1000, 0))
         assert fitted is not None and np.allclose(fitted, coef, atol=0.08)
     assert S.second_order_fit(_ar2((0.7, 0.0), 1000, 1)) is None
     assert S.second_order_fit(_ar2((0.5, 0.4), 1000, 2)) is None  # roots 0.93 and -0.43
     assert S.second_order_fit(np.cumsum(np.random.default_rng(3).normal(size=1000))) is None
+    # A sine of period 19 (roots on the unit circle) keeps its period, its modulus clipped to 0.999.
+    a1, a2 = S.second_order_fit(np.sin(2 * np.pi * np.arange(200) / 19))
+    z = S.second_order_roots((a1, a2))
+    assert abs(z[0]) == pytest.approx(0.999)
+    assert 2 * np.pi / abs(np.angle(z[0])) == pytest.approx(19, rel=1e-6)
     x = _ar2((1.15, -0.6), 300, 4)
     x[::7] = np.nan  # gaps: only triples with all three observed count
     assert np.allclose(S.second_order_fit(x), (1.15, -0.6), atol=0.2)

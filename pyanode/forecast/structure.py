@@ -325,8 +325,9 @@ def second_order_fit(r: np.ndarray) -> tuple[float, float] | None:
     where they describe a second-order linear ODE: the roots ``z`` of ``z^2 - a1 z - a2`` are a complex pair
     (a damped oscillation, as the lynx's cycle of about ten years) or two positive reals (a fast and a slow
     decay, as El Nino's departures), each of modulus in ``[exp(-2), 0.999]`` (the AR(1) coefficient's
-    range), and distinct; else None (the residual decays as its AR(1)). A negative real root alternates
-    sign every step, which no ODE does; a root near zero adds nothing to the AR(1)."""
+    range), and distinct; else None (the residual decays as its AR(1)). A complex pair of larger modulus (a
+    cycle that does not fade, or grows) keeps its period with the modulus clipped to 0.999. A negative real
+    root alternates sign every step, which no ODE does; a root near zero adds nothing to the AR(1)."""
     r = np.asarray(r, dtype=np.float64)
     ok = np.isfinite(r[2:]) & np.isfinite(r[1:-1]) & np.isfinite(r[:-2])
     x = np.stack([r[1:-1][ok], r[:-2][ok]], axis=1)
@@ -334,9 +335,14 @@ def second_order_fit(r: np.ndarray) -> tuple[float, float] | None:
         return None
     a1, a2 = (float(v) for v in np.linalg.lstsq(x, r[2:][ok], rcond=None)[0])
     z = second_order_roots((a1, a2))
+    if z[0].imag and abs(z[0]) > 0.999:
+        # A cycle that does not fade (a sine's roots lie on the unit circle): its period kept, its modulus
+        # clipped to the AR(1) coefficient's bound, as _ar1 clips phi.
+        a1, a2 = 2 * 0.999 * math.cos(np.angle(z[0])), -(0.999**2)
+        z = second_order_roots((a1, a2))
     if not z[0].imag and (np.any(z.real <= 0) or abs(z[0] - z[1]) < 1e-3):
         return None  # a sign flip every step, or a repeated root
-    if np.any(np.abs(z) < math.exp(-2.0)) or np.any(np.abs(z) > 0.999):
+    if np.any(np.abs(z) < math.exp(-2.0)) or np.any(np.abs(z) > 0.999 + 1e-12):
         return None
     return a1, a2
 
@@ -358,7 +364,7 @@ def second_order_words(coef: tuple[float, float]) -> str:
     z = second_order_roots(coef)
     if z[0].imag:
         rho, theta = float(abs(z[0])), float(abs(np.angle(z[0])))
-        return f"a damped cycle of {2 * math.pi / theta:.3g} steps (each step keeps {rho:.2f} of its size)"
+        return f"a damped cycle of {2 * math.pi / theta:.3g} steps (each step keeps {rho:.3g} of its size)"
     fast, slow = sorted(float(v) for v in z.real)
     return (f"a fast and a slow decay (half-lives {math.log(0.5) / math.log(fast):.3g} and "
             f"{math.log(0.5) / math.log(slow):.3g} steps)")

@@ -222,32 +222,48 @@ def test_a_residual_that_oscillates_is_forecast_by_the_second_order_start(tmp_pa
     assert r[0] > arrays.filled[-1, 0] > 0 and r.min() < 0
 
 
-def test_one_validation_solve_gives_each_columns_error_and_the_whole_tails():
-    """``validation_column_errors``: per column, the summed squared error of the held-out forecasts and the
-    number of values observed, from which both each column's MSE and ``validation_loss`` follow."""
+def test_one_rollout_program_gives_each_columns_held_out_error_and_the_whole_tails():
+    """The held-out tail's scores come from the forecast program on padded arguments (origins repeated up
+    to four, times up to 2**k + 1): its readouts equal the unpadded solve's, and ``held_out_errors`` gives
+    per column the summed squared error and the number of values observed, from which both each column's
+    MSE and the masked MSE of all of them follow."""
+    import equinox as eqx
     import jax.numpy as jnp
 
-    from pyanode.forecast.fitting import validation_column_errors, validation_loss
+    from pyanode.forecast.fitting import held_out_errors, padded_rollout_args, rollout_program
     from pyanode.forecast.grid import lag_count
-    from pyanode.forecast.model import Config, ForecastModel, rollout
+    from pyanode.forecast.model import Config, ForecastModel, masked_mse, rollout
 
     config = Config(columns=("a", "b"), augment=1, hidden=8, depth=1, periods=(), lookback=4)
     model = ForecastModel(config, 0, phi=[0.7, 0.9])
     rng = np.random.default_rng(2)
-    lags = jnp.asarray(rng.normal(size=(3, lag_count(4), 2)), jnp.float32)
-    days = jnp.asarray([0.0, 5.0, 9.0], jnp.float32)
-    taus = jnp.linspace(0.0, 0.05, 6)
+    lags = rng.normal(size=(3, lag_count(4), 2)).astype(np.float32)
+    days = np.asarray([0.0, 5.0, 9.0], np.float32)
+    taus = np.linspace(0.0, 0.05, 6).astype(np.float32)
     target = rng.normal(size=(3, 6, 2))
     target[0, 3:, 0] = np.nan  # column a: 15 values observed, b: all 18
     target[2, :, 1] = np.nan  # b: 12
-    target = jnp.asarray(target, jnp.float32)
-    sums, counts = np.asarray(validation_column_errors(model, lags, days, taus, target), np.float64)
-    pred = np.asarray(rollout(model, lags, days, taus, max_steps=16384)[0], np.float64)
-    sq = (pred - np.asarray(target, np.float64)) ** 2
+    args = padded_rollout_args(lags, days, taus)
+    assert [a.shape for a in args] == [(4, lag_count(4), 2), (4,), (9,)]
+    padded = np.asarray(rollout_program(model, *args)(eqx.filter(model, eqx.is_array), *args), np.float64)
+    pred, _ = rollout(model, jnp.asarray(lags), jnp.asarray(days), jnp.asarray(taus), max_steps=16384)
+    pred = np.asarray(pred, np.float64)
+    # (the repeated origin weighs a little more in the step-size control: equal within the tolerances)
+    np.testing.assert_allclose(padded[:3, :6], pred, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(padded[3], padded[2], rtol=1e-6)
+    # One origin (a forecast) copied four times takes the steps it takes alone.
+    one = padded_rollout_args(lags[:1], days[:1], taus)
+    copied = np.asarray(rollout_program(model, *one)(eqx.filter(model, eqx.is_array), *one))[:, :6]
+    alone, _ = rollout(model, jnp.asarray(lags[:1]), jnp.asarray(days[:1]), jnp.asarray(taus))
+    np.testing.assert_allclose(copied, np.repeat(np.asarray(alone), 4, axis=0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(padded[:, 6:], np.repeat(padded[:, 5:6], 3, axis=1), rtol=1e-6)
+    sums, counts = held_out_errors(padded, target)
+    sq = (pred - target) ** 2
     np.testing.assert_array_equal(counts, [15, 12])
-    np.testing.assert_allclose(sums, np.nansum(sq, axis=(0, 1)), rtol=1e-5)
-    whole = float(validation_loss(model, lags, days, taus, target))
-    assert sums.sum() / counts.sum() == pytest.approx(whole, rel=1e-5)
+    np.testing.assert_allclose(sums, np.nansum(sq, axis=(0, 1)), rtol=1e-4)
+    whole = float(masked_mse(jnp.asarray(pred, jnp.float32), jnp.asarray(target, jnp.float32),
+                             jnp.ones((1, 6, 1))))
+    assert sums.sum() / counts.sum() == pytest.approx(whole, rel=1e-4)
     assert whole == pytest.approx(np.nanmean(sq), rel=1e-5)
 
 

@@ -55,8 +55,8 @@ from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config, ForecastModel, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
 
-__all__ = ["WindowData", "bucket", "column_mix", "field_scaled", "fit_model", "local_copy", "outcome",
-           "train_validated", "validation_column_errors", "validation_loss", "validation_origins",
+__all__ = ["WindowData", "bucket", "column_mix", "field_scaled", "fit_model", "held_out_errors", "local_copy",
+           "outcome", "padded_rollout_args", "rollout_program", "train_validated", "validation_origins",
            "validation_tails", "window_loss", "windows_loss"]
 
 def bucket(size: int) -> int:
@@ -143,25 +143,41 @@ def window_loss(model: ForecastModel, probe: jax.Array, data: WindowData, it: ja
     return windows_loss(model, probe, data.lags[idx], data.days[idx], target, it)
 
 
-def validation_loss(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array,
-                    target: jax.Array) -> jax.Array:
-    """Masked MSE of the forecasts from each validation origin over the rest of the validation tail."""
-    pred, _ = rollout(model, lags, days, taus, max_steps=16384)
-    return masked_mse(pred, target, jnp.ones((1, taus.shape[0], 1)))
-
-
-def validation_column_errors(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array,
-                             target: jax.Array) -> jax.Array:
-    """The squared errors of :func:`validation_loss`'s forecasts summed per column, and how many values each
-    sum has, shape (2, n): each column's held-out MSE is ``sums / counts``, all columns' (what
-    :func:`validation_loss` gives) ``sum(sums) / sum(counts)``, so one solve serves both."""
-    pred, _ = rollout(model, lags, days, taus, max_steps=16384)
-    obs = ~jnp.isnan(target)
-    sq = jnp.where(obs, (pred - jnp.nan_to_num(target)) ** 2, 0.0)
-    return jnp.stack([jnp.sum(sq, axis=(0, 1)), jnp.sum(obs, axis=(0, 1)).astype(sq.dtype)])
-
-
 VALIDATION_ORIGINS = 4  # forecasts from the start of the held-out tail and three later points in it
+
+
+def rollout_program(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array) -> Any:
+    """``program(params, lags, days, taus)``: :func:`rollout`'s readouts compiled for ``model``'s shape and
+    these arguments' shapes. One program serves the held-out tail's scores during training, the verdict on
+    the learned field and a forecast of the same horizon (:func:`padded_rollout_args`), so a fit compiles
+    one solve rather than three."""
+    params, static = eqx.partition(model, eqx.is_array)
+    return cached_program(lambda p, *a: rollout(eqx.combine(p, static), *a, max_steps=65536)[0],
+                          (params, lags, days, taus), model.config.program_key("forecast"))
+
+
+def padded_rollout_args(lags: np.ndarray, days: np.ndarray, taus: np.ndarray) -> tuple[jax.Array, ...]:
+    """The arguments of :func:`rollout_program` padded to the shapes it is compiled for: at least
+    ``VALIDATION_ORIGINS`` origins (the last repeated: copies of a single origin leave its adaptive steps,
+    and so its forecast, as they are) and ``2**k + 1`` times (the last repeated: the solve stops there),
+    so that forecasts of other horizons, and the held-out tail's, share programs."""
+    def repeated(x: np.ndarray, size: int) -> jax.Array:
+        x = np.asarray(x)
+        return jnp.asarray(np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)]), ftype())
+
+    rows = max(len(lags), VALIDATION_ORIGINS)
+    return (repeated(lags, rows), repeated(days, rows),
+            repeated(taus, 2 ** math.ceil(math.log2(max(len(taus) - 1, 1))) + 1))
+
+
+def held_out_errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(2, n): per column, the summed squared error of the forecasts ``pred`` against ``target`` (the first
+    ``len(target)`` origins; NaN targets carry no weight) and how many values each sum has: each
+    column's held-out MSE is ``sums / counts``, all columns' ``sum(sums) / sum(counts)``."""
+    pred = np.asarray(pred, np.float64)[: len(target), : target.shape[1]]
+    obs = ~np.isnan(target)
+    sq = np.where(obs, (pred - np.nan_to_num(target)) ** 2, 0.0)
+    return np.stack([sq.sum(axis=(0, 1)), obs.sum(axis=(0, 1)).astype(np.float64)])
 
 
 @functools.lru_cache(maxsize=16)
@@ -171,11 +187,12 @@ def _optimizer(lr: float, iterations: int, weight_decay: float) -> optax.Gradien
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay))
 
 
-def validation_tails(y: np.ndarray, origins: list[int], span: int) -> np.ndarray:
+def validation_tails(y: np.ndarray, origins: list[int], span: int, reach: int = 1) -> np.ndarray:
     """(len(origins), steps + 1, n): the values from each origin to ``span`` steps after it, NaN past them
-    and past the data. ``steps`` is ``span`` rounded up to a power of two, so that other series of similar
-    length reuse the compiled validation program (NaN targets carry no weight)."""
-    steps = 2 ** math.ceil(math.log2(max(span, 1)))
+    and past the data. ``steps`` is ``span``, or ``reach`` when longer, rounded up to a power of two, so
+    that other series of similar length reuse the compiled program, and that a forecast ``reach`` steps
+    ahead does too (NaN targets carry no weight)."""
+    steps = 2 ** math.ceil(math.log2(max(span, reach, 1)))
     return np.stack([_pad(y[o : o + span + 1], steps + 1, np.nan) for o in origins])
 
 
@@ -190,9 +207,11 @@ def fit_model(model: ForecastModel, arrays: GridArrays, *, horizon: int | None =
         first = len(arrays.y) - c.validation - 1
         span = c.validation if horizon is None else max(1, min(horizon, c.validation))
         origins = validation_origins(first, c.validation, span)
-        tails = validation_tails(arrays.y, origins, span)
-        val = (data.lags[np.asarray(origins)], data.days[np.asarray(origins)],
-               jnp.asarray(c.dt * np.arange(tails.shape[1]), ftype()), jnp.asarray(tails, ftype()))
+        # Solved as far as the forecasts will go, so that they run the same compiled program.
+        tails = validation_tails(arrays.y, origins, span, reach=horizon or 1)
+        at = np.asarray(origins)
+        val = (*padded_rollout_args(np.asarray(data.lags)[at], np.asarray(data.days)[at],
+                                    c.dt * np.arange(tails.shape[1])), tails)
     return train_validated(model, window_loss, lambda it: data, val, progress=progress, console=console)
 
 
@@ -211,18 +230,25 @@ def validation_origins(first: int, validation: int, span: int) -> list[int]:
 def train_validated(model: ForecastModel, loss: Any, batches: Any, val: tuple | None, *, progress: bool,
                     console: Any, replicated: Any = None) -> LoopResult:
     """:func:`pyanode.loop.run_loop` with this module's optimiser and validation (``val``: the arguments of
-    :func:`validation_loss` after the model), then the held-out tail's verdict on the learned field."""
+    :func:`rollout_program` as :func:`padded_rollout_args` gives them, and the held-out values from each
+    origin, see :func:`validation_tails`), then the held-out tail's verdict on the learned field."""
     c = model.config
     validate = None
     if val is not None:
-        params, static = eqx.partition(model, eqx.is_array)
-        program = cached_program(lambda p, *a: validation_loss(eqx.combine(p, static), *a), (params, *val),
-                                 c.program_key("validation_loss"))
+        *args, target = val
+        target = np.asarray(target, np.float64)
+        program = rollout_program(model, *args)
 
-        def validate(m: ForecastModel, it: int) -> dict[str, float]:
+        def errors(m: ForecastModel) -> np.ndarray:
             if replicated is not None:  # data-parallel: score this process's copy of the parameters
                 m = local_copy(m)
-            return {"val_loss": float(program(eqx.filter(m, eqx.is_array), *val))}
+            return held_out_errors(program(eqx.filter(m, eqx.is_array), *args), target)
+
+        def overall(e: np.ndarray) -> float:
+            return float(e[0].sum() / max(e[1].sum(), 1.0))
+
+        def validate(m: ForecastModel, it: int) -> dict[str, float]:
+            return {"val_loss": overall(errors(m))}
 
     # The closed-form start's held-out score: the learned field is kept only where it beats it, so training
     # gives up once it has stayed far behind it (BENCHMARKS.md: on hourly series where it does, the rest of
@@ -250,18 +276,7 @@ def train_validated(model: ForecastModel, loss: Any, batches: Any, val: tuple | 
     else:
         # Several columns: each may trust the field to its own degree, the choice each column's own held-out
         # errors make among the three, validated as a whole like the others. One solve per candidate gives
-        # both its score and its columns' (validation_column_errors).
-        params, static = eqx.partition(model, eqx.is_array)
-        by_column = cached_program(lambda p, *a: validation_column_errors(eqx.combine(p, static), *a),
-                                   (params, *val), c.program_key("validation_column_errors"))
-
-        def errors(m: ForecastModel) -> np.ndarray:
-            m = local_copy(m) if replicated is not None else m
-            return np.asarray(by_column(eqx.filter(m, eqx.is_array), *val), np.float64)
-
-        def overall(e: np.ndarray) -> float:
-            return float(e[0].sum() / max(e[1].sum(), 1.0))
-
+        # both its score and its columns'.
         sums = {k: errors(m) for k, m in candidates.items()}
         scored = {k: (m, result.best_validation if m is result.model else overall(sums[k]))
                   for k, m in candidates.items()}

@@ -28,7 +28,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import Tick
 
-from pyanode.cache import cached_program, enable_compilation_cache
+from pyanode.cache import enable_compilation_cache
 from pyanode.errors import PyanodeError
 from pyanode.forecast.baselines import baseline_forecasts, mase_scales, metrics
 from pyanode.forecast.data import (
@@ -41,7 +41,7 @@ from pyanode.forecast.data import (
     tz_from_name,
     tz_name,
 )
-from pyanode.forecast.fitting import fit_model, outcome
+from pyanode.forecast.fitting import fit_model, outcome, padded_rollout_args, rollout_program
 from pyanode.forecast.grid import GridArrays, days_since_epoch, forward_filled, grid_positions, lag_windows
 from pyanode.forecast.intervals import (
     CRPS_QUANTILES,
@@ -53,7 +53,7 @@ from pyanode.forecast.intervals import (
     with_intervals,
 )
 from pyanode.forecast.io import read_model_file, write_model_file
-from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, parse_seasonality, rollout
+from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, parse_seasonality
 from pyanode.forecast.structure import (
     RECENT_ROWS,
     Structure,
@@ -201,10 +201,14 @@ class Forecaster:
                     f"({self.end.date()}); forecasts start from the last training date")
         c = self.config
         uniq = idx.unique().sort_values()
-        tau = (days_since_epoch(uniq) - days_since_epoch(self.train.index[-1:])[0]) / c.unit_days
+        ahead = (days_since_epoch(uniq) - days_since_epoch(self.train.index[-1:])[0]) / c.step_days
+        # Dates on the grid get exactly the grid's times (not their rounding twins, which would double the
+        # save times and miss the compiled program the fit left).
+        ahead = np.where(np.abs(ahead - np.rint(ahead)) < 1e-6, np.rint(ahead), ahead)
+        tau = c.dt * ahead
         # The intervals need the forecast at every grid step up to the last date asked for; solved with
         # or without them, so that both share one compiled program (and one point forecast).
-        grid = c.dt * np.arange(1, math.ceil(tau[-1] / c.dt - 1e-9) + 1)
+        grid = c.dt * np.arange(1, math.ceil(ahead[-1] - 1e-9) + 1)
         taus = np.union1d(np.concatenate([[0.0], tau[tau > 0]]), grid)
         arrays = residual_arrays(self.structure, self.train, self._positions())
         lags = lag_windows(arrays.filled, c.lookback)[-1:]
@@ -445,17 +449,12 @@ def _utc_naive(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
 
 
 def _forecast(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array) -> np.ndarray:
-    """The residual forecasts (B, len(taus), n) from each origin, by one compiled program per power of two
-    of ``len(taus)``: the times are padded by repeating the last one (the solve stops there), so forecasts
-    of other horizons reuse the program rather than compiling one each."""
-    params, static = eqx.partition(model, eqx.is_array)
-    t = np.asarray(taus)
-    n = len(t)
-    padded = jnp.asarray(np.concatenate([t, np.full(2 ** math.ceil(math.log2(max(n, 2))) - n, t[-1])]),
-                         taus.dtype)
-    program = cached_program(lambda p, *a: rollout(eqx.combine(p, static), *a, max_steps=65536)[0],
-                             (params, lags, days, padded), model.config.program_key("forecast"))
-    return np.asarray(program(params, lags, days, padded))[:, :n]
+    """The residual forecasts (B, len(taus), n) from each origin, by the compiled program the fit's held-out
+    tail used (:func:`pyanode.forecast.fitting.rollout_program`; the arguments padded so that forecasts of
+    other horizons reuse it rather than compiling one each)."""
+    args = padded_rollout_args(lags, days, taus)
+    program = rollout_program(model, *args)
+    return np.asarray(program(eqx.filter(model, eqx.is_array), *args))[: len(lags), : len(taus)]
 
 
 def load(path: str | Path) -> Forecaster | PanelForecaster:

@@ -211,7 +211,7 @@ def run_loop(
         :class:`LoopResult`.
     """
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt_state = optimizer.init(params)
+    opt_state = jax.jit(optimizer.init)(params)  # (one small program, where eager init compiles several)
     if opt_state_hook is not None:
         opt_state = opt_state_hook(opt_state)
     ftype = jnp.result_type(float)

@@ -52,7 +52,7 @@ import pandas as pd
 from pyanode.cache import cached_program
 from pyanode.errors import PyanodeError
 from pyanode.forecast.grid import GridArrays, lag_windows
-from pyanode.forecast.model import Config, ForecastModel, ftype, masked_mse, rollout
+from pyanode.forecast.model import Config, ForecastModel, as_ftype, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
 
 __all__ = ["WindowData", "bucket", "column_mix", "field_scaled", "fit_model", "held_out_errors", "local_copy",
@@ -104,12 +104,11 @@ class WindowData(eqx.Module):
         cdf = np.cumsum(p / p.sum())
         size = bucket(T)
         targets = np.concatenate([arrays.y[:t_fit], np.full((L, c.n), np.nan)], axis=0)
-        ft = ftype()
         return cls(
-            lags=jnp.asarray(_pad(lag_windows(arrays.filled, c.lookback), size, 0.0), ft),
-            days=jnp.asarray(_pad(arrays.days, size, 0.0), ft),
-            targets=jnp.asarray(_pad(targets, size + L, np.nan), ft),
-            cdf=jnp.asarray(_pad(cdf, size, cdf[-1]), ft),
+            lags=as_ftype(_pad(lag_windows(arrays.filled, c.lookback), size, 0.0)),
+            days=as_ftype(_pad(arrays.days, size, 0.0)),
+            targets=as_ftype(_pad(targets, size + L, np.nan)),
+            cdf=as_ftype(_pad(cdf, size, cdf[-1])),
             key=jax.random.PRNGKey(c.seed),
         )
 
@@ -163,7 +162,7 @@ def padded_rollout_args(lags: np.ndarray, days: np.ndarray, taus: np.ndarray) ->
     so that forecasts of other horizons, and the held-out tail's, share programs."""
     def repeated(x: np.ndarray, size: int) -> jax.Array:
         x = np.asarray(x)
-        return jnp.asarray(np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)]), ftype())
+        return as_ftype(np.concatenate([x, np.repeat(x[-1:], size - len(x), axis=0)]))
 
     rows = max(len(lags), VALIDATION_ORIGINS)
     return (repeated(lags, rows), repeated(days, rows),

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
@@ -53,7 +51,7 @@ from pyanode.forecast.intervals import (
     with_intervals,
 )
 from pyanode.forecast.io import read_model_file, write_model_file
-from pyanode.forecast.model import Config, ForecastModel, check_options, ftype, parse_seasonality
+from pyanode.forecast.model import Config, ForecastModel, check_options, parse_seasonality
 from pyanode.forecast.structure import (
     RECENT_ROWS,
     Structure,
@@ -212,8 +210,7 @@ class Forecaster:
         taus = np.union1d(np.concatenate([[0.0], tau[tau > 0]]), grid)
         arrays = residual_arrays(self.structure, self.train, self._positions())
         lags = lag_windows(arrays.filled, c.lookback)[-1:]
-        pred = _forecast(self.model, jnp.asarray(lags, ftype()), jnp.asarray(arrays.days[-1:], ftype()),
-                         jnp.asarray(taus, ftype()))
+        pred = _forecast(self.model, lags, arrays.days[-1:], taus)
         resid_all = np.asarray(pred[0], dtype=np.float64)
         resid = resid_all[np.searchsorted(taus, tau)]  # tau = 0: the origin, the start of the solve
         out = self.forecast_from_residuals(uniq, resid, want_levels, want_quantiles,
@@ -448,7 +445,7 @@ def _utc_naive(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     return index.tz_convert("UTC").tz_localize(None) if index.tz is not None else index
 
 
-def _forecast(model: ForecastModel, lags: jax.Array, days: jax.Array, taus: jax.Array) -> np.ndarray:
+def _forecast(model: ForecastModel, lags: np.ndarray, days: np.ndarray, taus: np.ndarray) -> np.ndarray:
     """The residual forecasts (B, len(taus), n) from each origin, by the compiled program the fit's held-out
     tail used (:func:`pyanode.forecast.fitting.rollout_program`; the arguments padded so that forecasts of
     other horizons reuse it rather than compiling one each)."""

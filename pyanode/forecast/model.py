@@ -47,8 +47,8 @@ from pyanode.errors import PyanodeError
 from pyanode.forecast.grid import lag_count, recent_count
 from pyanode.forecast.structure import second_order_roots
 
-__all__ = ["ACTIVATIONS", "Config", "ForecastModel", "PERIOD_DAYS", "calendar_features", "check_options",
-           "ftype", "masked_mse", "parse_seasonality", "rollout"]
+__all__ = ["ACTIVATIONS", "Config", "ForecastModel", "PERIOD_DAYS", "as_ftype", "calendar_features",
+           "check_options", "ftype", "masked_mse", "parse_seasonality", "rollout"]
 
 PERIOD_DAYS = {"daily": 1.0, "weekly": 7.0, "yearly": 365.25}
 ACTIVATIONS = {"tanh": jnp.tanh, "swish": jax.nn.swish, "softplus": jax.nn.softplus, "relu": jax.nn.relu}
@@ -166,6 +166,13 @@ def ftype() -> Any:
     return jnp.result_type(float)
 
 
+def as_ftype(x: Any) -> jax.Array:
+    """``x`` as a JAX array of :func:`ftype`, cast on the host and copied to the device as it is
+    (``jnp.asarray`` compiles a small program per shape: a fraction of a second of a first fit, many times
+    over)."""
+    return jax.device_put(np.asarray(x, ftype()))
+
+
 def calendar_features(t_days: jax.Array, periods: Sequence[float], harmonics: int) -> jax.Array:
     """``[sin(2 pi k t / P), cos(2 pi k t / P)]`` for each period P and k = 1..harmonics (t in days)."""
     feats = []
@@ -214,8 +221,8 @@ class ForecastModel(eqx.Module):
         for i, layer in enumerate(field.layers):
             out_size, in_size = layer.weight.shape
             lim = 1.0 / math.sqrt(in_size) if i < len(field.layers) - 1 else 0.0
-            arrays += [jnp.asarray(rng.uniform(-lim, lim, (out_size, in_size)), ftype()),
-                       jnp.asarray(rng.uniform(-lim, lim, (out_size,)), ftype())]
+            arrays += [as_ftype(rng.uniform(-lim, lim, (out_size, in_size))),
+                       as_ftype(rng.uniform(-lim, lim, (out_size,)))]
         self.field = eqx.tree_at(lambda f: [x for y in f.layers for x in (y.weight, y.bias)], field, arrays)
         # kappa = -log(phi) / dt, at most 2 / dt (an e-fold within half a step is as good as instant).
         phis = np.clip(np.asarray(list(phi) if phi is not None else [0.9] * c.n, dtype=np.float64),
@@ -238,9 +245,9 @@ class ForecastModel(eqx.Module):
             w[c.n + i, (k - 1) * c.n + j] = -back[0, 0] / back[0, 1]
             w[c.n + i, (k - 2) * c.n + j] = 1.0 / back[0, 1]
         self.encoder = eqx.tree_at(lambda m: (m.weight, m.bias), enc,
-                                   (jnp.asarray(w, ftype()), jnp.zeros((c.state,), ftype())))
-        self.log_decay = jnp.asarray(np.log(kappa), ftype())
-        self.coupling = jnp.asarray(coupling, ftype())
+                                   (as_ftype(w), as_ftype(np.zeros(c.state))))
+        self.log_decay = as_ftype(np.log(kappa))
+        self.coupling = as_ftype(coupling)
         self.config = config
 
     @property

@@ -22,8 +22,7 @@ The model returned (``LoopResult.model``):
 
 * with validation: the candidate (the average when ``ema`` is given, else the parameters) with the lowest
   ``val_loss`` among the checks from ``select_from`` on; ``patience`` checks without improvement stop
-  training early, and so do ``patience // 2`` checks in a row that score more than twice a ``baseline``
-  (a model training set out to beat, such as its start, that it has fallen far behind);
+  training early;
 * with ``keep_lowest_train_loss``: the parameters that gave the lowest minibatch loss (kept on the device);
 * otherwise the last candidate.
 
@@ -48,8 +47,6 @@ import optax
 import pandas as pd
 
 __all__ = ["LoopResult", "TrainResult", "progress_bar", "run_loop"]
-
-BEHIND = 2.0  # a validation score this many times the baseline's is far behind it
 
 Loss = Callable[[Any, jax.Array, Any, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
 
@@ -166,7 +163,6 @@ def run_loop(
     validate_at_start: bool = False,
     select_from: int = 1,
     patience: int | None = None,
-    baseline: float | None = None,
     keep_lowest_train_loss: bool = False,
     callback: Callable[[int, Any, dict[str, float]], None] | None = None,
     progress: bool = True,
@@ -193,8 +189,6 @@ def run_loop(
         validate_at_start: also score the starting model (iteration 0), so that "best" is defined even
             if the first update makes things worse.
         patience: validation checks without improvement before stopping early (None: never).
-        baseline: a ``val_loss`` to beat (None: none); with ``patience``, ``patience // 2`` checks in a
-            row from ``select_from`` on that score more than ``BEHIND`` times it stop training early.
         keep_lowest_train_loss: without validation, return the lowest-minibatch-loss parameters.
         callback: ``callback(iteration, model, row)`` after each iteration; raising ``KeyboardInterrupt``
             in it stops training like Ctrl-C.
@@ -235,13 +229,12 @@ def run_loop(
     rows: list[dict[str, float]] = []
     best: tuple[float, int, Any] | None = None  # (val_loss, iteration, params) of the best check
     checks_without_gain = 0
-    checks_behind = 0  # in a row, more than BEHIND times the baseline
     stopped = "completed"
     interrupted = False
     seconds = 0.0
 
     def check(it: int) -> dict[str, float]:
-        nonlocal best, checks_without_gain, checks_behind
+        nonlocal best, checks_without_gain
         scores = {k: float(v) for k, v in validate(eqx.combine(candidate(state), static), it).items()}
         v = scores.get("val_loss")
         if v is not None and it >= select_from and math.isfinite(v):
@@ -250,7 +243,6 @@ def run_loop(
                 checks_without_gain = 0
             else:
                 checks_without_gain += 1
-            checks_behind = checks_behind + 1 if baseline is not None and v > BEHIND * baseline else 0
         return scores
 
     bar = progress_bar(progress, console)
@@ -283,10 +275,6 @@ def run_loop(
                     callback(it, eqx.combine(state.params, static), row)
                 if patience is not None and checks_without_gain >= patience and not last:
                     stopped = f"early stop at iteration {it} (validation stopped improving)"
-                    break
-                if patience is not None and checks_behind >= max(patience // 2, 1) and not last:
-                    stopped = (f"early stop at iteration {it} (validation stayed over {BEHIND:g} times the "
-                               f"baseline's {baseline:.4g})")
                     break
     except KeyboardInterrupt:
         interrupted = True

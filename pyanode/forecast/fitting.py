@@ -249,17 +249,11 @@ def train_validated(model: ForecastModel, loss: Any, batches: Any, val: tuple | 
         def validate(m: ForecastModel, it: int) -> dict[str, float]:
             return {"val_loss": overall(errors(m))}
 
-    # The closed-form start's held-out score: the learned field is kept only where it beats it, so training
-    # gives up once it has stayed far behind it (BENCHMARKS.md: on hourly series where it does, the rest of
-    # the training never catches up, and costs most of the fit's time).
-    start_score = validate(model, 0)["val_loss"] if validate is not None else None
     result = run_loop(
         model, loss, batches, _optimizer(c.lr, c.iterations, c.weight_decay), c.iterations,
         ema=c.ema, validate=validate, validate_every=max(10, c.iterations // 30),
         # Only the later curriculum stages train on windows as long as a forecast; judge those.
-        select_from=-(-c.iterations // 4) + 1, patience=c.patience,
-        baseline=start_score if start_score is not None and math.isfinite(start_score) else None,
-        progress=progress, description="fitting",
+        select_from=-(-c.iterations // 4) + 1, patience=c.patience, progress=progress, description="fitting",
         console=console, program_key=c.program_key("window_loss"), replicated=replicated,
     )
     if validate is None or result.best_validation is None or result.interrupted:
@@ -270,8 +264,8 @@ def train_validated(model: ForecastModel, loss: Any, batches: Any, val: tuple | 
                   "the trained model with half its learned field": field_scaled(result.model, 0.5),
                   "the closed-form start (the learned field did not help on the held-out tail)": model}
     if c.n == 1:
-        scored = {k: (m, result.best_validation if m is result.model else start_score if m is model
-                      else validate(m, 0)["val_loss"]) for k, m in candidates.items()}
+        scored = {k: (m, result.best_validation if m is result.model else validate(m, 0)["val_loss"])
+                  for k, m in candidates.items()}
     else:
         # Several columns: each may trust the field to its own degree, the choice each column's own held-out
         # errors make among the three, validated as a whole like the others. One solve per candidate gives

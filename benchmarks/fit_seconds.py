@@ -2,8 +2,9 @@
 (the same fit again in a new process, reading the cache), for the code in a given source tree.
 
 Each fit runs in its own process, so a cold fit pays everything a user's first fit pays: importing,
-tracing and compiling. To compare two versions side by side, give both source trees; their fits are
-interleaved series by series, so that a machine's changing load falls on both alike::
+tracing and compiling; the seconds JAX reports spending on the latter two are given beside the fit's.
+To compare two versions side by side, give both source trees; their fits are interleaved series by
+series, so that a machine's changing load falls on both alike::
 
     python benchmarks/fit_seconds.py --tree OLD_TREE --tree . --json benchmarks/results/fit_seconds.json
 
@@ -30,21 +31,29 @@ SERIES = ("airpassengers_monthly", "ausbeer_quarterly", "seattle_weather_daily",
 FIT = """
 import sys, time, pandas as pd
 t0 = time.perf_counter()
+import jax.monitoring
+compiling = []  # (seconds) tracing, lowering and XLA-compiling each program, as JAX reports them
+def heard(event, seconds, **kw):
+    if event.startswith("/jax/core/compile/"):
+        compiling.append(seconds)
+jax.monitoring.register_event_duration_secs_listener(heard)
 import pyanode
 df = pd.read_pickle(sys.argv[1]); dates = pd.read_pickle(sys.argv[2])
 t1 = time.perf_counter()
+n = len(compiling)
 fc = pyanode.fit(df, progress=False, horizon=len(dates))
 fc.predict(dates=dates)
-print(round(t1 - t0, 3), round(time.perf_counter() - t1, 3))
+print(round(t1 - t0, 3), round(time.perf_counter() - t1, 3), round(sum(compiling[n:]), 3))
 """
 
 
-def _time_fit(tree: Path, train: Path, dates: Path, cache: Path) -> tuple[float, float]:
+def _time_fit(tree: Path, train: Path, dates: Path, cache: Path) -> tuple[float, float, float]:
+    """Seconds to import, to fit and forecast, and of the latter compiling (tracing, lowering, XLA)."""
     env = dict(os.environ, PYTHONPATH=str(tree), PYANODE_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", FIT, str(train), str(dates)], env=env, capture_output=True,
                          text=True, check=True, cwd=tempfile.gettempdir())
-    import_s, fit_s = map(float, out.stdout.split()[-2:])
-    return import_s, fit_s
+    import_s, fit_s, compile_s = map(float, out.stdout.split()[-3:])
+    return import_s, fit_s, compile_s
 
 
 def main() -> None:
@@ -68,7 +77,8 @@ def main() -> None:
                 cold = _time_fit(tree.resolve(), train, dates, cache)
                 warm = _time_fit(tree.resolve(), train, dates, cache)
                 row = {"series": name, "tree": str(k), "rows": start, "import_s": cold[0],
-                       "cold_fit_s": cold[1], "warm_fit_s": warm[1]}
+                       "cold_fit_s": cold[1], "cold_compile_s": cold[2], "warm_fit_s": warm[1],
+                       "warm_compile_s": warm[2]}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     if args.json:

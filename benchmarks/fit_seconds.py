@@ -2,7 +2,8 @@
 (the same fit again in a new process, reading the cache), for the code in a given source tree.
 
 Each fit runs in its own process, so a cold fit pays everything a user's first fit pays: importing,
-tracing and compiling; the seconds JAX reports spending on the latter two are given beside the fit's.
+tracing and compiling; the seconds JAX reports spending on the latter two, and how many programs XLA
+compiled, are given beside the fit's.
 To compare two versions side by side, give both source trees; their fits are interleaved series by
 series, so that a machine's changing load falls on both alike::
 
@@ -32,10 +33,10 @@ FIT = """
 import sys, time, pandas as pd
 t0 = time.perf_counter()
 import jax.monitoring
-compiling = []  # (seconds) tracing, lowering and XLA-compiling each program, as JAX reports them
+compiling = []  # (event, seconds) tracing, lowering and XLA-compiling each program, as JAX reports them
 def heard(event, seconds, **kw):
     if event.startswith("/jax/core/compile/"):
-        compiling.append(seconds)
+        compiling.append((event, seconds))
 jax.monitoring.register_event_duration_secs_listener(heard)
 import pyanode
 df = pd.read_pickle(sys.argv[1]); dates = pd.read_pickle(sys.argv[2])
@@ -43,17 +44,20 @@ t1 = time.perf_counter()
 n = len(compiling)
 fc = pyanode.fit(df, progress=False, horizon=len(dates))
 fc.predict(dates=dates)
-print(round(t1 - t0, 3), round(time.perf_counter() - t1, 3), round(sum(compiling[n:]), 3))
+ours = compiling[n:]
+print(round(t1 - t0, 3), round(time.perf_counter() - t1, 3), round(sum(s for _, s in ours), 3),
+      sum(e.endswith("backend_compile_duration") for e, _ in ours))
 """
 
 
-def _time_fit(tree: Path, train: Path, dates: Path, cache: Path) -> tuple[float, float, float]:
-    """Seconds to import, to fit and forecast, and of the latter compiling (tracing, lowering, XLA)."""
+def _time_fit(tree: Path, train: Path, dates: Path, cache: Path) -> tuple[float, float, float, int]:
+    """Seconds to import, to fit and forecast, and of the latter compiling (tracing, lowering, XLA), and
+    how many programs XLA compiled (none when all were read from the cache)."""
     env = dict(os.environ, PYTHONPATH=str(tree), PYANODE_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", FIT, str(train), str(dates)], env=env, capture_output=True,
                          text=True, check=True, cwd=tempfile.gettempdir())
-    import_s, fit_s, compile_s = map(float, out.stdout.split()[-3:])
-    return import_s, fit_s, compile_s
+    import_s, fit_s, compile_s, programs = out.stdout.split()[-4:]
+    return float(import_s), float(fit_s), float(compile_s), int(programs)
 
 
 def main() -> None:
@@ -77,8 +81,8 @@ def main() -> None:
                 cold = _time_fit(tree.resolve(), train, dates, cache)
                 warm = _time_fit(tree.resolve(), train, dates, cache)
                 row = {"series": name, "tree": str(k), "rows": start, "import_s": cold[0],
-                       "cold_fit_s": cold[1], "cold_compile_s": cold[2], "warm_fit_s": warm[1],
-                       "warm_compile_s": warm[2]}
+                       "cold_fit_s": cold[1], "cold_compile_s": cold[2], "cold_programs": cold[3],
+                       "warm_fit_s": warm[1], "warm_compile_s": warm[2], "warm_programs": warm[3]}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     if args.json:

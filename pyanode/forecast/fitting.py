@@ -149,7 +149,7 @@ def rollout_program(model: ForecastModel, lags: jax.Array, days: jax.Array, taus
     """``program(params, lags, days, taus)``: :func:`rollout`'s readouts compiled for ``model``'s shape and
     these arguments' shapes. One program serves the held-out tail's scores during training, the verdict on
     the learned field and a forecast of the same horizon (:func:`padded_rollout_args`), so a fit compiles
-    one solve rather than three."""
+    one solve rather than three (two where the forecast's dates lie off the grid, as month starts do)."""
     params, static = eqx.partition(model, eqx.is_array)
     return cached_program(lambda p, *a: rollout(eqx.combine(p, static), *a, max_steps=65536)[0],
                           (params, lags, days, taus), model.config.program_key("forecast"))

@@ -39,7 +39,6 @@ from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -76,7 +75,7 @@ from pyanode.forecast.forecaster import (
 from pyanode.forecast.grid import GridArrays, forward_filled, lag_windows
 from pyanode.forecast.intervals import Calibration
 from pyanode.forecast.io import write_model_file
-from pyanode.forecast.model import Config, ForecastModel, ftype
+from pyanode.forecast.model import Config, ForecastModel, as_ftype, ftype
 from pyanode.forecast.store import RecordStore
 from pyanode.forecast.structure import Structure
 
@@ -187,7 +186,7 @@ def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Se
         lags, days, target = pool.windows(it)
         if dp is not None:
             return dp.shard(WindowBatch(lags.astype(ft), days.astype(ft), target.astype(ft)))
-        return WindowBatch(jnp.asarray(lags, ft), jnp.asarray(days, ft), jnp.asarray(target, ft))
+        return WindowBatch(as_ftype(lags), as_ftype(days), as_ftype(target))
 
     val = None
     judged = [i for i, v in enumerate(held_out) if v > 0]
@@ -202,8 +201,8 @@ def train_panel(model: ForecastModel, arrays: Sequence[GridArrays], held_out: Se
             lags.append(lag_windows(a.filled[: first + 1], c.lookback)[-1])
             days.append(a.days[first])
             tails.append(validation_tails(a.y, [first], span)[0])
-        val = (jnp.asarray(np.stack(lags), ft), jnp.asarray(np.asarray(days), ft),
-               jnp.asarray(c.dt * np.arange(tails[0].shape[0]), ft), jnp.asarray(np.stack(tails), ft))
+        val = (as_ftype(np.stack(lags)), as_ftype(np.asarray(days)),
+               as_ftype(c.dt * np.arange(tails[0].shape[0])), np.stack(tails))
     if dp is None:
         return train_validated(model, batch_loss, batches, val, progress=progress, console=console)
 
@@ -468,9 +467,8 @@ class PanelForecaster:
             arrays = residual_arrays(f.structure, f.train, f._positions())
             lags.append(lag_windows(arrays.filled, c.lookback)[-1])
             days.append(arrays.days[-1])
-        taus = jnp.asarray(c.dt * np.arange(horizon + 1), ftype())
-        pred = _forecast(self.model, jnp.asarray(_pad(np.stack(lags), size, 0.0), ftype()),
-                         jnp.asarray(_pad(np.asarray(days), size, float(days[0])), ftype()), taus)
+        pred = _forecast(self.model, _pad(np.stack(lags), size, 0.0),
+                         _pad(np.asarray(days), size, float(days[0])), c.dt * np.arange(horizon + 1))
         return list(np.asarray(pred[: len(views), 1:], dtype=np.float64))
 
     def test_frames(self, test: pd.DataFrame | str | Path, *, date_column: str | None = None,

@@ -45,7 +45,7 @@ import numpy as np
 from pyanode.engine import SENSEALGS, SOLVERS, solve
 from pyanode.errors import PyanodeError
 from pyanode.forecast.grid import lag_count, recent_count
-from pyanode.forecast.structure import second_order_roots
+from pyanode.forecast.structure import FASTEST, SLOWEST, second_order_roots
 
 __all__ = ["ACTIVATIONS", "Config", "ForecastModel", "PERIOD_DAYS", "as_ftype", "calendar_features",
            "check_options", "ftype", "masked_mse", "parse_seasonality", "rollout"]
@@ -226,7 +226,7 @@ class ForecastModel(eqx.Module):
         self.field = eqx.tree_at(lambda f: [x for y in f.layers for x in (y.weight, y.bias)], field, arrays)
         # kappa = -log(phi) / dt, at most 2 / dt (an e-fold within half a step is as good as instant).
         phis = np.clip(np.asarray(list(phi) if phi is not None else [0.9] * c.n, dtype=np.float64),
-                       np.exp(-2.0), 0.999)
+                       FASTEST, SLOWEST)
         kappa = -np.log(phis) / c.dt
         # The augmented dimensions are the slow memory (an anomaly that lasts for months): they start with
         # a decay time of the encoder's lookback, or the slowest column's when that is slower still.

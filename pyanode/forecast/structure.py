@@ -66,6 +66,9 @@ LEVEL_DISCOUNT = 0.95  # at most: a persistent residual's level averages over ab
 RECENT_ROWS = 2048  # residual rows that estimate the AR(1) coefficient and test for a unit root
 UNIT_ROOT_ROWS = 20  # fewer regression rows than this: no unit-root test (the residual decays)
 DRIFT_T = 2.0  # t-ratio from which a persistent residual's recent drift is carried on (about 5 %, two-sided)
+# A decay's factor per grid step, phi or an AR(2) root's modulus, lies in [FASTEST, SLOWEST]: an e-fold within
+# half a step is as good as instant, and a factor of 1 would never decay.
+FASTEST, SLOWEST = math.exp(-2.0), 0.999
 RIDGE = 0.1  # ridge penalty on the seasonal coefficients (standardised data); the trend is not shrunk
 DAY, WEEK, YEAR = 1.0, 7.0, 365.25
 PERIOD_NAMES = {DAY: "daily", WEEK: "weekly", YEAR: "yearly"}
@@ -307,7 +310,7 @@ def _ar1(r: np.ndarray) -> float:
     den = float(np.sum(b[ok] ** 2))
     if den <= 0:
         return 0.0
-    return float(np.clip(np.sum(a[ok] * b[ok]) / den, 0.0, 0.999))
+    return float(np.clip(np.sum(a[ok] * b[ok]) / den, 0.0, SLOWEST))
 
 
 def second_order_roots(coef: tuple[float, float]) -> np.ndarray:
@@ -335,14 +338,14 @@ def second_order_fit(r: np.ndarray) -> tuple[float, float] | None:
         return None
     a1, a2 = (float(v) for v in np.linalg.lstsq(x, r[2:][ok], rcond=None)[0])
     z = second_order_roots((a1, a2))
-    if z[0].imag and abs(z[0]) > 0.999:
+    if z[0].imag and abs(z[0]) > SLOWEST:
         # A cycle that does not fade (a sine's roots lie on the unit circle): its period kept, its modulus
         # clipped to the AR(1) coefficient's bound, as _ar1 clips phi.
-        a1, a2 = 2 * 0.999 * math.cos(np.angle(z[0])), -(0.999**2)
+        a1, a2 = 2 * SLOWEST * math.cos(np.angle(z[0])), -(SLOWEST**2)
         z = second_order_roots((a1, a2))
     if not z[0].imag and (np.any(z.real <= 0) or abs(z[0] - z[1]) < 1e-3):
         return None  # a sign flip every step, or a repeated root
-    if np.any(np.abs(z) < math.exp(-2.0)) or np.any(np.abs(z) > 0.999 + 1e-12):
+    if np.any(np.abs(z) < FASTEST) or np.any(np.abs(z) > SLOWEST + 1e-12):
         return None
     return a1, a2
 
@@ -677,7 +680,7 @@ def _ar1_rows(r: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     with both ``r[:, i]`` and ``r[:, i + 1]`` observed."""
     a, b = r[:, 1:][:, pairs], r[:, :-1][:, pairs]
     num, den = np.sum(a * b, axis=1), np.sum(b**2, axis=1)
-    return np.where(den > 0, np.clip(num / np.where(den > 0, den, 1.0), 0.0, 0.999), 0.0)
+    return np.where(den > 0, np.clip(num / np.where(den > 0, den, 1.0), 0.0, SLOWEST), 0.0)
 
 
 def _used(shapes: Sequence[tuple[str, tuple[float, ...]]], seasonal: tuple[float, ...], step_days: float,

@@ -43,6 +43,19 @@ def _one_line_error(res, *needles):
         assert n in lines[0], lines[0]
 
 
+def test_a_series_that_wanders_is_forecast_without_training(tmp_path):
+    """A random walk: its departures persist, so by default the neural ODE is not trained, and the command
+    says so in its one training line (and still writes the forecast)."""
+    rng = np.random.default_rng(3)
+    idx = pd.date_range("2022-01-01", periods=240, freq="D")
+    pd.DataFrame({"date": idx.strftime("%Y-%m-%d"), "walk": 50 + np.cumsum(rng.normal(size=240))}).to_csv(
+        tmp_path / "walk.csv", index=False)
+    res = _cli(["walk.csv", "--horizon", "10", "--plot", ""], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "training: none; not trained: every column's departures from its structure persist" in res.stdout
+    assert len(pd.read_csv(tmp_path / "forecast.csv")) == 10
+
+
 def test_end_to_end_with_test_file(tmp_path):
     _csv(tmp_path / "train.csv", 120)
     full = pd.read_csv(_csv(tmp_path / "all.csv", 140))

@@ -345,6 +345,28 @@ def test_a_column_that_wanders_carries_on_its_level():
     assert "departures from it persist and drift" in walk.describe()
 
 
+def test_a_series_whose_every_column_wanders_is_not_trained(tmp_path):
+    """Where every column's departures persist, each point forecast is its residual's level carried on, which
+    no learned field changes: with the default iterations nothing is trained (the fit says why, and the
+    forecaster still forecasts, with intervals, saves and loads); asked for iterations, it trains, to the
+    same point forecast."""
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"walk": 50 + np.cumsum(rng.normal(size=240))},
+                      index=pd.date_range("2021-01-01", periods=240, freq="D"))
+    fc = F.fit(df, seed=0, **{k: v for k, v in SMALL.items() if k != "iterations"})
+    assert fc.structure.columns[0].persistent
+    assert fc.history.empty and fc.info["stopped"].startswith("not trained: every column's departures")
+    assert any(n.startswith("the neural ODE was not trained") for n in fc.report.notes)
+    trained = F.fit(df, seed=0, **SMALL)
+    assert len(trained.history) > 0
+    pred = fc.predict(30, level=[80])
+    np.testing.assert_allclose(pred["walk"], trained.predict(30)["walk"], rtol=1e-12)
+    assert (pred["walk-hi-80"] > pred["walk"]).all() and (pred["walk-lo-80"] < pred["walk"]).all()
+    back = F.load(fc.save(tmp_path / "walk.pyanode"))
+    assert back.history.empty and back.info["stopped"] == fc.info["stopped"]
+    pd.testing.assert_frame_equal(back.predict(30, level=[80]), pred)
+
+
 def test_evaluate_and_plot(fitted):
     fc = fitted
     future = _series(230).iloc[200:]

@@ -12,6 +12,7 @@ import pyanode
 from pyanode.errors import PyanodeError
 from pyanode.forecast import DataError, ModelFileError
 from pyanode.forecast.io import FORMAT_VERSION
+from tests.compiles import xla_compiles
 
 TINY = dict(iterations=20, hidden=8, batch=4, progress=False, seed=0)
 
@@ -176,6 +177,24 @@ def test_training_window_defaults_are_the_documented_ones(steps, step_days, expe
     assert given == {"window": 8, "lookback": 3, "validation": 2, "half_life": 0.0}
     with pytest.raises(PyanodeError, match=f"validation must be between 0 and {steps // 2 - 1} steps"):
         training_windows(steps, step_days, None, None, steps // 2, None)
+
+
+def test_month_start_forecasts_run_the_program_the_fit_compiled():
+    """Month starts lie up to a tenth of a step off the mean-month grid. Their residual is the one at the
+    nearest grid step (where the training rows were placed), so a forecast of the horizon the fit was told
+    solves at the grid's times: the held-out tail's compiled program, no new compile. A date between grid
+    steps is still forecast, at its own time."""
+    index = pd.date_range("2015-01-01", periods=72, freq="MS")
+    fc = pyanode.fit(_frame(index), horizon=6, **TINY)
+    assert fc.config.validation > 0  # (the fit compiled its held-out tail's solve)
+    with xla_compiles() as compiles:
+        pred = fc.predict(horizon=6)
+    assert compiles == []
+    assert list(pred.index) == list(pd.date_range("2021-01-01", periods=6, freq="MS"))
+    # Mid-month is half a step from the grid: solved at its own time, between the month starts around it.
+    mid = fc.predict(dates=["2021-02-15"])["y"].iloc[0]
+    lo, hi = sorted(pred["y"].iloc[1:3])
+    assert lo - 0.5 < mid < hi + 0.5 and not np.isclose(mid, pred["y"].iloc[1])
 
 
 def test_fit_reads_a_file_with_the_read_options_given(tmp_path):

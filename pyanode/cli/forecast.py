@@ -169,6 +169,14 @@ def _scores(title: str, table: Any, columns: list[str]) -> Any:
     return t
 
 
+def training_line(fc: Any) -> str:
+    """One line on the training: iterations, seconds and why it stopped (or why nothing was trained)."""
+    if fc.history.empty:
+        return f"training: none; {fc.info['stopped']}"
+    return (f"training: {len(fc.history)} iterations in {fc.history['seconds'].iloc[-1]:.1f} s; "
+            f"{fc.info['stopped']}; best iteration {fc.info['best_iteration']}")
+
+
 def _checked(test, horizon, iterations, augment, plot, metrics, out, save, force, columns):
     """The options every run checks before any work: returns (plot path, metrics path, columns)."""
     if horizon is not None and horizon < 1:
@@ -218,8 +226,7 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
                resample=resample, progress=not quiet, horizon=ahead, **read)
     for line in fc.report.lines():
         out_console.print(line, markup=False)
-    out_console.print(f"training: {len(fc.history)} iterations in {fc.history['seconds'].iloc[-1]:.1f} s; "
-                      f"{fc.info['stopped']}; best iteration {fc.info['best_iteration']}", markup=False)
+    out_console.print(training_line(fc), markup=False)
 
     if test is not None:
         bands = intervals or {"level": None, "quantiles": None}
@@ -291,8 +298,7 @@ def _run_panel(train, test, horizon, id_column, panel_options, devices, date_col
              shared=not per_series, devices=devices, **read)
     for line in fc.report_lines():
         out_console.print(line, markup=False)
-    out_console.print(f"training: {len(fc.history)} iterations in {fc.history['seconds'].iloc[-1]:.1f} s; "
-                      f"{fc.info['stopped']}; best iteration {fc.info['best_iteration']}", markup=False)
+    out_console.print(training_line(fc), markup=False)
     bands = intervals or {"level": None, "quantiles": None}
     if test is not None:
         frames = fc.test_frames(test, date_column=date_column, dedupe=dedupe)

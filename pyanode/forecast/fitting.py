@@ -55,9 +55,11 @@ from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config, ForecastModel, as_ftype, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
 
-__all__ = ["WindowData", "bucket", "column_mix", "field_scaled", "fit_model", "held_out_errors", "local_copy",
-           "outcome", "padded_rollout_args", "rollout_program", "train_validated", "validation_origins",
-           "validation_tails", "window_loss", "windows_loss"]
+__all__ = ["NOT_TRAINED", "WindowData", "bucket", "column_mix", "field_scaled", "fit_model",
+           "held_out_errors", "local_copy", "outcome", "padded_rollout_args", "rollout_program",
+           "train_validated", "untrained", "validation_origins", "validation_tails", "window_loss",
+           "windows_loss"]
+
 
 def bucket(size: int) -> int:
     """``size`` rounded up to the next of 4, 5, 6 or 7 times a power of two (at most 25% padding).
@@ -307,6 +309,19 @@ def outcome(result: LoopResult, what: str = "training") -> tuple[pd.DataFrame, d
     info = {"stopped": result.stopped, "best_iteration": result.best_iteration,
             "best_validation": result.best_validation}
     return result.history.set_index("iteration"), info
+
+
+NOT_TRAINED = ("every column's departures from its structure persist (a unit root), so each is forecast as "
+               "its current level carried on, which a learned field cannot foresee; pass iterations to "
+               "train it anyway (it then widens the intervals where it disagrees)")
+
+
+def untrained(why: str) -> tuple[pd.DataFrame, dict]:
+    """The history (no rows) and ``info`` of a fit that trains nothing, for the reason ``why``."""
+    history = pd.DataFrame({k: pd.Series(dtype=np.int64 if k.startswith("nfe") else np.float64)
+                            for k in ("loss", "nfe_forward", "nfe_backward", "seconds", "val_loss")},
+                           index=pd.Index([], dtype=np.int64, name="iteration"))
+    return history, {"stopped": f"not trained: {why}", "best_iteration": 0, "best_validation": None}
 
 
 def local_copy(tree: Any) -> Any:

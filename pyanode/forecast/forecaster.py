@@ -39,8 +39,22 @@ from pyanode.forecast.data import (
     tz_from_name,
     tz_name,
 )
-from pyanode.forecast.fitting import fit_model, outcome, padded_rollout_args, rollout_program
-from pyanode.forecast.grid import GridArrays, days_since_epoch, forward_filled, grid_positions, lag_windows
+from pyanode.forecast.fitting import (
+    NOT_TRAINED,
+    fit_model,
+    outcome,
+    padded_rollout_args,
+    rollout_program,
+    untrained,
+)
+from pyanode.forecast.grid import (
+    SNAP,
+    GridArrays,
+    days_since_epoch,
+    forward_filled,
+    grid_positions,
+    lag_windows,
+)
 from pyanode.forecast.intervals import (
     CRPS_QUANTILES,
     Calibration,
@@ -200,9 +214,11 @@ class Forecaster:
         c = self.config
         uniq = idx.unique().sort_values()
         ahead = (days_since_epoch(uniq) - days_since_epoch(self.train.index[-1:])[0]) / c.step_days
-        # Dates on the grid get exactly the grid's times (not their rounding twins, which would double the
-        # save times and miss the compiled program the fit left).
-        ahead = np.where(np.abs(ahead - np.rint(ahead)) < 1e-6, np.rint(ahead), ahead)
+        # The neural ODE's residual at a date within a tenth of a step of a grid step is the one at that
+        # step, as the training rows were placed (month starts on a mean-month grid: 28 to 31 days apart);
+        # the structure is still read at the date itself. So the solve's times are the grid's, as the fit's
+        # held-out tail's were, and the forecast runs the program that the fit compiled.
+        ahead = np.where(np.abs(ahead - np.rint(ahead)) <= SNAP, np.rint(ahead), ahead)
         tau = c.dt * ahead
         # The intervals need the forecast at every grid step up to the last date asked for; solved with
         # or without them, so that both share one compiled program (and one point forecast).
@@ -538,9 +554,11 @@ def fit(
             keeps its slope before it fades; pass the horizon you will forecast. Default: the M4
             competition's for the frequency (48 hourly, 14 daily, 13 weekly, 18 monthly, 8 quarterly,
             6 yearly) or a quarter of the longest seasonal cycle the data show, whichever is longer.
-        iterations: optimiser steps (default 400).
+        iterations: optimiser steps (default 400; by default none where every column's departures from
+            its structure persist: those columns are forecast by their level carried on, not by the ODE).
         lr, batch: AdamW learning rate (warm-up then cosine decay) and windows per step.
-        window: training window in data steps (default: 128, at most half the data).
+        window: training window in data steps (default: twice the horizon rounded up to a power of
+            two, from 32 to 128, at most half the data: the forecasts' reach, and no more, trained on).
         lookback: steps the encoder reads before each forecast origin (default: about 90 days, at
             most an eighth of the data).
         validation: steps held out at the end for early stopping (default: about 4% of the data,
@@ -612,17 +630,25 @@ def fit(
         patience=patience, iterations=iterations if iterations is not None else 400, lr=lr, seed=seed,
         step_days=prep.step_days, unit_days=365.25 if prep.step_days >= 1 else 1.0,
         epoch_days=structure.epoch_days,
-        **training_windows(prep.steps, prep.step_days, window, lookback, validation, half_life),
+        **training_windows(prep.steps, prep.step_days, window, lookback, validation, half_life,
+                           structure.columns[0].trusted),
     )
     config = with_second_order(config, structure, report)
     model = ForecastModel(config, seed, phi=[s.phi for s in structure.columns],
                           second_order=[s.second_order for s in structure.columns])
-    arrays = residual_arrays(structure, df, prep.positions, held_out=config.validation)
-    # The held-out tail is judged as far ahead as the backtests judged the structure (the horizon asked for).
-    result = fit_model(model, arrays, horizon=structure.columns[0].trusted, progress=progress,
-                       console=console)
-    history, info = outcome(result)
-    return Forecaster(result.model, structure, df, report, history, info, prep.center, prep.spread,
+    if iterations is None and all(col.persistent for col in structure.columns):
+        # Every column's departures persist, and a persistent column's point forecast is its residual's
+        # level carried on, never the neural ODE's: training would change only the intervals' reach.
+        report.notes.append("the neural ODE was not trained: " + NOT_TRAINED)
+        history, info = untrained(NOT_TRAINED)
+    else:
+        arrays = residual_arrays(structure, df, prep.positions, held_out=config.validation)
+        # The held-out tail is judged as far ahead as the backtests judged the structure (the horizon asked).
+        result = fit_model(model, arrays, horizon=structure.columns[0].trusted, progress=progress,
+                           console=console)
+        history, info = outcome(result)
+        model = result.model
+    return Forecaster(model, structure, df, report, history, info, prep.center, prep.spread,
                       outlier_threshold, resample, prep.calibration)
 
 
@@ -694,19 +720,27 @@ def prepare_series(df: pd.DataFrame, report: DataReport, *, outlier_threshold: f
 
 
 def training_windows(steps: int, step_days: float, window: int | None, lookback: int | None,
-                     validation: int | None, half_life: float | None) -> dict[str, Any]:
+                     validation: int | None, half_life: float | None, horizon: int | None = None
+                     ) -> dict[str, Any]:
     """The training window, encoder lookback, validation tail and recency half-life for a series of
-    ``steps`` grid steps (the defaults :func:`fit` documents), checked."""
+    ``steps`` grid steps forecast ``horizon`` steps ahead (the defaults :func:`fit` documents), checked."""
     T = steps
-    win = window if window is not None else min(128, max(2, T // 2))
+    longest = min(128, max(2, T // 2))
+    win = window if window is not None else longest
+    if window is None and horizon is not None:
+        # Twice the reach the forecasts need (a power of two, so that other horizons share the program):
+        # the curriculum's last stages train on windows as long as this, and a window far longer than any
+        # forecast costs its solve without being judged (BENCHMARKS.md: accuracy within the spread, the
+        # monthly and quarterly fits seconds shorter).
+        win = min(longest, max(32, 2 ** math.ceil(math.log2(2 * horizon))))
     # About three months of history, at least 24 steps (two years of months, six of quarters): enough to
     # place the present in a cycle of several steps; at most an eighth of the data.
     look = lookback if lookback is not None else max(1, min(max(round(90 / step_days), 24), T // 8))
     if validation is None:
-        validation = min(win, T // 24) if T >= 48 else 0
+        validation = min(longest, T // 24) if T >= 48 else 0
     if not 0 <= validation < T // 2:
         raise PyanodeError(
             f"validation must be between 0 and {T // 2 - 1} steps for these data, got {validation}")
     if half_life is None:
-        half_life = max(win, T // 8)
+        half_life = max(longest, T // 8)
     return {"window": win, "lookback": look, "validation": validation, "half_life": float(half_life or 0.0)}

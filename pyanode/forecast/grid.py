@@ -16,6 +16,7 @@ import pandas as pd
 
 __all__ = [
     "CALENDAR_STEPS",
+    "SNAP",
     "GridArrays",
     "days_since_epoch",
     "forward_filled",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 CALENDAR_STEPS = (1.0, 7.0, 365.25 / 12, 365.25 / 4, 365.25)  # days: daily, weekly, monthly, ...
+# How far (a fraction of the step) calendar dates stray from a calendar step's grid: month starts are 28 to
+# 31 days apart, so a month start lies within 0.1 of a mean-month grid step.
+SNAP = 0.1
 
 
 def days_since_epoch(index: pd.DatetimeIndex) -> np.ndarray:
@@ -50,7 +54,7 @@ def grid_positions(index: pd.DatetimeIndex) -> tuple[float, np.ndarray, int]:
     days = days_since_epoch(index)
     med = float(np.median(np.diff(days)))
     for cal in CALENDAR_STEPS:
-        if abs(med - cal) <= 0.1 * cal:
+        if abs(med - cal) <= SNAP * cal:
             med = cal
             break
     pos = np.rint((days - days[0]) / med).astype(np.int64)

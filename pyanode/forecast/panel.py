@@ -702,7 +702,9 @@ def fit_panel(
     first = store[ids[0]]
     step_days = first.step_days
     median_steps = int(np.median([p.steps for p in prepared.values()]))
-    options = training_windows(median_steps, step_days, window, lookback, validation, half_life)
+    if horizon is None:  # each series' backtest horizon (its frequency's, or a quarter of its longest cycle)
+        horizon = int(np.median([p.trusted for p in prepared.values()]))
+    options = training_windows(median_steps, step_days, window, lookback, validation, half_life, horizon)
     periods = tuple(sorted({q for p in prepared.values() for q in p.periods}))
     config = make_config(columns=first.layout.columns, periods=periods, step_days=step_days, epoch_days=0.0,
                          **options)
@@ -717,8 +719,6 @@ def fit_panel(
     v = config.validation
     held_out = [v if p.steps - v >= max(8, 2 * v) else 0 for p in prepared.values()]
     arrays = _Residuals(store, held_out)
-    if horizon is None:  # each series' backtest horizon (its frequency's, or a quarter of its longest cycle)
-        horizon = int(np.median([p.trusted for p in prepared.values()]))
     del prepared
     result = train_panel(model, arrays, held_out, horizon=horizon, devices=devices, progress=progress,
                          console=console)
@@ -753,7 +753,8 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
     for sid, p in prepared.items():
         config = make_config(columns=p.layout.columns, periods=p.structure.periods,
                              step_days=p.step_days, epoch_days=p.structure.epoch_days,
-                             **training_windows(p.steps, p.step_days, *options))
+                             **training_windows(p.steps, p.step_days, *options,
+                                                p.structure.columns[0].trusted))
         config = with_second_order(config, p.structure, p.report)
         model = ForecastModel(config, config.seed, phi=Summary.of(p).phis,
                               second_order=[s.second_order for s in p.structure.columns])

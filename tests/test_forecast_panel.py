@@ -174,6 +174,23 @@ def test_a_model_per_series_is_each_series_fitted_alone(tmp_path):
     pd.testing.assert_frame_equal(back.history, fc.history)
 
 
+def test_a_model_per_series_leaves_a_series_that_wanders_untrained_as_fit_does():
+    """``shared=False`` fits each series as ``pyanode.fit`` does: where every column's departures persist
+    (two random walks here), nothing is trained by default, and the forecast is the series' own alone."""
+    rng = np.random.default_rng(5)
+    month = pd.date_range("2010-01-01", periods=120, freq="MS")
+    walks = pd.concat([pd.DataFrame({"store": sid, "month": month,
+                                     "sales": 100 + np.cumsum(rng.normal(size=120))}) for sid in ("a", "b")])
+    fc = pyanode.fit(walks, id_column="store", shared=False, horizon=6, progress=False)
+    for sid in ("a", "b"):
+        assert fc.series[sid].history.empty
+        assert fc.series[sid].info["stopped"].startswith("not trained: every column's departures")
+    alone = pyanode.fit(walks[walks["store"] == "b"].drop(columns="store"), horizon=6, progress=False)
+    pred = fc.predict(6)
+    np.testing.assert_array_equal(pred.loc[pred["store"] == "b", "sales"].to_numpy(),
+                                  alone.predict(6)["sales"].to_numpy())
+
+
 def test_series_record_gives_back_the_frame_it_was_made_from():
     """A panel keeps each series as arrays: the frame it gives back has the same values, dates (time zone
     across a daylight saving change, resolution) and names."""

@@ -615,6 +615,7 @@ def fit(
             seasonal=parse_seasonality(seasonality), window=window, lookback=lookback, validation=validation,
             half_life=half_life, skip_bad_series=skip_bad_series, shared=shared, devices=devices, jobs=n_jobs,
             progress=progress, console=console, make_config=make_config,
+            train_persistent=iterations is not None,
             read_options={"dayfirst": dayfirst, "date_format": date_format, "sep": sep, "decimal": decimal,
                           "thousands": thousands})
     df, report = load_frame(data, date_column=date_column, columns=list(columns) if columns else None,

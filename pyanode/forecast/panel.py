@@ -660,11 +660,14 @@ def fit_panel(
     progress: bool = True,
     console: Any = None,
     make_config: Callable[..., Config],
+    train_persistent: bool = False,
 ) -> PanelForecaster:
     """Fit one global model to every series of a long-format panel (see the module docstring); called by
     :func:`pyanode.fit` with ``id_column``. A series that cannot be used (too few rows, a duplicate date, a
     grid step unlike the others') stops the fit with a message naming it, or with ``skip_bad_series`` is
-    left out and listed in :attr:`PanelForecaster.skipped`."""
+    left out and listed in :attr:`PanelForecaster.skipped`. With ``shared=False``, a series whose every
+    column's departures persist is not trained unless ``train_persistent`` (as :func:`pyanode.fit` does
+    unless given ``iterations``)."""
     panel = read_panel(data, id_column, date_column=date_column, columns=list(columns) if columns else None,
                        dedupe=dedupe, **read_options)
     options = {"outlier_threshold": outlier_threshold, "resample": resample, "horizon": horizon,
@@ -714,7 +717,8 @@ def fit_panel(
     if not shared:
         return _fit_each(store, bad, id_column, date_column, make_config,
                          (window, lookback, validation, half_life), outlier_threshold=outlier_threshold,
-                         resample=resample, progress=progress, console=console)
+                         resample=resample, progress=progress, console=console,
+                         train_persistent=train_persistent)
     # Each series holds out the same tail to validate on, when it is long enough to spare it.
     v = config.validation
     held_out = [v if p.steps - v >= max(8, 2 * v) else 0 for p in prepared.values()]
@@ -745,9 +749,10 @@ class _Residuals(Sequence[GridArrays]):
 
 def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_column: str, date_column: str,
               make_config: Callable[..., Config], options: tuple, outlier_threshold: float,
-              resample: str | None, progress: bool, console: Any) -> PanelForecaster:
+              resample: str | None, progress: bool, console: Any, train_persistent: bool = False
+              ) -> PanelForecaster:
     """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series."""
-    from pyanode.forecast.fitting import fit_model
+    from pyanode.forecast.fitting import NOT_TRAINED, fit_model, untrained
 
     series = {}
     for sid, p in prepared.items():
@@ -758,6 +763,10 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
         config = with_second_order(config, p.structure, p.report)
         model = ForecastModel(config, config.seed, phi=Summary.of(p).phis,
                               second_order=[s.second_order for s in p.structure.columns])
+        if not train_persistent and all(c.persistent for c in p.structure.columns):
+            p.report.notes.append("the neural ODE was not trained: " + NOT_TRAINED)
+            series[sid] = p.forecaster(model, *untrained(NOT_TRAINED), outlier_threshold, resample)
+            continue
         result = fit_model(model, residual_arrays(p.structure, p.values, p.positions, config.validation),
                            horizon=p.structure.columns[0].trusted, progress=progress, console=console)
         history, info = outcome(result, f"training series {sid!r}")

@@ -184,7 +184,7 @@ def test_a_model_per_series_leaves_a_series_that_wanders_untrained_as_fit_does()
     fc = pyanode.fit(walks, id_column="store", shared=False, horizon=6, progress=False)
     for sid in ("a", "b"):
         assert fc.series[sid].history.empty
-        assert fc.series[sid].info["stopped"].startswith("not trained: every column's departures")
+        assert fc.series[sid].info["stopped"].startswith("not trained: every column's departures persist")
     alone = pyanode.fit(walks[walks["store"] == "b"].drop(columns="store"), horizon=6, progress=False)
     pred = fc.predict(6)
     np.testing.assert_array_equal(pred.loc[pred["store"] == "b", "sales"].to_numpy(),

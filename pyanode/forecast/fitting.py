@@ -55,7 +55,7 @@ from pyanode.forecast.grid import GridArrays, lag_windows
 from pyanode.forecast.model import Config, ForecastModel, as_ftype, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
 
-__all__ = ["NOT_TRAINED", "WindowData", "bucket", "column_mix", "field_scaled", "fit_model",
+__all__ = ["WindowData", "bucket", "column_mix", "field_scaled", "fit_model",
            "held_out_errors", "local_copy", "outcome", "padded_rollout_args", "rollout_program",
            "train_validated", "untrained", "validation_origins", "validation_tails", "window_loss",
            "windows_loss"]
@@ -311,17 +311,19 @@ def outcome(result: LoopResult, what: str = "training") -> tuple[pd.DataFrame, d
     return result.history.set_index("iteration"), info
 
 
-NOT_TRAINED = ("every column's departures from its structure persist (a unit root), so each is forecast as "
-               "its current level carried on, which a learned field cannot foresee; pass iterations to "
-               "train it anyway (it then widens the intervals where it disagrees)")
-
-
-def untrained(why: str) -> tuple[pd.DataFrame, dict]:
-    """The history (no rows) and ``info`` of a fit that trains nothing, for the reason ``why``."""
+def untrained(notes: list[str]) -> tuple[pd.DataFrame, dict]:
+    """The history (no rows) and ``info`` of a fit that trains nothing because every column's departures
+    persist; says why in ``notes`` (the data report's)."""
+    notes.append("the neural ODE was not trained: every column's departures from its structure persist (a "
+                 "unit root), so each is forecast as its current level carried on, which a learned field "
+                 "cannot foresee; pass iterations to train it anyway (it then widens the intervals where it "
+                 "disagrees)")
     history = pd.DataFrame({k: pd.Series(dtype=np.int64 if k.startswith("nfe") else np.float64)
                             for k in ("loss", "nfe_forward", "nfe_backward", "seconds", "val_loss")},
                            index=pd.Index([], dtype=np.int64, name="iteration"))
-    return history, {"stopped": f"not trained: {why}", "best_iteration": 0, "best_validation": None}
+    info = {"stopped": "not trained: every column's departures persist (the report says why)",
+            "best_iteration": 0, "best_validation": None}
+    return history, info
 
 
 def local_copy(tree: Any) -> Any:

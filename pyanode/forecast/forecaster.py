@@ -40,7 +40,6 @@ from pyanode.forecast.data import (
     tz_name,
 )
 from pyanode.forecast.fitting import (
-    NOT_TRAINED,
     fit_model,
     outcome,
     padded_rollout_args,
@@ -640,8 +639,7 @@ def fit(
     if iterations is None and all(col.persistent for col in structure.columns):
         # Every column's departures persist, and a persistent column's point forecast is its residual's
         # level carried on, never the neural ODE's: training would change only the intervals' reach.
-        report.notes.append("the neural ODE was not trained: " + NOT_TRAINED)
-        history, info = untrained(NOT_TRAINED)
+        history, info = untrained(report.notes)
     else:
         arrays = residual_arrays(structure, df, prep.positions, held_out=config.validation)
         # The held-out tail is judged as far ahead as the backtests judged the structure (the horizon asked).

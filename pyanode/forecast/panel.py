@@ -752,7 +752,7 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
               resample: str | None, progress: bool, console: Any, train_persistent: bool = False
               ) -> PanelForecaster:
     """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series."""
-    from pyanode.forecast.fitting import NOT_TRAINED, fit_model, untrained
+    from pyanode.forecast.fitting import fit_model, untrained
 
     series = {}
     for sid, p in prepared.items():
@@ -764,8 +764,7 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
         model = ForecastModel(config, config.seed, phi=Summary.of(p).phis,
                               second_order=[s.second_order for s in p.structure.columns])
         if not train_persistent and all(c.persistent for c in p.structure.columns):
-            p.report.notes.append("the neural ODE was not trained: " + NOT_TRAINED)
-            series[sid] = p.forecaster(model, *untrained(NOT_TRAINED), outlier_threshold, resample)
+            series[sid] = p.forecaster(model, *untrained(p.report.notes), outlier_threshold, resample)
             continue
         result = fit_model(model, residual_arrays(p.structure, p.values, p.positions, config.validation),
                            horizon=p.structure.columns[0].trusted, progress=progress, console=console)

@@ -636,19 +636,29 @@ def fit(
     config = with_second_order(config, structure, report)
     model = ForecastModel(config, seed, phi=[s.phi for s in structure.columns],
                           second_order=[s.second_order for s in structure.columns])
-    if iterations is None and all(col.persistent for col in structure.columns):
-        # Every column's departures persist, and a persistent column's point forecast is its residual's
-        # level carried on, never the neural ODE's: training would change only the intervals' reach.
-        history, info = untrained(report.notes)
-    else:
-        arrays = residual_arrays(structure, df, prep.positions, held_out=config.validation)
-        # The held-out tail is judged as far ahead as the backtests judged the structure (the horizon asked).
-        result = fit_model(model, arrays, horizon=structure.columns[0].trusted, progress=progress,
-                           console=console)
-        history, info = outcome(result)
-        model = result.model
+    model, history, info, _ = trained(model, structure, df, prep.positions, report,
+                                      train_persistent=iterations is not None, progress=progress,
+                                      console=console)
     return Forecaster(model, structure, df, report, history, info, prep.center, prep.spread,
                       outlier_threshold, resample, prep.calibration)
+
+
+def trained(model: ForecastModel, structure: Structure, values: pd.DataFrame | np.ndarray,
+            positions: np.ndarray, report: DataReport, *, train_persistent: bool, progress: bool,
+            console: Any, what: str = "training") -> tuple[ForecastModel, pd.DataFrame, dict, bool]:
+    """``model`` trained on one series' residuals after ``structure`` (values at grid ``positions``), with its
+    history, ``info`` and whether Ctrl-C stopped it; or, where every column's departures persist and not
+    ``train_persistent``, ``model`` as it starts, untrained (the report says why): a persistent column's
+    point forecast is its residual's level carried on, never the neural ODE's, so training would change
+    only how far its intervals reach."""
+    if not train_persistent and all(col.persistent for col in structure.columns):
+        return (model, *untrained(report.notes), False)
+    arrays = residual_arrays(structure, values, positions, held_out=model.config.validation)
+    # The held-out tail is judged as far ahead as the backtests judged the structure (the horizon asked).
+    result = fit_model(model, arrays, horizon=structure.columns[0].trusted, progress=progress,
+                       console=console)
+    history, info = outcome(result, what)
+    return result.model, history, info, result.interrupted
 
 
 def with_second_order(config: Config, structure: Structure, report: DataReport) -> Config:
@@ -725,13 +735,16 @@ def training_windows(steps: int, step_days: float, window: int | None, lookback:
     ``steps`` grid steps forecast ``horizon`` steps ahead (the defaults :func:`fit` documents), checked."""
     T = steps
     longest = min(128, max(2, T // 2))
-    win = window if window is not None else longest
-    if window is None and horizon is not None:
+    if window is not None:
+        win = window
+    elif horizon is not None:
         # Twice the reach the forecasts need (a power of two, so that other horizons share the program):
         # the curriculum's last stages train on windows as long as this, and a window far longer than any
         # forecast costs its solve without being judged (BENCHMARKS.md: accuracy within the spread, the
         # monthly and quarterly fits seconds shorter).
         win = min(longest, max(32, 2 ** math.ceil(math.log2(2 * horizon))))
+    else:
+        win = longest
     # About three months of history, at least 24 steps (two years of months, six of quarters): enough to
     # place the present in a cycle of several steps; at most an eighth of the data.
     look = lookback if lookback is not None else max(1, min(max(round(90 / step_days), 24), T // 8))

@@ -69,6 +69,7 @@ from pyanode.forecast.forecaster import (
     positions_since,
     prepare_series,
     residual_arrays,
+    trained,
     training_windows,
     with_second_order,
 )
@@ -752,8 +753,6 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
               resample: str | None, progress: bool, console: Any, train_persistent: bool = False
               ) -> PanelForecaster:
     """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series."""
-    from pyanode.forecast.fitting import fit_model, untrained
-
     series = {}
     for sid, p in prepared.items():
         config = make_config(columns=p.layout.columns, periods=p.structure.periods,
@@ -763,14 +762,11 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
         config = with_second_order(config, p.structure, p.report)
         model = ForecastModel(config, config.seed, phi=Summary.of(p).phis,
                               second_order=[s.second_order for s in p.structure.columns])
-        if not train_persistent and all(c.persistent for c in p.structure.columns):
-            series[sid] = p.forecaster(model, *untrained(p.report.notes), outlier_threshold, resample)
-            continue
-        result = fit_model(model, residual_arrays(p.structure, p.values, p.positions, config.validation),
-                           horizon=p.structure.columns[0].trusted, progress=progress, console=console)
-        history, info = outcome(result, f"training series {sid!r}")
-        series[sid] = p.forecaster(result.model, history, info, outlier_threshold, resample)
-        if result.interrupted:  # Ctrl-C: keep the series fitted so far
+        model, history, info, interrupted = trained(
+            model, p.structure, p.values, p.positions, p.report, train_persistent=train_persistent,
+            progress=progress, console=console, what=f"training series {sid!r}")
+        series[sid] = p.forecaster(model, history, info, outlier_threshold, resample)
+        if interrupted:  # Ctrl-C: keep the series fitted so far
             break
     history = pd.concat({sid: f.history for sid, f in series.items()}, names=[id_column, "iteration"])
     info = {"stopped": f"a model per series ({len(series)} of {len(prepared)} fitted)",

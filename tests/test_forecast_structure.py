@@ -54,6 +54,46 @@ def test_no_daily_cycle_in_daily_weather():
         assert 1.0 not in col.periods  # a day's cycle cannot be seen in one value a day
 
 
+MONTH = 365.25 / 12
+
+
+def _cycle_p(y: np.ndarray, phi: float) -> float:
+    """The yearly cycle's p-value in a monthly column ``y`` (standardised as the backtest does)."""
+    z = (y - y.mean()) / y.std()
+    basis = S._bases(len(y), [], 0.0, MONTH, (S.YEAR,))[len(y)]
+    return S.cycle_p_values(z, basis, (S.YEAR,), MONTH, phi)[S.YEAR]
+
+
+def test_the_cycle_test_holds_its_level_on_random_walks_and_ar1_noise_and_finds_real_cycles():
+    rng = np.random.default_rng(3)
+    n, months = 400, 120
+    walks = np.cumsum(rng.normal(size=(n, months)), axis=1)
+    ar1 = np.zeros((n, months))
+    for t in range(1, months):
+        ar1[:, t] = 0.7 * ar1[:, t - 1] + rng.normal(size=n)
+    # No cycle: about 5 % of series show one at the 5 % level (binomial sd over 400 series: 1.1 %).
+    assert 0.025 <= np.mean([_cycle_p(w, 1.0) < 0.05 for w in walks]) <= 0.08
+    assert 0.025 <= np.mean([_cycle_p(a, 0.7) < 0.05 for a in ar1]) <= 0.08
+    # A yearly cycle of amplitude twice a month's step, around a random walk: found every time (with
+    # amplitude one step, two times in three).
+    cycle = 2 * np.sin(2 * np.pi * np.arange(months) / 12)
+    assert all(_cycle_p(w + cycle, 1.0) < 0.05 for w in walks[:100])
+    # Tested in levels instead (phi = 0), the walk's wandering swamps the cycle: found one time in four.
+    assert np.mean([_cycle_p(w + cycle, 0.0) < 0.05 for w in walks[:100]]) < 0.9
+
+
+def test_a_random_walk_gets_no_yearly_cycle_and_a_seasonal_one_does():
+    rng = np.random.default_rng(5)
+    walk = 100 + np.cumsum(rng.normal(size=120))
+    assert _cycle_p(walk, 1.0) > 0.3  # this walk shows no cycle (checked, so the test is deterministic)
+    s = choose_structure(walk[:, None], MONTH, 0.0)
+    assert s.columns[0].persistent
+    assert not any("yearly" in name for name, _ in s.columns[0].scores)  # not even a candidate
+    seasonal = walk + 3 * np.sin(2 * np.pi * np.arange(120) / 12)
+    s = choose_structure(seasonal[:, None], MONTH, 0.0)
+    assert s.columns[0].periods == (S.YEAR,)
+
+
 def test_a_weekly_cycle_is_found_in_shop_sales():
     rng = np.random.default_rng(0)
     idx = pd.date_range("2020-01-01", periods=400, freq="D")

@@ -7,10 +7,13 @@ backtest replaced it): the batched one must choose the same structures with the 
 coefficient and scores, up to rounding (1e-9 relative).
 """
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from pyanode.forecast import structure as structure_module
 from pyanode.forecast.grid import days_since_epoch, grid_positions
 from pyanode.forecast.structure import choose_structure
 from tests.shared_data import DATA, require_shared
@@ -146,9 +149,11 @@ PINNED = {
 
 
 @pytest.mark.parametrize("name", list(INPUTS))
-def test_the_choice_coefficients_and_scores_are_those_of_the_one_at_a_time_backtest(name):
-    # The pinned code had no unit-root decision (every residual decayed): persistence is forced off here to
-    # compare like with like (tests/test_forecast_structure.py checks the decision).
+def test_the_choice_coefficients_and_scores_are_those_of_the_one_at_a_time_backtest(name, monkeypatch):
+    # The pinned code had no unit-root decision (every residual decayed) and offered every cycle the grid
+    # resolves: persistence is forced off and every cycle let through here, to compare like with like
+    # (tests/test_forecast_structure.py checks both decisions).
+    monkeypatch.setattr(structure_module, "CYCLE_P", math.inf)
     structure = choose_structure(*INPUTS[name](), persistence=False)
     assert len(structure.columns) == len(PINNED[name])
     for col, want in zip(structure.columns, PINNED[name], strict=True):

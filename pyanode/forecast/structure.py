@@ -69,6 +69,7 @@ DRIFT_T = 2.0  # t-ratio from which a persistent residual's recent drift is carr
 # A decay's factor per grid step, phi or an AR(2) root's modulus, lies in [FASTEST, SLOWEST]: an e-fold within
 # half a step is as good as instant, and a factor of 1 would never decay.
 FASTEST, SLOWEST = math.exp(-2.0), 0.999
+CYCLE_P = 0.05  # a seasonal period is a candidate where its cycle is significant at this level
 RIDGE = 0.1  # ridge penalty on the seasonal coefficients (standardised data); the trend is not shrunk
 DAY, WEEK, YEAR = 1.0, 7.0, 365.25
 PERIOD_NAMES = {DAY: "daily", WEEK: "weekly", YEAR: "yearly"}
@@ -413,6 +414,46 @@ def unit_root_test(r: np.ndarray, trend: bool = True) -> tuple[float, float]:
     if not trend:
         return _adf_statistic(r), -2.86154 - 2.8903 / n - 4.234 / n**2
     return _adf_statistic(r), -3.41049 - 4.394 / n - 9.036 / n**2
+
+
+def cycle_p_values(z: np.ndarray, basis: np.ndarray, periods: tuple[float, ...], step_days: float, phi: float
+                   ) -> dict[float, float]:
+    """The p-value of each seasonal period's Fourier terms in the regression of the column ``z`` (T,) (NaN
+    where unobserved) on a linear trend and every period of ``periods`` (columns of ``basis`` (T, K), the
+    full basis of :func:`_bases`: the unit-root test's reference), with errors that follow an AR(1) with
+    coefficient ``phi``.
+
+    Generalised least squares by prewhitening (Cochrane & Orcutt, 1949): ``z(t) - phi z(t-1)`` is regressed
+    on ``X(t) - phi X(t-1)``, whose errors are then white, and each period's block of harmonics is tested
+    by the F-test of the regression without it against the one with every period. With ``phi = 1`` (the
+    departures persist) this regresses the steps on the cycles' steps: a random walk's wandering would
+    swamp a cycle in its levels (tests/test_forecast_structure.py: a cycle twice a step's size, found
+    every time in the steps and three times in four in the levels), while its steps show whether a cycle
+    is there at all."""
+    from scipy.stats import f as f_distribution
+
+    ok = np.isfinite(z[1:]) & np.isfinite(z[:-1])
+    y = (z[1:] - phi * z[:-1])[ok]
+    x = (basis[1:] - phi * basis[:-1])[ok]
+
+    def rss_rank(cols: np.ndarray) -> tuple[float, int]:
+        coef, _, rank, _ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+        r = y - x[:, cols] @ coef
+        return float(r @ r), int(rank)
+
+    full = _columns("linear", periods, periods, step_days)
+    rss, rank = rss_rank(full)
+    out = {}
+    for p in periods:
+        others = tuple(q for q in periods if q != p)
+        rss_without, rank_without = rss_rank(_columns("linear", others, periods, step_days))
+        q, dof = rank - rank_without, len(y) - rank
+        if q <= 0 or dof <= 0 or rss <= 0:
+            out[p] = 0.0 if rss <= 0 < rss_without else 1.0
+            continue
+        stat = ((rss_without - rss) / q) / (rss / dof)
+        out[p] = float(f_distribution.sf(stat, q, dof))
+    return out
 
 
 def level_discount(r: np.ndarray) -> np.ndarray:
@@ -822,14 +863,22 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         log_ok = bool(obs.sum() >= 4 and np.all(v[obs] > 0))
         zs = {tr: _transformed(v, tr) for tr in (("none", "log") if log_ok else ("none",))}
         persistent, unit_root = persistence, None
+        # The residual around a linear trend and every cycle: tested for a unit root and for its cycles.
+        z = zs["none"][0]
+        cols = _columns("linear", seasonal, seasonal, step_days)
+        reference = z - bases[T][:, cols] @ _Normal(z, T, bases[T], 0.0).fit(cols)[0]
         if persistent is None:
-            z = zs["none"][0]
-            cols = _columns("linear", seasonal, seasonal, step_days)
-            reference = z - bases[T][:, cols] @ _Normal(z, T, bases[T], 0.0).fit(cols)[0]
             unit_root = unit_root_test(reference[-RECENT_ROWS:])
             persistent = bool(unit_root[0] > unit_root[1])  # (False for NaN: untested)
             unit_root = unit_root if math.isfinite(unit_root[0]) else None
-        candidates = _candidates(seasonal, log_ok, step_days, h, exact, T, persistent)
+        cycles = seasonal
+        if not exact and seasonal:
+            # Only cycles the data show are candidates: the backtest's few windows would otherwise pick a
+            # spurious one as often as not (a stock price's "yearly cycle").
+            phi = 1.0 if persistent else _ar1(reference)
+            p_values = cycle_p_values(z, bases[T], seasonal, step_days, phi)
+            cycles = tuple(p for p in seasonal if p_values[p] < CYCLE_P)
+        candidates = _candidates(cycles, log_ok, step_days, h, exact, T, persistent)
         at = _origins(np.stack([z for z, _, _ in zs.values()]), cuts, h, bases,
                       sorted({c.half_life for c in candidates}))
         scores = _backtest(v, zs, candidates, at, h, seasonal, step_days)

@@ -435,11 +435,14 @@ def cycle_p_values(z: np.ndarray, basis: np.ndarray, periods: tuple[float, ...],
     ok = np.isfinite(z[1:]) & np.isfinite(z[:-1])
     y = (z[1:] - phi * z[:-1])[ok]
     x = (basis[1:] - phi * basis[:-1])[ok]
+    # Normal equations once (einsum, not a multi-threaded BLAS: see _Normal); each regression is a sub-block.
+    gram, rhs, yy = np.einsum("ti,tj->ij", x, x), x.T @ y, float(y @ y)
 
     def rss_rank(cols: np.ndarray) -> tuple[float, int]:
-        coef, _, rank, _ = np.linalg.lstsq(x[:, cols], y, rcond=None)
-        r = y - x[:, cols] @ coef
-        return float(r @ r), int(rank)
+        g = gram[cols[:, None], cols]
+        # pinv: with phi = 1 the constant's column is zero (a step has no level), so g may be singular.
+        rss = yy - float(rhs[cols] @ np.linalg.pinv(g, hermitian=True) @ rhs[cols])
+        return max(rss, 0.0), int(np.linalg.matrix_rank(g, hermitian=True))
 
     full = _columns("linear", periods, periods, step_days)
     rss, rank = rss_rank(full)

@@ -64,6 +64,18 @@ def _cycle_p(y: np.ndarray, phi: float) -> float:
     return S.cycle_p_values(z, basis, (S.YEAR,), MONTH, phi)[S.YEAR]
 
 
+def test_the_f_distributions_tail_matches_scipy():
+    from scipy.stats import f
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        d1, d2 = int(rng.integers(1, 60)), int(rng.integers(1, 20000))
+        stat = float(np.exp(rng.uniform(-6, 4)))
+        assert S.f_survival(stat, d1, d2) == pytest.approx(f.sf(stat, d1, d2), rel=1e-8, abs=1e-12)
+    assert S.f_survival(0.0, 3, 10) == 1.0
+    assert S.f_survival(1.0, 1, 1) == pytest.approx(0.5)  # F(1, 1) is symmetric about 1 on the log scale
+
+
 def test_the_cycle_test_holds_its_level_on_random_walks_and_ar1_noise_and_finds_real_cycles():
     rng = np.random.default_rng(3)
     n, months = 400, 120

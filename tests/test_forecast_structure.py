@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 
 from pyanode.forecast import structure as S
+from pyanode.forecast.data import load_frame
+from pyanode.forecast.forecaster import prepare_series
 from pyanode.forecast.grid import days_since_epoch, grid_positions
 from pyanode.forecast.structure import (
     backtest_horizon,
@@ -101,6 +103,13 @@ def test_a_random_walk_gets_no_yearly_cycle_and_a_seasonal_one_does():
     s = choose_structure(walk[:, None], MONTH, 0.0)
     assert s.columns[0].persistent
     assert not any("yearly" in name for name, _ in s.columns[0].scores)  # not even a candidate
+    assert s.columns[0].cycle_tests == ((S.YEAR, pytest.approx(_cycle_p(walk, 1.0))),)
+    assert S.Structure.from_json(json.loads(json.dumps(s.to_json()))) == s
+    # The report says why.
+    frame = pd.DataFrame({"y": walk}, index=pd.date_range("2000-01-01", periods=120, freq="MS"))
+    notes = prepare_series(*load_frame(frame), outlier_threshold=6.0, resample=None, horizon=None,
+                           seasonal=None).report.notes
+    assert any("no yearly cycle: not significant (F-test p = 0." in n for n in notes), notes
     seasonal = walk + 3 * np.sin(2 * np.pi * np.arange(120) / 12)
     s = choose_structure(seasonal[:, None], MONTH, 0.0)
     assert s.columns[0].periods == (S.YEAR,)

@@ -66,6 +66,8 @@ from pyanode.forecast.intervals import (
 from pyanode.forecast.io import read_model_file, write_model_file
 from pyanode.forecast.model import Config, ForecastModel, check_options, parse_seasonality
 from pyanode.forecast.structure import (
+    CYCLE_P,
+    PERIOD_NAMES,
     RECENT_ROWS,
     Structure,
     choose_structure,
@@ -723,8 +725,11 @@ def prepare_series(df: pd.DataFrame, report: DataReport, *, outlier_threshold: f
         if s.slope_unit_root is not None:
             unit_root += (f"; of its departures' steps: ADF {s.slope_unit_root[0]:.2f} against "
                           f"{s.slope_unit_root[1]:.2f}")
+        cycles = "".join(f"; no {PERIOD_NAMES.get(period, f'{period:g}-day')} cycle: not significant "
+                         f"(F-test p = {p:.2g}, at least {CYCLE_P:g})"
+                         for period, p in s.cycle_tests if p >= CYCLE_P)
         report.notes.append(f"{col}: {s.describe()} (chosen by backtest: MAE {s.scores[0][1]:.4g}"
-                            f"{runner_up}{unit_root})")
+                            f"{runner_up}{unit_root}{cycles})")
     return Prepared(df, report, center, spread, step_days, pos, T, structure, calibration)
 
 

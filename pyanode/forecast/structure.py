@@ -17,7 +17,8 @@ data, so the slope it carries past the data is that of the recent third), and ``
 that the augmented neural ODE of :mod:`pyanode.forecast.model` integrates forward.
 
 Which transform, which trend and which seasonal periods (daily, weekly, yearly: those the grid step
-resolves and the data span twice) each column gets is chosen as AutoETS chooses among its models, but
+resolves, the data span twice and the column shows, :func:`cycle_p_values`) each column gets is chosen
+as AutoETS chooses among its models, but
 by forecasting rather than by likelihood: every candidate is fitted by ridge least squares on the data
 before each of three to eight origins at the end of the training data, forecasts the next ``horizon``
 steps (its residual decaying as an AR(1) does, ``x(t0 + h) = phi^h x(t0)``, i.e. a linear ODE), and the
@@ -55,9 +56,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 __all__ = ["ColumnStructure", "Structure", "backtest_horizon", "candidate_periods", "choose_structure",
-           "harmonics_for", "level_discount", "refit_errors", "residual_drift", "residual_level",
-           "residual_slope", "second_order_ahead", "second_order_fit", "second_order_roots",
-           "second_order_words", "unit_root_test"]
+           "cycle_p_values", "f_survival", "harmonics_for", "level_discount", "refit_errors",
+           "residual_drift", "residual_level", "residual_slope", "second_order_ahead", "second_order_fit",
+           "second_order_roots", "second_order_words", "unit_root_test"]
 
 TRENDS = ("flat", "linear", "local")
 KNOT = 2.0 / 3.0  # where the local trend bends, as a fraction of the fitted span
@@ -188,6 +189,9 @@ class ColumnStructure:
     # or two decays, :func:`second_order_fit`), which a model with an augmented dimension to spare starts
     # from (``Config.second_order``); None: it decays as its AR(1) with ``phi``.
     second_order: tuple[float, float] | None = None
+    # Each seasonal period tested (days) and its cycle's p-value (:func:`cycle_p_values`): those at or above
+    # CYCLE_P were no candidates. Empty: none tested (no period the data span twice, or the periods given).
+    cycle_tests: tuple[tuple[float, float], ...] = ()
 
     @property
     def periods(self) -> tuple[float, ...]:
@@ -216,6 +220,7 @@ class ColumnStructure:
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["scores"] = [list(s) for s in self.scores]
+        d["cycle_tests"] = [list(c) for c in self.cycle_tests]
         return d
 
     @classmethod
@@ -224,6 +229,7 @@ class ColumnStructure:
         d["parts"] = tuple(Part(p["trend"], tuple(p["periods"]), float(p["half_life"]), tuple(p["coef"]))
                            for p in d["parts"])
         d["scores"] = tuple((str(a), float(b)) for a, b in d.get("scores", ()))
+        d["cycle_tests"] = tuple((float(a), float(b)) for a, b in d.get("cycle_tests", ()))
         for key in ("unit_root", "slope_unit_root", "second_order"):
             if d.get(key) is not None:
                 d[key] = tuple(float(x) for x in d[key])
@@ -914,7 +920,7 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
             unit_root = unit_root_test(reference[-RECENT_ROWS:])
             persistent = bool(unit_root[0] > unit_root[1])  # (False for NaN: untested)
             unit_root = unit_root if math.isfinite(unit_root[0]) else None
-        cycles = seasonal
+        cycles, p_values = seasonal, {}
         if not exact and seasonal:
             # Only cycles the data show are candidates: the backtest's few windows would otherwise pick a
             # spurious one as often as not (a stock price's "yearly cycle").
@@ -951,5 +957,6 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         second_order = None if winner.persistent else second_order_fit(resid[-RECENT_ROWS:])
         columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:]),
                                            persistent=winner.persistent, unit_root=unit_root, drift=drift,
-                                           slope_unit_root=slope_unit_root, second_order=second_order))
+                                           slope_unit_root=slope_unit_root, second_order=second_order,
+                                           cycle_tests=tuple(p_values.items())))
     return Structure(tuple(columns), float(step_days), float(epoch_days))

@@ -431,11 +431,14 @@ def cycle_p_values(z: np.ndarray, basis: np.ndarray, periods: tuple[float, ...],
 
     Generalised least squares by prewhitening (Cochrane & Orcutt, 1949): ``z(t) - phi z(t-1)`` is regressed
     on ``X(t) - phi X(t-1)``, whose errors are then white, and each period's block of harmonics is tested
-    by the F-test of the regression without it against the one with every period. With ``phi = 1`` (the
-    departures persist) this regresses the steps on the cycles' steps: a random walk's wandering would
-    swamp a cycle in its levels (tests/test_forecast_structure.py: a cycle twice a step's size, found
-    every time in the steps and three times in four in the levels), while its steps show whether a cycle
-    is there at all."""
+    by the F-test of the regression without it against the one with every period. The backtest passes the
+    AR(1) coefficient of the reference's residual: for a random walk it is near 1, and the steps are
+    regressed on the cycles' steps. Its wandering would swamp a cycle in its levels
+    (tests/test_forecast_structure.py: a cycle twice a step's size, found every time in the steps and three
+    times in four in the levels), and plain least squares in levels would find a cycle in any slowly
+    wandering series. Estimated rather than set to 1 where the unit-root test keeps the departures, it also
+    keeps a smooth yearly cycle in noisy daily data whose curving trend the test took for a random walk:
+    their steps are mostly the day-to-day noise, in which the cycle's small steps are lost."""
     ok = np.isfinite(z[1:]) & np.isfinite(z[:-1])
     y = (z[1:] - phi * z[:-1])[ok]
     x = (basis[1:] - phi * basis[:-1])[ok]
@@ -923,9 +926,9 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         cycles, p_values = seasonal, {}
         if not exact and seasonal:
             # Only cycles the data show are candidates: the backtest's few windows would otherwise pick a
-            # spurious one as often as not (a stock price's "yearly cycle").
-            phi = 1.0 if persistent else _ar1(reference)
-            p_values = cycle_p_values(z, bases[T], seasonal, step_days, phi)
+            # spurious one as often as not (a stock price's "yearly cycle"). The reference residual's AR(1)
+            # prewhitens the test, whether or not its departures persist (cycle_p_values).
+            p_values = cycle_p_values(z, bases[T], seasonal, step_days, _ar1(reference))
             cycles = tuple(p for p in seasonal if p_values[p] < CYCLE_P)
         candidates = _candidates(cycles, log_ok, step_days, h, exact, T, persistent)
         at = _origins(np.stack([z for z, _, _ in zs.values()]), cuts, h, bases,

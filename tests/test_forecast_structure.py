@@ -92,7 +92,7 @@ def test_the_cycle_test_holds_its_level_on_random_walks_and_ar1_noise_and_finds_
     # amplitude one step, two times in three).
     cycle = 2 * np.sin(2 * np.pi * np.arange(months) / 12)
     assert all(_cycle_p(w + cycle, 1.0) < 0.05 for w in walks[:100])
-    # Tested in levels instead (phi = 0), the walk's wandering swamps the cycle: found one time in four.
+    # Tested in levels instead (phi = 0), the walk's wandering swamps the cycle: missed one time in four.
     assert np.mean([_cycle_p(w + cycle, 0.0) < 0.05 for w in walks[:100]]) < 0.9
 
 

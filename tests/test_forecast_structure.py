@@ -116,19 +116,26 @@ def test_a_random_walk_gets_no_yearly_cycle_and_a_seasonal_one_does():
     assert s.columns[0].periods == (S.YEAR,)
 
 
-def test_a_smooth_yearly_cycle_is_kept_in_noisy_daily_data_whose_departures_persist():
-    # A growing series whose yearly cycle scales with it and 10% day-to-day noise: around a straight line
-    # the residual curves, so the unit-root test keeps its departures, and in its steps (noise, mostly) the
-    # smooth cycle is not significant (p = 1). Prewhitened with the residual's own AR(1) it is.
+def test_a_multiplicative_series_is_judged_on_its_logs_and_keeps_its_smooth_cycle():
+    # A growing series whose yearly cycle scales with it and 10% day-to-day noise. In its units the residual
+    # around a straight line and the cycles curves, so the unit-root test keeps its departures there, and in
+    # its steps (noise, mostly) the smooth cycle is not significant (p = 1). In its logs the departures are
+    # the noise alone: the log candidates' departures decay. Prewhitened with the residual's own AR(1), the
+    # cycle is significant.
     rng = np.random.default_rng(0)
     t = np.arange(2000)
     y = 50 * np.exp(0.6 * np.sin(2 * np.pi * t / 365.25) + t / 700 + 0.1 * rng.normal(size=2000))
-    s = choose_structure(y[:, None], 1.0, 0.0, horizon=14)
-    assert s.columns[0].persistent
-    assert dict(s.columns[0].cycle_tests)[S.YEAR] < 1e-6
-    assert S.YEAR in s.columns[0].periods and s.columns[0].transform == "log"
     z = (y - y.mean()) / y.std()
     basis = S._bases(2000, [], 0.0, 1.0, (S.WEEK, S.YEAR))[2000]
+    cols = S._columns("linear", (S.WEEK, S.YEAR), (S.WEEK, S.YEAR), 1.0)
+    for g, wanders in ((z, True), (S._transformed(y, "log")[0], False)):
+        residual = g - basis[:, cols] @ S._Normal(g, 2000, basis, 0.0).fit(cols)[0]
+        statistic, critical = S.unit_root_test(residual)
+        assert (statistic > critical) == wanders
+    s = choose_structure(y[:, None], 1.0, 0.0, horizon=14)
+    assert s.columns[0].transform == "log" and not s.columns[0].persistent
+    assert s.columns[0].unit_root[0] < s.columns[0].unit_root[1]  # the chosen transform's test is reported
+    assert dict(s.columns[0].cycle_tests)[S.YEAR] < 1e-6 and S.YEAR in s.columns[0].periods
     assert S.cycle_p_values(z, basis, (S.WEEK, S.YEAR), 1.0, 1.0)[S.YEAR] > 0.5  # on the steps: lost
 
 
@@ -385,13 +392,16 @@ def test_half_lives_and_candidates():
     assert S._half_lives((1.0,), 1.0, 5, 100) == [0.0, 16.0, 4.0, 1.0]
     assert S._half_lives((), 1.0, 14, 1000) == [0.0, 224.0, 56.0, 14.0]  # no cycle: the horizon
     assert S._half_lives((), 1.0, 0, 100) == [0.0, 16.0, 4.0, 1.0]
-    cands = S._candidates((7.0, 365.25), True, 1.0, 14, False, 100_000)
+    cands = S._candidates((7.0, 365.25), {"none": False, "log": False}, 1.0, 14, False, 100_000)
     assert len(cands) == 2 * 3 * 4 * 4  # transforms x trends x subsets of the periods x weightings
     assert {c.half_life for c in cands if c.periods == (7.0,)} == {0.0, 112.0, 28.0, 7.0}
     assert cands[0].name == "flat" and cands[-1].name == "local+weekly+yearly+log+recent(half-life 365)"
-    assert [c.periods for c in S._candidates((7.0,), False, 1.0, 14, True, 10)] == [(7.0,)] * 6  # 0, 7
-    persistent = S._candidates((7.0,), False, 1.0, 14, True, 10, persistent=True)
+    assert [c.periods for c in S._candidates((7.0,), {"none": False}, 1.0, 14, True, 10)] == [(7.0,)] * 6
+    persistent = S._candidates((7.0,), {"none": True}, 1.0, 14, True, 10)
     assert all(c.persistent for c in persistent) and persistent[0].name == "flat+weekly+persistent"
+    # Each transform's departures persist or decay as its own unit-root test says.
+    mixed = S._candidates((), {"none": True, "log": False}, 1.0, 14, False, 100)
+    assert {(c.transform, c.persistent) for c in mixed} == {("none", True), ("log", False)}
 
 
 def test_transformed_values_and_recency_weights_by_hand():

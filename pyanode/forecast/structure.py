@@ -28,12 +28,14 @@ linear decay, or, where the residual's AR(2) is a second-order linear ODE (a dam
 departures are, or a fast and a slow decay: :func:`second_order_fit`), that ODE, carried with one of the
 model's augmented dimensions (:mod:`pyanode.forecast.model`).
 
-Whether departures from the structure decay or *persist* is decided first, once per column, as AutoARIMA
-decides its differencing by a unit-root test before it chooses the rest: if the augmented Dickey-Fuller
-test does not reject a unit root in the residual around a linear trend and every seasonal cycle, the
-residual wanders (a random walk around the structure, as ARIMA's differencing or exponential smoothing's
-level assumes). Every candidate then forecasts its residual's current level (the local level model's,
-:func:`residual_level`) carried on undiminished, and so does the fitted forecaster: the series is forecast
+Whether departures from the structure decay or *persist* is decided first, once per column and transform
+(its values, and their logs where it is positive: a multiplicative series' departures may wander in its
+units and not in its logs), as AutoARIMA decides its differencing by a unit-root test before it chooses
+the rest: if the augmented Dickey-Fuller test does not reject a unit root in the residual around a linear
+trend and every seasonal cycle, the residual wanders (a random walk around the structure, as ARIMA's
+differencing or exponential smoothing's level assumes). Every candidate on that scale then forecasts its
+residual's current level (the local level model's, :func:`residual_level`) carried on undiminished, and so
+does the fitted forecaster: the series is forecast
 from where it is, not pulled back to a lagging fit, and the neural ODE, which cannot foresee a random
 walk's steps, models the columns whose departures decay. Where such a residual's steps over the last
 ``horizon`` steps drift significantly (:func:`residual_drift`: a trend that changed since the structure was
@@ -625,15 +627,15 @@ def _half_lives(periods: tuple[float, ...], step_days: float, horizon: int, step
     return [0.0] + [float(unit * m) for m in (16, 4, 1) if unit * m < steps]  # simplest (longest) first
 
 
-def _candidates(periods: tuple[float, ...], log_ok: bool, step_days: float, horizon: int, exact: bool,
-                steps: int, persistent: bool = False) -> list[_Candidate]:
+def _candidates(periods: tuple[float, ...], transforms: dict[str, bool], step_days: float, horizon: int,
+                exact: bool, steps: int) -> list[_Candidate]:
     """Every transform x trend x subset of the periods (only all of them if ``exact``) x weighting,
-    simplest first, each with its residual persistent or decaying as ``persistent`` says."""
+    simplest first; ``transforms`` maps each transform to whether its departures persist."""
     subsets = [s for r in range(len(periods) + 1) for s in itertools.combinations(periods, r)]
     if exact:
         subsets = [tuple(periods)]
     out = []
-    for transform in ("none", "log") if log_ok else ("none",):
+    for transform, persistent in transforms.items():
         for trend in TRENDS:
             for s in subsets:
                 for half_life in _half_lives(s, step_days, horizon, steps):
@@ -891,8 +893,8 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
             windows as the last third of the data holds, at least 3 and at most 8 (more windows, a
             steadier choice among many candidates).
         persistence: whether departures from the structure persist (their current level carried on)
-            rather than decay, in every column; default: per column, whether its residual around a linear
-            trend and every seasonal cycle has a unit root (:func:`unit_root_test`).
+            rather than decay, in every column; default: per column and transform, whether its residual
+            around a linear trend and every seasonal cycle has a unit root (:func:`unit_root_test`).
     """
     T, n = y.shape
     t_all = np.arange(T, dtype=np.float64)
@@ -917,23 +919,26 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         obs = np.isfinite(v)
         log_ok = bool(obs.sum() >= 4 and np.all(v[obs] > 0))
         zs = {tr: _transformed(v, tr) for tr in (("none", "log") if log_ok else ("none",))}
-        persistent, unit_root = persistence, None
-        # The residual around a linear trend and every cycle: tested for a unit root and for its cycles.
-        z = zs["none"][0]
+        # The residual around a linear trend and every cycle, on each transform's scale: tested for a unit
+        # root there (a multiplicative series' departures may wander in its units and not in its logs),
+        # and on the column's own scale for its cycles.
         cols = _columns("linear", seasonal, seasonal, step_days)
-        reference = z - bases[T][:, cols] @ _Normal(z, T, bases[T], 0.0).fit(cols)[0]
-        if persistent is None:
-            unit_root = unit_root_test(reference[-RECENT_ROWS:])
-            persistent = bool(unit_root[0] > unit_root[1])  # (False for NaN: untested)
-            unit_root = unit_root if math.isfinite(unit_root[0]) else None
+        persistent, unit_roots, reference = {}, {}, {}
+        for tr, (zt, _, _) in zs.items():
+            reference[tr] = zt - bases[T][:, cols] @ _Normal(zt, T, bases[T], 0.0).fit(cols)[0]
+            persistent[tr], unit_roots[tr] = bool(persistence), None
+            if persistence is None:
+                test = unit_root_test(reference[tr][-RECENT_ROWS:])
+                persistent[tr] = bool(test[0] > test[1])  # (False for NaN: untested)
+                unit_roots[tr] = test if math.isfinite(test[0]) else None
         cycles, p_values = seasonal, {}
         if not exact and seasonal:
             # Only cycles the data show are candidates: the backtest's few windows would otherwise pick a
             # spurious one as often as not (a stock price's "yearly cycle"). The reference residual's AR(1)
             # prewhitens the test, whether or not its departures persist (cycle_p_values).
-            p_values = cycle_p_values(z, bases[T], seasonal, step_days, _ar1(reference))
+            p_values = cycle_p_values(zs["none"][0], bases[T], seasonal, step_days, _ar1(reference["none"]))
             cycles = tuple(p for p in seasonal if p_values[p] < CYCLE_P)
-        candidates = _candidates(cycles, log_ok, step_days, h, exact, T, persistent)
+        candidates = _candidates(cycles, persistent, step_days, h, exact, T)
         at = _origins(np.stack([z for z, _, _ in zs.values()]), cuts, h, bases,
                       sorted({c.half_life for c in candidates}))
         scores = _backtest(v, zs, candidates, at, h, seasonal, step_days)
@@ -962,7 +967,8 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
             slope_unit_root = slope_unit_root if math.isfinite(slope_unit_root[0]) else None
         second_order = None if winner.persistent else second_order_fit(resid[-RECENT_ROWS:])
         columns.append(dataclasses.replace(column, phi=_ar1(resid[-RECENT_ROWS:]),
-                                           persistent=winner.persistent, unit_root=unit_root, drift=drift,
+                                           persistent=winner.persistent,
+                                           unit_root=unit_roots[winner.transform], drift=drift,
                                            slope_unit_root=slope_unit_root, second_order=second_order,
                                            cycle_tests=tuple(p_values.items())))
     return Structure(tuple(columns), float(step_days), float(epoch_days))

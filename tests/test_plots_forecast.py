@@ -39,3 +39,31 @@ def test_many_columns_are_drawn_in_a_grid_read_row_by_row(n, across):
         shown = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
         assert bool(shown) == (k >= n - across), k
     assert fig.get_figwidth() == (10 if across == 1 else 8 * across)
+
+
+def test_a_long_gap_in_the_history_is_drawn_as_a_gap():
+    # Daily data: column "a" has no observations for 30 days and one missing day elsewhere; "b" has every
+    # other day missing. Only a's 30-day hole breaks its line (one NaN, between the dates around it).
+    idx = pd.date_range("2020-01-01", periods=120, freq="D")
+    a = np.sin(np.arange(120) / 5.0)
+    a[40:70] = np.nan
+    a[90] = np.nan
+    b = np.where(np.arange(120) % 2 == 0, np.cos(np.arange(120) / 7.0), np.nan)
+    train = pd.DataFrame({"a": a, "b": b}, index=idx)
+    forecast = pd.DataFrame({"a": [0.5, 0.4], "b": [0.1, 0.2]}, index=pd.date_range("2020-04-30", periods=2))
+    fig = plot_forecast(train, forecast)
+    for ax, col, breaks in zip(fig.axes, ["a", "b"], [1, 0], strict=True):
+        line = {ln.get_label(): ln for ln in ax.get_lines()}["history"]
+        y = np.asarray(line.get_ydata(), float)
+        x = pd.DatetimeIndex(line.get_xdata())
+        assert np.isnan(y).sum() == breaks, col
+        np.testing.assert_array_equal(y[~np.isnan(y)], train[col].dropna().to_numpy())
+        if breaks:
+            at = int(np.flatnonzero(np.isnan(y))[0])
+            assert x[at - 1] == idx[39] and x[at + 1] == idx[70] and idx[39] < x[at] < idx[70]
+    # Business days: weekends are not gaps.
+    bdays = pd.bdate_range("2021-01-01", periods=80)
+    train = pd.DataFrame({"a": np.arange(80.0)}, index=bdays)
+    fig = plot_forecast(train, pd.DataFrame({"a": [80.0]}, index=pd.bdate_range(bdays[-1], periods=2)[1:]))
+    line = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}["history"]
+    assert not np.isnan(np.asarray(line.get_ydata(), float)).any()

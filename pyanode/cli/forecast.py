@@ -156,16 +156,20 @@ def _run_example(example, train, test, horizon, *options, **keywords) -> None:
 
 
 def _scores(title: str, table: Any, columns: list[str]) -> Any:
-    """A rich table: per method (rows), each column's MAE / RMSE / MASE."""
+    """A rich table: one row per metric (MAE, RMSE, MASE) and method, one column per data column, so
+    that each cell holds one number and four columns fit an 80-character terminal."""
     from rich.table import Table
 
     t = Table(title=title)
-    t.add_column("")
+    t.add_column("metric")
+    t.add_column("method")
     for c in columns:
         t.add_column(c, justify="right")
-    for name in table.index:
-        t.add_row(name, *[" / ".join(f"{table.loc[name, (c, m)]:.3g}" for m in ("mae", "rmse", "mase"))
-                          for c in columns])
+    for metric in ("mae", "rmse", "mase"):
+        for k, name in enumerate(table.index):
+            t.add_row(metric.upper() if k == 0 else "", name,
+                      *[f"{table.loc[name, (c, metric)]:.3g}" for c in columns],
+                      end_section=k == len(table.index) - 1)
     return t
 
 

@@ -95,9 +95,9 @@ def plot_panel(series: list[tuple[str, str, pd.DataFrame, pd.DataFrame, pd.DataF
 def _draw(ax: Any, hist: pd.DataFrame, forecast: pd.DataFrame, truth: pd.DataFrame | None, c: str,
           level: list[float] | None, train_end: Any) -> None:
     """One column's history, forecast (joined to the last observation), intervals and truth."""
-    # Missing and masked values are skipped, so sparse columns still draw as a line.
+    # Missing and masked values are skipped, so sparse columns still draw as a line; long gaps stay gaps.
     h = hist[c].dropna()
-    ax.plot(h.index, h.to_numpy(), color="0.35", lw=0.9, label="history")
+    ax.plot(*_broken_at_gaps(h), color="0.35", lw=0.9, label="history")
     fx, fy = forecast.index, forecast[c].to_numpy()
     if len(h):
         fx = pd.DatetimeIndex([h.index[-1]]).append(fx)
@@ -108,6 +108,26 @@ def _draw(ax: Any, hist: pd.DataFrame, forecast: pd.DataFrame, truth: pd.DataFra
         ax.plot(truth.index, truth[c], color="tab:blue", lw=0.9, marker=".", ms=3, label="truth")
     ax.axvline(train_end, color="0.6", ls="--", lw=0.8)
     ax.grid(alpha=0.3)
+
+
+GAP_BREAK = 5  # the history line breaks where observations are more than this many typical steps apart
+
+
+def _broken_at_gaps(h: pd.Series) -> tuple[pd.Index, np.ndarray]:
+    """``h``'s dates and values with a NaN (a break in the drawn line) in every gap longer than
+    :data:`GAP_BREAK` typical steps (the median step between observations), so that a stretch without
+    data is not drawn as a straight line through it; isolated missing values, weekends of business-day
+    data and every-other-day columns are joined as before."""
+    x, y = h.index, h.to_numpy(np.float64)
+    if len(h) < 3 or not isinstance(x, pd.DatetimeIndex):
+        return x, y
+    gaps = np.diff(x.asi8)
+    cut = np.flatnonzero(gaps > GAP_BREAK * np.median(gaps))
+    if not len(cut):
+        return x, y
+    mids = x[cut] + (x[cut + 1] - x[cut]) / 2
+    order = np.argsort(np.concatenate([x.asi8, mids.asi8]), kind="stable")
+    return x.append(mids)[order], np.concatenate([y, np.full(len(cut), np.nan)])[order]
 
 
 def _legend_on_top(fig: Any, axes: Any) -> None:

@@ -153,6 +153,8 @@ def test_bad_inputs_through_a_real_subprocess(tmp_path):
     _bad_files(tmp_path)
     for name, needle in [("image.csv", "binary"), ("baddate.csv", "yesterday"), ("folder", "directory")]:
         _one_line_error(_cli([name], tmp_path), needle)
+    # pandas' own warning about the spelling of an offset (some versions) is not shown before the error.
+    _one_line_error(_cli(["good.csv", "--resample", "nonsense"], tmp_path), "not a pandas offset")
     # Refusing to overwrite, through the real command.
     (tmp_path / "forecast.png").write_text("keep me")
     _one_line_error(_cli(["good.csv"], tmp_path), "forecast.png")

@@ -39,6 +39,7 @@ import gzip
 import importlib.util
 import io
 import re
+import warnings
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -923,12 +924,16 @@ def _local_z(x: np.ndarray, fallback: float, window: int = 15) -> np.ndarray:
 def resample_frame(df: pd.DataFrame, resample: str, report: DataReport) -> pd.DataFrame:
     """Average over pandas periods (e.g. ``"MS"``); a nearly empty last period is dropped and reported."""
     try:
-        groups = df.resample(resample)
+        # (pandas warns of its own deprecated spellings, "H" for "h" and the like, from inside this module:
+        # the offset is understood, so the user has nothing to act on)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            groups = df.resample(resample)
         counts = groups.size()
         out = groups.mean()
-    except (ValueError, TypeError) as err:
-        raise DataError(f"bad --resample offset {resample!r} (use a pandas offset such as MS, W, D): "
-                        f"{str(err).splitlines()[0]}") from None
+    except (ValueError, TypeError):
+        raise DataError(f"bad --resample offset {resample!r}: not a pandas offset; use one such as MS (month "
+                        "starts), W (weeks), D (days) or h (hours)") from None
     keep_rows = counts > 0
     # A last period holding a small part of its rows (one day of a month) would anchor the forecast
     # on a mean of almost nothing; drop it and say so.

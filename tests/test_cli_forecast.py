@@ -137,6 +137,9 @@ BAD = [
     (["good.csv", "--resample", "nonsense"], "resample"),
     (["good.csv", "--dedupe", "median"], "dedupe"),
     (["good.csv", "--columns", "a,zzz"], "zzz"),
+    (["good.csv", "--plot", "figure.csv"], "cannot draw a figure as .csv"),
+    (["good.csv", "--out", "same.png", "--plot", "same.png"], "--plot and --out are the same file"),
+    (["good.csv", "--out", "good.csv", "--force"], "--out good.csv is an input file"),
 ]
 
 

@@ -16,6 +16,7 @@ import pyanode  # noqa: E402
 import pyanode.forecast as F  # noqa: E402
 from pyanode.datasets import delhi_climate  # noqa: E402
 from pyanode.errors import PyanodeError  # noqa: E402
+from pyanode.forecast.forecaster import runner_up_note  # noqa: E402
 from pyanode.forecast.grid import grid_positions, lag_windows  # noqa: E402
 from pyanode.forecast.model import masked_mse, rollout  # noqa: E402
 from tests.compiles import xla_compiles  # noqa: E402
@@ -84,8 +85,14 @@ def test_the_chosen_structure_is_reported(fitted):
         assert rows.iloc[0]["backtest_mae"] == s.scores[0][1]
         # The winner's score is the lowest, or within the near-tie margin of it (then the simpler won).
         assert rows.iloc[0]["backtest_mae"] <= rows["backtest_mae"].min() * 1.02
-        note = f"{col}: {s.describe()} (chosen by backtest"
+        note = (f"{col}: {s.describe()} (chosen by backtest: MAE {s.scores[0][1]:.4g}"
+                f"{runner_up_note(s.scores)}")
         assert any(line.startswith(note) for line in fitted.report.notes)
+    # A runner-up with the lower score lost a near-tie to the simpler candidate, and the report says so.
+    assert (runner_up_note([("flat", 1.461), ("flat+weekly", 1.441)])
+            == "; simpler than flat+weekly (1.441), within 2% of it")
+    assert runner_up_note([("flat", 1.4), ("linear", 1.5)]) == "; next best linear: 1.5"
+    assert runner_up_note([("flat", 1.4)]) == ""
 
 
 def test_the_held_out_verdict_on_the_learned_field_is_reported(fitted):

@@ -247,3 +247,19 @@ def test_outliers_at_the_edges_on_a_held_level_and_in_any_unit():
         assert np.flatnonzero(cleaned["x"].isna()).tolist() == [2, 95], unit
     assert rep.outliers == {"x": 2}
     assert rep.lines()[-1] == "x: 2 outliers masked (40000 on 2020-01-03, 33000 on 2020-04-05)"
+
+
+def test_an_index_written_with_the_data_is_not_modelled(tmp_path):
+    # DataFrame.to_csv without index=False writes the row numbers as a first column pandas reads back as
+    # "Unnamed: 0"; it is left out and the report says why. An unnamed column of other numbers is kept.
+    dates = pd.date_range("2021-01-01", periods=50, freq="D")
+    df = pd.DataFrame({"date": dates, "y": np.sin(np.arange(50.0))})
+    df.to_csv(tmp_path / "with_index.csv")
+    out, rep = load_frame(tmp_path / "with_index.csv")
+    assert list(out.columns) == ["y"]
+    assert rep.ignored == {"Unnamed: 0": "row numbers (an index written with the data), not a series"}
+    np.testing.assert_allclose(out["y"].to_numpy(), df["y"].to_numpy())
+    df.index = np.arange(50) * 3
+    df.to_csv(tmp_path / "other_numbers.csv")
+    out, rep = load_frame(tmp_path / "other_numbers.csv")
+    assert list(out.columns) == ["Unnamed: 0", "y"] and not rep.ignored

@@ -48,6 +48,32 @@ def _outputs(paths: list[Path | None], force: bool) -> None:
             raise PyanodeError(f"folder {p.parent} does not exist (for {p})")
 
 
+def _check_figure_format(path: Path) -> None:
+    """A figure's file type is its suffix (none: PNG); one matplotlib cannot write fails before the fit."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kind = path.suffix.lstrip(".").lower()
+    known = FigureCanvasBase.get_supported_filetypes()
+    if kind and kind not in known:
+        raise PyanodeError(f"--plot {path}: cannot draw a figure as .{kind}; give a name ending in "
+                           f".png, .svg or .pdf (or one of {', '.join('.' + k for k in sorted(known))})")
+
+
+def _distinct(outputs: list[tuple[str, Path | None]], inputs: tuple) -> None:
+    """No two outputs in one file, and no output over an input file (which --force must not overwrite)."""
+    seen: dict[Path, str] = {}
+    for option, p in outputs:
+        if p is None:
+            continue
+        key = p.resolve()
+        if key in seen:
+            raise PyanodeError(f"{option} and {seen[key]} are the same file ({p}); give each its own name")
+        seen[key] = option
+        for given in inputs:
+            if given is not None and Path(given).exists() and Path(given).resolve() == key:
+                raise PyanodeError(f"{option} {p} is an input file; give the output another name")
+
+
 @app.command("forecast")
 def forecast(
     train: Path | None = typer.Argument(None, help="Training CSV: a date column and numeric columns."),
@@ -181,7 +207,7 @@ def training_line(fc: Any) -> str:
             f"{fc.info['stopped']}; best iteration {fc.info['best_iteration']}")
 
 
-def _checked(test, horizon, iterations, augment, plot, metrics, out, save, force, columns):
+def _checked(test, horizon, iterations, augment, plot, metrics, out, save, force, columns, inputs=()):
     """The options every run checks before any work: returns (plot path, metrics path, columns)."""
     if horizon is not None and horizon < 1:
         raise PyanodeError(f"--horizon must be a positive number of steps, got {horizon}")
@@ -196,7 +222,10 @@ def _checked(test, horizon, iterations, augment, plot, metrics, out, save, force
         metrics = Path("metrics.json")
     if metrics is not None and test is None:
         raise PyanodeError("--metrics needs --test (the truth to score against)")
+    if plot_path is not None:
+        _check_figure_format(plot_path)
     _outputs([out, plot_path, metrics, save], force)
+    _distinct([("--out", out), ("--plot", plot_path), ("--metrics", metrics), ("--save", save)], inputs)
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     return plot_path, metrics, cols
 
@@ -206,7 +235,7 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
     from rich.console import Console
 
     plot_path, metrics, cols = _checked(test, horizon, iterations, augment, plot, metrics, out, save, force,
-                                        columns)
+                                        columns, inputs=(train, test))
 
     from pyanode.forecast import fit
     from pyanode.forecast.data import load_frame
@@ -288,7 +317,7 @@ def _run_panel(train, test, horizon, id_column, panel_options, devices, date_col
     skip_bad_series, per_series = panel_options
 
     plot_path, metrics, cols = _checked(test, horizon, iterations, augment, plot, metrics, out, save, force,
-                                        columns)
+                                        columns, inputs=(train, test))
     if devices is not None and devices < 1:
         raise PyanodeError(f"--devices must be a positive number, got {devices}")
     ahead = horizon

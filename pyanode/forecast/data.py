@@ -611,6 +611,15 @@ def _find_dates(df: pd.DataFrame, date_column: str | None, dayfirst: bool | None
     )
 
 
+def _is_row_number(name: str, col: pd.Series) -> bool:
+    """A column pandas named ``Unnamed: k`` (no header) holding 0, 1, 2, ... or 1, 2, 3, ...: the row index
+    that ``DataFrame.to_csv`` writes unless told ``index=False``, not a series to forecast."""
+    if not re.fullmatch(r"Unnamed: \d+", name) or len(col) < 2:
+        return False
+    v = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)  # (files are read as text)
+    return bool(np.all(np.diff(v) == 1) and v[0] in (0, 1))
+
+
 def load_frame(
     data: str | Path | pd.DataFrame,
     *,
@@ -677,6 +686,10 @@ def load_frame(
             if c not in columns:
                 report.ignored[c] = "not selected"
         df = df[list(columns)]
+    else:
+        for c in [c for c in df.columns if _is_row_number(c, df[c])]:
+            report.ignored[c] = "row numbers (an index written with the data), not a series"
+            df = df.drop(columns=c)
 
     text_cols = {c: [str(v) for v in pd.unique(df[c].dropna())] for c in df.columns
                  if not pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}

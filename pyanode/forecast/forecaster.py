@@ -69,6 +69,7 @@ from pyanode.forecast.structure import (
     CYCLE_P,
     PERIOD_NAMES,
     RECENT_ROWS,
+    TIE,
     Structure,
     choose_structure,
     residual_level,
@@ -471,6 +472,17 @@ def _forecast(model: ForecastModel, lags: np.ndarray, days: np.ndarray, taus: np
     return np.asarray(program(eqx.filter(model, eqx.is_array), *args))[: len(lags), : len(taus)]
 
 
+def runner_up_note(scores: Sequence[tuple[str, float]]) -> str:
+    """The report's words on the candidate after the chosen one (``scores``: the chosen first, then the
+    rest by backtest MAE): the next best, or, where its MAE is lower, the near-tie the simpler one won."""
+    if len(scores) < 2:
+        return ""
+    name, score = scores[1]
+    if score < scores[0][1]:
+        return f"; simpler than {name} ({score:.4g}), within {TIE:.0%} of it"
+    return f"; next best {name}: {score:.4g}"
+
+
 def load(path: str | Path) -> Forecaster | PanelForecaster:
     """Read a forecaster written by :meth:`Forecaster.save` (or a panel's, by
     :meth:`~pyanode.forecast.panel.PanelForecaster.save`). Never runs code from the file."""
@@ -719,7 +731,7 @@ def prepare_series(df: pd.DataFrame, report: DataReport, *, outlier_threshold: f
     # Prediction intervals (issue 12): conformal scores from backtests of the chosen structures.
     calibration = calibrate(structure, grid_values, structure.columns[0].trusted)  # the backtest's horizon
     for col, s in zip(df.columns, structure.columns, strict=True):
-        runner_up = f"; next best {s.scores[1][0]}: {s.scores[1][1]:.4g}" if len(s.scores) > 1 else ""
+        runner_up = runner_up_note(s.scores)
         unit_root = (f"; unit-root test: ADF {s.unit_root[0]:.2f} against {s.unit_root[1]:.2f} at 5%"
                      if s.unit_root is not None else "")
         if s.slope_unit_root is not None:

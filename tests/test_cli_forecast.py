@@ -278,7 +278,7 @@ def test_cli_refusals_for_files_people_write(tmp_path, monkeypatch):
         (["amb.csv"], ["'01/01/2020'", "--dayfirst"]),
         (["amb.csv", "--date-format", "%Y-%m-%d"], ["not dates", "01/01/2020"]),
         (["semi.csv"], ["'1,200'", "--decimal", "--thousands"]),
-        (["semi.csv", "--sep", ","], ["one column", "--sep"]),
+        (["semi.csv", "--sep", ","], ["one column when split at ','", "--sep"]),
         (["semi.csv", "--decimal", "x"], ["decimal mark"]),
     ]
     for args, needles in cases:

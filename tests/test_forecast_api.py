@@ -116,6 +116,12 @@ def test_load_refuses_other_format_versions_and_directories(daily, tmp_path):
         with pytest.raises(ModelFileError, match=r"folder is a directory, not a saved forecaster$"):
             pyanode.load(p)
     assert issubclass(ModelFileError, PyanodeError)  # so the command line prints it as one line
+    # Saving into a folder that does not exist, or onto a folder: one clear error, nothing written.
+    with pytest.raises(PyanodeError, match=r"^folder .*missing does not exist \(for .*x.pyanode\); create"):
+        daily.save(tmp_path / "missing" / "x.pyanode")
+    with pytest.raises(PyanodeError, match=r"folder is a directory; give a file name"):
+        daily.save(tmp_path / "folder")
+    assert not (tmp_path / "missing").exists() and list((tmp_path / "folder").iterdir()) == []
 
 
 def test_seasonality_option_sets_the_cycles_searched():

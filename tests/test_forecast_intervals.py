@@ -312,8 +312,8 @@ def _csv(path, frame):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--level", "80", "150"], "level must be between 0 and 100"),
-    (["--level", "0"], "level must be between 0 and 100"),
+    (["--level", "80", "150"], "level (--level) must be between 0 and 100"),
+    (["--level", "0"], "level (--level) must be between 0 and 100"),
     (["--quantiles", "0.5", "1.5"], "quantiles must be between 0 and 1"),
 ])
 def test_bad_input_cli(tmp_path, data, args, needle):

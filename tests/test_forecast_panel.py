@@ -291,7 +291,7 @@ def test_bad_series_are_skipped_and_the_rest_fitted_as_without_them(fitted):
     options = {"id_column": "store", "iterations": ITERATIONS, "horizon": TEST_STEPS, "progress": False,
                "seed": 0}
     with pytest.raises(DataError, match=r"^series 'twice': 1 duplicate date\(s\): \d{4}-\d\d-\d\d; .* "
-                                        r"\(1 more series have problems\); fix the data"):
+                                        r"\(1 more series has problems\); fix the data"):
         pyanode.fit(data, **options)
     skipping = pyanode.fit(data, skip_bad_series=True, **options)
     pd.testing.assert_frame_equal(data, before)

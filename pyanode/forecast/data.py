@@ -178,6 +178,7 @@ def _read_file(path: str | Path, sep: str | None) -> tuple[pd.DataFrame, str, st
     text = "".join(lines[skip:])
     if not text.strip():
         raise DataError(f"{p} has only comment lines; give a CSV file with a header row and data rows")
+    given = sep is not None
     if sep is None:
         sep = _sniff_separator(text)
     try:
@@ -188,6 +189,10 @@ def _read_file(path: str | Path, sep: str | None) -> tuple[pd.DataFrame, str, st
     if len(df) == 0:
         raise DataError(f"{p} has a header but no data rows")
     if df.shape[1] < 2:
+        if given:
+            raise DataError(f"{p} has one column when split at {sep!r}; a date column and numeric columns "
+                            "are needed: give the delimiter the file uses with --sep (sep=), or leave it out "
+                            "to find it")
         raise DataError(f"{p} has one column (no , ; tab or | between the values); a date column and numeric "
                         "columns are needed: give the delimiter with --sep (sep=)")
     if not isinstance(df.index, pd.RangeIndex):

@@ -108,7 +108,8 @@ def check_levels(level: float | Sequence[float]) -> list[float]:
     out = _numbers(level, "level")
     bad = [v for v in out if not 0 < v < 100]
     if bad:
-        raise PyanodeError(f"level must be between 0 and 100 (a percentage, e.g. 80 or 95), got {bad[0]:g}")
+        raise PyanodeError(f"level (--level) must be between 0 and 100 (a percentage, e.g. 80 or 95), got "
+                           f"{bad[0]:g}")
     return sorted(set(out))
 
 

@@ -37,6 +37,12 @@ def write_model_file(path: Path, meta: dict[str, Any], model: ForecastModel,
                      arrays: dict[str, np.ndarray], models: Sequence[ForecastModel] = ()) -> Path:
     """Write ``meta`` (plus the format tag and the model's config), the model and ``arrays`` to ``path``;
     ``models``: more models (a panel's per-series ones), as ``models/K.eqx`` with their configs in meta."""
+    path = Path(path)
+    if path.is_dir():
+        raise PyanodeError(f"{path} is a directory; give a file name to save the forecaster to")
+    if not path.parent.is_dir():
+        raise PyanodeError(f"folder {path.parent} does not exist (for {path}); create it or give another "
+                           "path")
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "config": model.config.to_json(), **meta}
     if models:
         meta["model_configs"] = [m.config.to_json() for m in models]

@@ -697,7 +697,8 @@ def fit_panel(
             store.pop_key(sid)
     if bad and not skip_bad_series:
         sid, why = next(iter(bad.items()))
-        more = f" ({len(bad) - 1} more series have problems)" if len(bad) > 1 else ""
+        more = (f" ({len(bad) - 1} more series {'has' if len(bad) == 2 else 'have'} problems)" if len(bad) > 1
+                else "")
         raise DataError(f"series {sid!r}: {why}{more}; fix the data, or pass --skip-bad-series "
                         "(skip_bad_series=True) to fit the rest")
     if not prepared:

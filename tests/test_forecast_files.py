@@ -321,3 +321,20 @@ def test_a_date_format_with_several_utc_offsets_converts_them_to_utc():
                                  pd.Timestamp("2020-03-29 08:00", tz="UTC"),
                                  pd.Timestamp("2020-03-30 08:00", tz="UTC")]
     assert "dates had several UTC offsets; converted them to UTC" in report.notes
+
+
+def test_days_at_local_midnight_across_daylight_saving_stay_calendar_days(tmp_path):
+    # pandas writes daily dates in a zone with daylight saving as midnights with two UTC offsets. In UTC
+    # they would start at 23:00 or 22:00 of the day before; they are read as the days they name.
+    days = pd.date_range("2021-03-20", periods=20, freq="D", tz="Europe/Berlin")
+    pd.DataFrame({"date": days, "y": np.arange(20.0)}).to_csv(tmp_path / "tz.csv", index=False)
+    df, rep = load_frame(tmp_path / "tz.csv")
+    assert list(df.index) == list(pd.date_range("2021-03-20", periods=20, freq="D"))
+    assert df["y"].tolist() == list(np.arange(20.0))
+    assert ("dates are days at local midnight with 2 UTC offsets (+01:00, +02:00); read as calendar days"
+            in rep.notes)
+    # Times of day keep their instants: converted to UTC as before.
+    hours = pd.date_range("2021-03-27 20:00", periods=12, freq="h", tz="Europe/Berlin")
+    pd.DataFrame({"date": hours, "y": np.arange(12.0)}).to_csv(tmp_path / "tzh.csv", index=False)
+    df, rep = load_frame(tmp_path / "tzh.csv")
+    assert str(df.index.tz) == "UTC" and df.index[0] == pd.Timestamp("2021-03-27 19:00", tz="UTC")

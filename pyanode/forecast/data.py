@@ -432,7 +432,9 @@ def _parse_dates(values: pd.Series | pd.Index, dayfirst: bool | None = None, dat
 
 def _parse_with_format(text: pd.Series, date_format: str) -> _Dates:
     try:
-        parsed = pd.to_datetime(text, format=date_format, errors="coerce")
+        with warnings.catch_warnings():  # (pandas 2 warns of mixed offsets, handled below, to the user)
+            warnings.simplefilter("ignore", FutureWarning)
+            parsed = pd.to_datetime(text, format=date_format, errors="coerce")
     except (ValueError, TypeError) as err:
         if "Mixed timezones" not in str(err):  # pandas 3 raises for several UTC offsets; older ones don't
             raise DataError(f"bad --date-format {date_format!r}: {str(err).splitlines()[0]}") from None
@@ -521,6 +523,12 @@ def _localize(naive: pd.DatetimeIndex, zone: pd.Series, cells: pd.Series, order:
                                                   f"(e.g. {with_tz!r} and {without!r})")
     keys = zone.map(lambda z: _zone_key(z) if isinstance(z, str) else z)
     unique = list(dict.fromkeys(keys[ok]))
+    shown = ", ".join(unique[:4]) + (" ..." if len(unique) > 4 else "")
+    if len(unique) > 1 and (naive[ok] == naive[ok].normalize()).all():
+        # Days written as local midnights, the offset changing with daylight saving: in UTC they would
+        # start at 23:00 or 22:00 of the day before, and the forecast's dates with them.
+        return _Dates(naive, order=order, note=f"dates are days at local midnight with {len(unique)} UTC "
+                                               f"offsets ({shown}); read as calendar days")
     try:
         if len(unique) == 1:
             idx = naive.tz_localize(tz_from_name(unique[0]), ambiguous="raise", nonexistent="raise")
@@ -533,7 +541,6 @@ def _localize(naive: pd.DatetimeIndex, zone: pd.Series, cells: pd.Series, order:
     except Exception as err:  # noqa: BLE001 - unknown zone names, times that do not exist in a zone
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         return _Dates(naive, order=order, problem=f"cannot place the dates in their time zone ({first})")
-    shown = ", ".join(unique[:4]) + (" ..." if len(unique) > 4 else "")
     return _Dates(pd.DatetimeIndex(utc).tz_localize("UTC"), order=order, timezone="UTC",
                   note=f"dates had {len(unique)} different UTC offsets or zones ({shown}); "
                        "converted them to UTC")

@@ -1,6 +1,7 @@
 """The forecast figure's layout: one panel per column, in a grid when there are many. No model is fitted."""
 
 import matplotlib
+import matplotlib.dates
 
 matplotlib.use("Agg")
 
@@ -67,3 +68,23 @@ def test_a_long_gap_in_the_history_is_drawn_as_a_gap():
     fig = plot_forecast(train, pd.DataFrame({"a": [80.0]}, index=pd.bdate_range(bdays[-1], periods=2)[1:]))
     line = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}["history"]
     assert not np.isnan(np.asarray(line.get_ydata(), float)).any()
+
+
+def test_a_panels_series_each_show_their_own_dates():
+    # Series of a panel end on different dates: every row has its own date axis, labelled.
+    from pyanode.plots.forecast import plot_panel
+
+    rows = []
+    for k, (start, n) in enumerate([("2021-01-01", 200), ("2021-03-01", 300)]):
+        idx = pd.date_range(start, periods=n, freq="D")
+        train = pd.DataFrame({"y": np.sin(np.arange(n) / 5.0)}, index=idx)
+        fc = pd.DataFrame({"y": [0.0, 0.1]}, index=pd.date_range(idx[-1], periods=3, freq="D")[1:])
+        rows.append((f"s{k}", "", train, fc, None))
+    fig = plot_panel(rows, "y")
+    fig.canvas.draw()
+    for ax, (_, _, train, fc, _) in zip(fig.axes, rows, strict=True):
+        shown = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        assert shown, "every panel labels its dates"
+        lo, hi = matplotlib.dates.num2date(ax.get_xlim()[0]), matplotlib.dates.num2date(ax.get_xlim()[1])
+        assert lo.date() <= train.index[0].date() and hi.date() >= fc.index[-1].date()
+        assert hi.date() - fc.index[-1].date() < pd.Timedelta(days=30)  # not stretched to the other's end

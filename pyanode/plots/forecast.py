@@ -88,7 +88,7 @@ def plot_panel(series: list[tuple[str, str, pd.DataFrame, pd.DataFrame, pd.DataF
         ax.text(0.01, 0.95, f"{sid}: {caption}" if caption else str(sid), transform=ax.transAxes, fontsize=9,
                 va="top", bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
     fig.suptitle(title or f"{column}: {len(series)} series")
-    _legend_on_top(fig, axes)
+    _legend_on_top(fig, axes, dates_on_every_panel=True)  # (the series' dates differ: no shared axis)
     return fig
 
 
@@ -130,9 +130,15 @@ def _broken_at_gaps(h: pd.Series) -> tuple[pd.Index, np.ndarray]:
     return x.append(mids)[order], np.concatenate([y, np.full(len(cut), np.nan)])[order]
 
 
-def _legend_on_top(fig: Any, axes: Any) -> None:
-    """Dates slanted; the legend under the title, above the panels, in a band kept free of them."""
-    fig.autofmt_xdate()
+def _legend_on_top(fig: Any, axes: Any, dates_on_every_panel: bool = False) -> None:
+    """Dates slanted (under every panel, or under the lowest only); the legend under the title, above the
+    panels, in a band kept free of them."""
+    if dates_on_every_panel:
+        for ax in axes.ravel():
+            for label in ax.get_xticklabels():
+                label.set(rotation=30, horizontalalignment="right")
+    else:
+        fig.autofmt_xdate()
     fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.3 / fig.get_figheight()))
     handles, labels = axes[0, 0].get_legend_handles_labels()
     box = axes[0, 0].get_position()

@@ -263,3 +263,11 @@ def test_an_index_written_with_the_data_is_not_modelled(tmp_path):
     df.to_csv(tmp_path / "other_numbers.csv")
     out, rep = load_frame(tmp_path / "other_numbers.csv")
     assert list(out.columns) == ["Unnamed: 0", "y"] and not rep.ignored
+
+
+def test_dates_are_written_with_their_time_of_day_when_they_have_one():
+    from pyanode.forecast.data import format_when
+
+    assert format_when(pd.Timestamp("2023-01-21")) == "2023-01-21"
+    assert format_when(pd.Timestamp("2023-01-21 19:00")) == "2023-01-21 19:00"
+    assert format_when(pd.Timestamp("2023-01-21 19:00:05", tz="Europe/Berlin")) == "2023-01-21 19:00:05"

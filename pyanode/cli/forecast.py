@@ -238,7 +238,7 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
                                         columns, inputs=(train, test))
 
     from pyanode.forecast import fit
-    from pyanode.forecast.data import load_frame
+    from pyanode.forecast.data import format_when, load_frame
 
     # Read both files first, so that bad data fail at once rather than after fitting.
     read = read or {}
@@ -267,7 +267,7 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
         pred = fc.predict(dates=fc._test_frame(test_df)[0].index, **bands)
         for line in fc.test_report.lines()[1:]:
             out_console.print("test " + line, markup=False)
-        title = f"test MAE / RMSE / MASE over {len(pred)} dates after {fc.end.date()}"
+        title = f"test MAE / RMSE / MASE over {len(pred)} dates after {format_when(fc.end)}"
         out_console.print(_scores(title, table, fc.columns))
         payload = {c: {name: {m: float(table.loc[name, (c, m)]) for m in ("mae", "rmse", "mase")}
                        for name in table.index} for c in fc.columns}

@@ -623,6 +623,14 @@ def _find_dates(df: pd.DataFrame, date_column: str | None, dayfirst: bool | None
     )
 
 
+def format_when(ts: pd.Timestamp) -> str:
+    """A date as people write it: the day alone at midnight, with the time of day otherwise (hourly data)."""
+    ts = pd.Timestamp(ts)
+    if ts == ts.normalize():
+        return str(ts.date())
+    return ts.strftime("%Y-%m-%d %H:%M:%S" if ts.second else "%Y-%m-%d %H:%M")
+
+
 def _is_row_number(name: str, col: pd.Series) -> bool:
     """A column pandas named ``Unnamed: k`` (no header) holding 0, 1, 2, ... or 1, 2, 3, ...: the row index
     that ``DataFrame.to_csv`` writes unless told ``index=False``, not a series to forecast."""

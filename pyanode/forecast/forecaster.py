@@ -33,6 +33,7 @@ from pyanode.forecast.data import (
     DataError,
     DataReport,
     clean,
+    format_when,
     load_frame,
     parse_dates,
     resample_frame,
@@ -122,7 +123,7 @@ class Forecaster:
     def __repr__(self) -> str:
         c = self.config
         return (f"Forecaster(columns={self.columns}, augment={c.augment}, periods_days={list(c.periods)}, "
-                f"trained_until={self.end.date()}, iterations={len(self.history)})")
+                f"trained_until={format_when(self.end)}, iterations={len(self.history)})")
 
     def structure_report(self) -> pd.DataFrame:
         """Each column's chosen structure and the backtest scores that chose it (MAE in the column's units
@@ -211,8 +212,8 @@ class Forecaster:
             if (idx < self.end).any():
                 first = idx[idx < self.end][0]
                 raise PyanodeError(
-                    f"cannot forecast {first.date()}: it is before the end of the training data "
-                    f"({self.end.date()}); forecasts start from the last training date")
+                    f"cannot forecast {format_when(first)}: it is before the end of the training data "
+                    f"({format_when(self.end)}); forecasts start from the last training date")
         c = self.config
         uniq = idx.unique().sort_values()
         ahead = (days_since_epoch(uniq) - days_since_epoch(self.train.index[-1:])[0]) / c.step_days
@@ -328,7 +329,7 @@ class Forecaster:
         df = df[df.index > self.end]
         if len(df) == 0:
             raise DataError(
-                f"the test data have no dates after the end of the training data ({self.end.date()})")
+                f"the test data have no dates after the end of the training data ({format_when(self.end)})")
         return df, rep
 
     def evaluate(self, test: pd.DataFrame | str | Path, *, date_column: str | None = None,

@@ -60,7 +60,9 @@ def plot_forecast(
             count = report.outliers[c]
             ax.text(0.01, 0.92, f"{count} outlier{'s' if count != 1 else ''} masked", transform=ax.transAxes,
                     fontsize=8, color="0.4", va="top")
-    fig.suptitle(title or f"Forecast from {train.index[-1].date()} ({len(forecast)} dates)")
+    from pyanode.forecast.data import format_when
+
+    fig.suptitle(title or f"Forecast from {format_when(train.index[-1])} ({len(forecast)} dates)")
     _legend_on_top(fig, axes)
     for ax in cells[max(0, n - across) : n]:  # each grid column's lowest panel shows the dates
         ax.xaxis.set_tick_params(labelbottom=True)

@@ -127,27 +127,28 @@ def _compiled_step(static: Any, optimizer: optax.GradientTransformation, loss: L
 
 
 def progress_bar(enabled: bool, console: Any = None):
-    """The rich progress bar every trainer shows: description, bar, M/N, loss/NFE text, elapsed, ETA."""
+    """The rich progress bar every trainer shows: description, bar, M/N, loss/NFE text, ETA."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
         TextColumn,
-        TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
+    # The bar takes what the numbers leave, so that all of them fit an 80-column terminal (the time taken
+    # is in the history and in the line the trainers print at the end).
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console or Console(stderr=True), disable=not enabled, transient=False,
+        TextColumn("[bold]{task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console or Console(stderr=True), disable=not enabled, transient=False, expand=True,
     )
 
 
 def _info(row: Mapping[str, float], best_val: float | None) -> str:
-    val = f"  val {best_val:.4g}" if best_val is not None else ""
-    return f"loss {row['loss']:.4g}{val}  NFE {row['nfe_forward']}/{row['nfe_backward']}"
+    val = f" val {best_val:.3g}" if best_val is not None else ""
+    return f"loss {row['loss']:.3g}{val} NFE {row['nfe_forward']}/{row['nfe_backward']}"
 
 
 def run_loop(

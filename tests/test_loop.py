@@ -162,3 +162,26 @@ def test_a_disk_cached_step_compiles_once(tmp_path, monkeypatch):
     assert list(tmp_path.glob("programs/*.jaxexport"))  # the step went through the disk cache
     assert float(result.model.w) == pytest.approx(iterate(5), rel=1e-6)
     assert after_step[0] >= 1 and after_step[1:] == [after_step[0]] * 4, after_step  # nothing after step 1
+
+
+def test_the_progress_bar_fits_an_80_column_terminal():
+    # Every number (iterations, loss, validation, NFE, ETA) stays on the line; the bar shrinks.
+    import io
+
+    from rich.console import Console
+
+    from pyanode.loop import _info, progress_bar
+
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=True, color_system=None)
+    with progress_bar(True, console) as bar:
+        task = bar.add_task("fitting", total=400, info="")
+        row = {"loss": 1.355e-4, "nfe_forward": 127, "nfe_backward": 127}
+        bar.update(task, completed=229, info=_info(row, 6.768e-5))
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", out.getvalue().replace("\r", "\n"))  # (cursor codes)
+    last = [ln for ln in text.splitlines() if "fitting" in ln][-1]
+    for part in ("fitting", "229/400", "loss 0.000135", "val 6.77e-05", "NFE 127/127", "ETA"):
+        assert part in last, (part, last)
+    assert len(last.rstrip()) <= 80

@@ -48,6 +48,16 @@ def _outputs(paths: list[Path | None], force: bool) -> None:
             raise PyanodeError(f"folder {p.parent} does not exist (for {p})")
 
 
+def _console(quiet: bool) -> Any:
+    """Where the command prints: in a terminal, long lines wrap at words; piped or redirected, each line
+    stays whole (as a program reading it expects)."""
+    from rich.console import Console
+
+    console = Console(quiet=quiet, highlight=False)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
 def _check_figure_format(path: Path) -> None:
     """A figure's file type is its suffix (none: PNG); one matplotlib cannot write fails before the fit."""
     from matplotlib.backend_bases import FigureCanvasBase
@@ -232,7 +242,6 @@ def _checked(test, horizon, iterations, augment, plot, metrics, out, save, force
 
 def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol, sensealg, iterations,
          seed, out, plot, metrics, save, resample, dedupe, force, quiet, read=None, intervals=None) -> None:
-    from rich.console import Console
 
     plot_path, metrics, cols = _checked(test, horizon, iterations, augment, plot, metrics, out, save, force,
                                         columns, inputs=(train, test))
@@ -251,7 +260,7 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
         if missing:
             raise PyanodeError(f"{test}: lacks the training column(s) {', '.join(map(repr, missing))} "
                                f"(test columns: {', '.join(test_df.columns)})")
-    out_console = Console(quiet=quiet, highlight=False, soft_wrap=True)
+    out_console = _console(quiet)
     # The structure's backtest judges forecasts as far ahead as this run will forecast.
     ahead = horizon or (int((test_df.index > train_df.index[-1]).sum()) if test is not None else 30) or None
     fc = fit(train, augment=augment, columns=cols, date_column=date_column, solver=solver, rtol=rtol,
@@ -309,7 +318,6 @@ def _run_panel(train, test, horizon, id_column, panel_options, devices, date_col
                solver, rtol, atol, sensealg, iterations, seed, out, plot, metrics, save, resample, dedupe,
                force, quiet, read, intervals) -> None:
     """``--id``: a long-format panel, one shared model (or one per series); outputs in long format too."""
-    from rich.console import Console
 
     from pyanode.forecast import fit
     from pyanode.forecast.data import load_panel
@@ -324,7 +332,7 @@ def _run_panel(train, test, horizon, id_column, panel_options, devices, date_col
     if test is not None:  # read first, so that a bad test file fails before fitting
         test_series, _ = load_panel(test, id_column, date_column=date_column, dedupe=dedupe, **read)
         ahead = max(len(df) for df, _ in test_series.values()) if test_series else None
-    out_console = Console(quiet=quiet, highlight=False, soft_wrap=True)
+    out_console = _console(quiet)
     fc = fit(train, augment=augment, columns=cols, date_column=date_column, solver=solver, rtol=rtol,
              atol=atol, sensealg=sensealg, iterations=iterations, seed=seed, dedupe=dedupe, resample=resample,
              progress=not quiet, horizon=ahead or 30, id_column=id_column, skip_bad_series=skip_bad_series,

@@ -217,7 +217,21 @@ def test_resample_drops_a_nearly_empty_last_period():
     report = DataReport(rows=len(df), start="2020-01-01", end="2020-04-01")
     out = resample_frame(df, "MS", report)
     assert (report.rows, report.start, report.end) == (3, "2020-01-01", "2020-03-01") and len(out) == 3
-    assert report.notes == ["dropped the last MS period (2020-04-01): only 1 of about 30 rows"]
+    assert report.notes == ["resampled to MS: 91 rows averaged into 3 periods",
+                            "dropped the last MS period (2020-04-01): only 1 of about 30 rows"]
+    # Hourly data to days: a last day of 20 hours is dropped (its mean would be a jump), and a first day
+    # of 23 hours (over 85% of the typical 24) is kept.
+    idx = pd.date_range("2023-01-01 01:00", periods=23 + 24 * 5 + 20, freq="h")
+    hourly = pd.DataFrame({"x": np.sin(2 * np.pi * idx.hour / 24)}, index=idx)
+    report = DataReport(rows=len(hourly))
+    out = resample_frame(hourly, "D", report)
+    assert list(out.index) == list(pd.date_range("2023-01-01", periods=6, freq="D"))
+    assert report.notes == ["resampled to D: 143 rows averaged into 6 periods",
+                            "dropped the last D period (2023-01-07): only 20 of about 24 rows"]
+    hourly = hourly.iloc[10:]  # a first day of 13 hours: dropped too
+    report = DataReport(rows=len(hourly))
+    assert resample_frame(hourly, "D", report).index[0] == pd.Timestamp("2023-01-02")
+    assert report.notes[-1] == "dropped the first D period (2023-01-01): only 13 of about 24 rows"
 
 
 def test_selected_columns_are_kept_in_order_and_the_rest_reported():

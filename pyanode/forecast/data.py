@@ -954,8 +954,12 @@ def _local_z(x: np.ndarray, fallback: float, window: int = 15) -> np.ndarray:
     return out
 
 
+PARTIAL_PERIOD = 0.85  # a first or last resampled period with fewer rows than this share of the typical
+
+
 def resample_frame(df: pd.DataFrame, resample: str, report: DataReport) -> pd.DataFrame:
-    """Average over pandas periods (e.g. ``"MS"``); a nearly empty last period is dropped and reported."""
+    """Average over pandas periods (e.g. ``"MS"``); a first or last period holding only part of its rows is
+    dropped, and the report says so."""
     try:
         # (pandas warns of its own deprecated spellings, "H" for "h" and the like, from inside this module:
         # the offset is understood, so the user has nothing to act on)
@@ -968,15 +972,23 @@ def resample_frame(df: pd.DataFrame, resample: str, report: DataReport) -> pd.Da
         raise DataError(f"bad --resample offset {resample!r}: not a pandas offset; use one such as MS (month "
                         "starts), W (weeks), D (days) or h (hours)") from None
     keep_rows = counts > 0
-    # A last period holding a small part of its rows (one day of a month) would anchor the forecast
-    # on a mean of almost nothing; drop it and say so.
-    if len(counts) > 2 and counts.iloc[-1] < 0.5 * counts[counts > 0].median():
-        keep_rows.iloc[-1] = False
-        report.notes.append(f"dropped the last {resample} period ({counts.index[-1].date()}): only "
-                            f"{counts.iloc[-1]} of about {int(counts[counts > 0].median())} rows")
+    # A first or last period holding only part of its rows (a day of a month, 20 hours of a day) averages
+    # what it holds, and a within-period cycle then shows as a jump that the forecast starts from; drop
+    # it and say so. (0.85: a February, 28 of 31 days, or a month missing a day or two, is whole.)
+    typical = counts[counts > 0].median()
+    dropped = 0
+    for end, which in ((-1, "last"), (0, "first")):
+        if len(counts) > 2 and keep_rows.iloc[end] and counts.iloc[end] < PARTIAL_PERIOD * typical:
+            keep_rows.iloc[end] = False
+            dropped += 1
+            report.notes.append(f"dropped the {which} {resample} period ({counts.index[end].date()}): only "
+                                f"{counts.iloc[end]} of about {int(typical)} rows")
     out = out[keep_rows.to_numpy()].dropna(how="all")
     if len(out) == 0:
         raise DataError(f"no data left after resampling to {resample!r}")
+    used = int(counts[keep_rows].sum())
+    report.notes.insert(len(report.notes) - dropped,
+                        f"resampled to {resample}: {used} rows averaged into {len(out)} periods")
     report.rows = len(out)
     report.start, report.end = str(out.index[0].date()), str(out.index[-1].date())
     return out

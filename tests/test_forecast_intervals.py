@@ -356,6 +356,11 @@ def test_plot_bands(fitted):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+    # Without a horizon the figure forecasts as far as the fit was told (H steps), not some fixed length.
+    fig = fitted.plot(level=[80])
+    line = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}["forecast"]
+    assert len(line.get_xdata()) == H + 1  # (joined to the last observation)
+    plt.close(fig)
 
 
 def test_replace_keeps_dataclass_frozen(fitted):

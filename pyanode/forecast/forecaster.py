@@ -370,7 +370,8 @@ class Forecaster:
     def plot(self, test: pd.DataFrame | str | Path | None = None, *, horizon: int | None = None,
              history_steps: int | None = None, level: float | Sequence[float] | None = None):
         """History, forecast and (with ``test``) truth per column, with shaded prediction intervals of
-        each ``level`` (percent); returns a matplotlib Figure."""
+        each ``level`` (percent); returns a matplotlib Figure. Without ``test`` or ``horizon`` the
+        forecast reaches as far as the fit was told it would (its ``horizon``, or that default)."""
         from pyanode.plots.forecast import plot_forecast
 
         truth = None
@@ -378,7 +379,7 @@ class Forecaster:
             truth, _ = self._test_frame(test)
             pred = self.predict(dates=truth.index, level=level)
         else:
-            pred = self.predict(horizon=horizon or 30, level=level)
+            pred = self.predict(horizon=horizon or self.structure.columns[0].trusted, level=level)
         return plot_forecast(self.train, pred, truth, history_steps=history_steps, report=self.report,
                              level=check_levels(level) if level is not None else None)
 

@@ -322,3 +322,22 @@ def test_cli_date_column_columns_resample_dedupe_and_force(tmp_path, monkeypatch
     assert len(pd.read_csv(tmp_path / "forecast.csv")) == 7
     (tmp_path / "out_dir").mkdir()
     _one_line_error(runner.invoke(app, [*args, "--out", "out_dir"]), "out_dir")
+
+
+def test_the_score_table_lines_up_each_metric_of_a_column():
+    # One row per metric and method; the methods' values of one metric and column have the same decimals
+    # (three significant digits for the largest), so they line up.
+    import io
+
+    from rich.console import Console
+
+    from pyanode.cli.forecast import _scores
+
+    cols = pd.MultiIndex.from_product([["a", "b"], ["mae", "rmse", "mase"]])
+    table = pd.DataFrame([[1.0, 1.2, 0.5, 44.04, 47.9, 7.17], [4.4, 5.0, 0.914, 8.18, 9.9, 1.33]],
+                         index=["model", "persistence"], columns=cols)
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(_scores("scores", table, ["a", "b"]))
+    rows = [[cell.strip() for cell in ln.split("│")[1:-1]] for ln in out.getvalue().splitlines() if "│" in ln]
+    assert rows[0] == ["MAE", "model", "1.00", "44.0"] and rows[1] == ["", "persistence", "4.40", "8.2"]
+    assert rows[4] == ["MASE", "model", "0.500", "7.17"] and rows[5] == ["", "persistence", "0.914", "1.33"]

@@ -19,6 +19,7 @@ columns...``), ``metrics.json`` holds ``overall`` (the mean over series), ``seri
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -202,11 +203,19 @@ def _scores(title: str, table: Any, columns: list[str]) -> Any:
     for c in columns:
         t.add_column(c, justify="right")
     for metric in ("mae", "rmse", "mase"):
+        # One number of decimals per cell group (a metric of a column), so that the methods line up.
+        decimals = {c: _decimals([float(v) for v in table[(c, metric)]]) for c in columns}
         for k, name in enumerate(table.index):
             t.add_row(metric.upper() if k == 0 else "", name,
-                      *[f"{table.loc[name, (c, metric)]:.3g}" for c in columns],
+                      *[f"{table.loc[name, (c, metric)]:.{decimals[c]}f}" for c in columns],
                       end_section=k == len(table.index) - 1)
     return t
+
+
+def _decimals(values: list[float]) -> int:
+    """Decimals that give the largest of ``values`` three significant digits (at least 0, at most 6)."""
+    top = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
+    return 2 if top == 0 else min(6, max(0, 2 - math.floor(math.log10(top))))
 
 
 def training_line(fc: Any) -> str:

@@ -341,3 +341,27 @@ def test_the_score_table_lines_up_each_metric_of_a_column():
     rows = [[cell.strip() for cell in ln.split("│")[1:-1]] for ln in out.getvalue().splitlines() if "│" in ln]
     assert rows[0] == ["MAE", "model", "1.00", "44.0"] and rows[1] == ["", "persistence", "4.40", "8.2"]
     assert rows[4] == ["MASE", "model", "0.500", "7.17"] and rows[5] == ["", "persistence", "0.914", "1.33"]
+
+
+def test_ctrl_c_during_training_writes_the_forecast_and_exits_130(tmp_path, monkeypatch):
+    # Interrupted at iteration 3: the model so far forecasts, every output is written, and the exit code
+    # (130, as `pyanode experiment` gives) tells a script that the run did not finish.
+    import pyanode.forecast.fitting as fit_module
+
+    real = fit_module.run_loop
+
+    def interrupted_at_3(*args, **kwargs):
+        def press_ctrl_c(it, model, row):
+            if it == 3:
+                raise KeyboardInterrupt
+
+        return real(*args, **kwargs, callback=press_ctrl_c)
+
+    monkeypatch.setattr(fit_module, "run_loop", interrupted_at_3)
+    monkeypatch.chdir(tmp_path)
+    _csv(tmp_path / "train.csv", 120)
+    res = runner.invoke(app, ["forecast", "train.csv", "--iterations", "20", "--horizon", "5"])
+    assert res.exit_code == 130, res.output
+    assert "interrupted at iteration 3" in res.output
+    assert "interrupted: the model trained so far made the forecast; its outputs were written" in res.output
+    assert len(pd.read_csv(tmp_path / "forecast.csv")) == 5 and (tmp_path / "forecast.png").stat().st_size

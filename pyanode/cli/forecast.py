@@ -321,6 +321,11 @@ def _write_rest(console: Any, fc: Any, out: Path, plot_path: Path | None, fig: A
         fc.save(save, force=True)  # existence was checked before fitting; save() itself writes atomically
         written.append(save)
     console.print("wrote " + ", ".join(map(str, written)), markup=False)
+    if str(fc.info.get("stopped", "")).startswith("interrupted"):
+        # (as `pyanode experiment` does: a script can tell a stopped run from a finished one)
+        typer.echo("interrupted: the model trained so far made the forecast; its outputs were written",
+                   err=True)
+        raise typer.Exit(130)
 
 
 def _run_panel(train, test, horizon, id_column, panel_options, devices, date_column, columns, augment,

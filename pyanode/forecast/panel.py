@@ -755,6 +755,7 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
               ) -> PanelForecaster:
     """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series."""
     series = {}
+    interrupted = False
     for sid, p in prepared.items():
         config = make_config(columns=p.layout.columns, periods=p.structure.periods,
                              step_days=p.step_days, epoch_days=p.structure.epoch_days,
@@ -770,7 +771,8 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
         if interrupted:  # Ctrl-C: keep the series fitted so far
             break
     history = pd.concat({sid: f.history for sid, f in series.items()}, names=[id_column, "iteration"])
-    info = {"stopped": f"a model per series ({len(series)} of {len(prepared)} fitted)",
+    info = {"stopped": ("interrupted: " if interrupted else "")
+                       + f"a model per series ({len(series)} of {len(prepared)} fitted)",
             "best_iteration": None, "best_validation": None}
     return PanelForecaster(None, id_column, date_column, series, bad, history, info)
 

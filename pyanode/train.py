@@ -51,16 +51,28 @@ __all__ = [
 # Losses and accuracies
 
 
+def _same_shape(pred: jax.Array, y: jax.Array) -> None:
+    # (checked while tracing: broadcasting (n, 2) against (n, 1) would train on a meaningless loss)
+    if pred.shape != y.shape:
+        raise PyanodeError(f"the model gives {pred.shape[1:] or 'one value'} per row but y has "
+                           f"{y.shape[1:] or 'one value'} per row; make the model's output_dim match y")
+
+
 def _smooth_l1(pred: jax.Array, y: jax.Array) -> jax.Array:
     # PyTorch's SmoothL1Loss (beta = 1), the reference's regression loss: r^2/2 if |r| < 1 else |r| - 1/2.
+    _same_shape(pred, y)
     return jnp.mean(optax.huber_loss(pred, y, delta=1.0))
 
 
 def _mse(pred: jax.Array, y: jax.Array) -> jax.Array:
+    _same_shape(pred, y)
     return jnp.mean((pred - y) ** 2)
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    if labels.shape != logits.shape[:-1]:
+        raise PyanodeError(f"cross_entropy needs one integer class label per row (y of shape (n,)), got "
+                           f"{labels.shape[1:]} per row")
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32)))
 
 
@@ -274,6 +286,10 @@ def train(
     x = np.asarray(x)
     y = np.asarray(y)
     n = x.shape[0]
+    data_dim = getattr(model, "data_dim", None)
+    if isinstance(data_dim, int) and x.ndim == 2 and x.shape[1] != data_dim:
+        raise PyanodeError(f"x has {x.shape[1]} features per row but the model takes data_dim={data_dim}; "
+                           "build the model with the data's width")
     if y.shape[0] != n:
         raise PyanodeError(f"x has {n} rows but y has {y.shape[0]}; give one target per input")
     if n == 0:

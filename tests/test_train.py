@@ -244,3 +244,18 @@ def test_data_parallel_sharding_matches_single_device(tmp_path):
     np.testing.assert_allclose(out["a"], out["b"], rtol=1e-4)
     assert out["na"] == out["nb"]
     assert "multiple of 2" in out["err"]
+
+
+def test_data_that_do_not_fit_the_model_are_refused_in_one_line():
+    # A width, an output size or labels that do not fit the model: a PyanodeError that says what to change,
+    # before anything trains (broadcasting (n, 2) against (n, 1) would otherwise train on a wrong loss).
+    x = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
+    y = np.sign(x[:, :1])
+    key = KEY
+    with pytest.raises(PyanodeError, match=r"^the model gives \(2,\) per row but y has \(1,\) per row"):
+        train(ODENet(data_dim=2, hidden_dim=8, output_dim=2, key=key), x, y, iterations=2, progress=False)
+    with pytest.raises(PyanodeError, match=r"^x has 2 features per row but the model takes data_dim=3"):
+        train(ODENet(data_dim=3, hidden_dim=8, output_dim=1, key=key), x, y, iterations=2, progress=False)
+    with pytest.raises(PyanodeError, match=r"^cross_entropy needs one integer class label per row"):
+        train(ODENet(data_dim=2, hidden_dim=8, output_dim=2, key=key), x, y, iterations=2, progress=False,
+              loss="cross_entropy")

@@ -132,7 +132,13 @@ def _check_inputs(f: Callable, y0: jax.Array, ts: jax.Array, t0: jax.Array, args
             )
     if _is_concrete(y0) and not np.all(np.isfinite(np.asarray(y0))):
         raise SolveError("y0 contains NaN or inf; give a finite initial state")
-    out = eqx.filter_eval_shape(f, t0, y0, args)  # args may hold non-arrays (e.g. a module)
+    try:
+        out = eqx.filter_eval_shape(f, t0, y0, args)  # args may hold non-arrays (e.g. a module)
+    except TypeError as err:
+        if "positional argument" not in str(err):
+            raise
+        raise SolveError(f"f must be called as f(t, y, args) (diffrax's convention; add an unused args "
+                         f"parameter): {str(err).splitlines()[0]}") from None
     if out.shape != y0.shape:
         raise SolveError(
             f"the vector field returned shape {tuple(out.shape)} for a state of shape "

@@ -176,6 +176,11 @@ def test_errors_say_what_to_do(kwargs, pattern):
         pyanode.solve(oscillator, y0, ts, **call)
 
 
+def test_a_field_without_args_is_told_the_convention():
+    with pytest.raises(SolveError, match=r"^f must be called as f\(t, y, args\) \(diffrax's convention"):
+        pyanode.solve(lambda t, y: -y, jnp.array([1.0]), jnp.linspace(0.0, 1.0, 3))
+
+
 def test_nan_state_is_reported():
     def breaks(t, y, args):
         return -y + jnp.where(t > 0.5, jnp.nan, 0.0)

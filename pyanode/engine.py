@@ -166,7 +166,8 @@ def _raise_if_failed(
     if sol.result == diffrax.RESULTS.max_steps_reached:
         raise SolveError(
             f"the solver took max_steps={problem.max_steps} steps and stopped at t={reached():g} "
-            f"before reaching t={tsn[-1]:g}; the problem may be stiff: try solver='kvaerno5' or "
+            f"before reaching t={tsn[-1]:g}; the solution may blow up there (then no solver gets past "
+            "it: shorten the time span), or the problem may be stiff: try solver='kvaerno5' or "
             "'kencarp4', looser rtol/atol, or a larger max_steps"
         )
     last = int(np.argmin(finite)) - 1 if not finite.all() else tsn.shape[0] - 1

@@ -300,6 +300,7 @@ def test_running_out_of_steps_names_the_time_reached_for_a_field_with_args():
         pyanode.solve(decay, jnp.array([1.0]), jnp.array([0.0, 1.0]), args=1.0, solver="euler", dt=0.25,
                       max_steps=2)
     assert str(info.value) == (
-        "the solver took max_steps=2 steps and stopped at t=0.5 before reaching t=1; the problem may be "
-        "stiff: try solver='kvaerno5' or 'kencarp4', looser rtol/atol, or a larger max_steps"
+        "the solver took max_steps=2 steps and stopped at t=0.5 before reaching t=1; the solution may blow "
+        "up there (then no solver gets past it: shorten the time span), or the problem may be stiff: try "
+        "solver='kvaerno5' or 'kencarp4', looser rtol/atol, or a larger max_steps"
     )

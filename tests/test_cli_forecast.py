@@ -326,7 +326,7 @@ def test_cli_date_column_columns_resample_dedupe_and_force(tmp_path, monkeypatch
 
 def test_the_score_table_lines_up_each_metric_of_a_column():
     # One row per metric and method; the methods' values of one metric and column have the same decimals
-    # (three significant digits for the largest), so they line up.
+    # (three significant digits for the smallest), so they line up.
     import io
 
     from rich.console import Console
@@ -339,7 +339,7 @@ def test_the_score_table_lines_up_each_metric_of_a_column():
     out = io.StringIO()
     Console(file=out, width=80, color_system=None).print(_scores("scores", table, ["a", "b"]))
     rows = [[cell.strip() for cell in ln.split("│")[1:-1]] for ln in out.getvalue().splitlines() if "│" in ln]
-    assert rows[0] == ["MAE", "model", "1.00", "44.0"] and rows[1] == ["", "persistence", "4.40", "8.2"]
+    assert rows[0] == ["MAE", "model", "1.00", "44.04"] and rows[1] == ["", "persistence", "4.40", "8.18"]
     assert rows[4] == ["MASE", "model", "0.500", "7.17"] and rows[5] == ["", "persistence", "0.914", "1.33"]
 
 

@@ -213,9 +213,10 @@ def _scores(title: str, table: Any, columns: list[str]) -> Any:
 
 
 def _decimals(values: list[float]) -> int:
-    """Decimals that give the largest of ``values`` three significant digits (at least 0, at most 6)."""
-    top = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
-    return 2 if top == 0 else min(6, max(0, 2 - math.floor(math.log10(top))))
+    """Decimals that give the smallest of ``values`` (the best score, usually) three significant digits
+    (at least 0, at most 6)."""
+    low = min((abs(v) for v in values if math.isfinite(v) and v != 0), default=0.0)
+    return 2 if low == 0 else min(6, max(0, 2 - math.floor(math.log10(low))))
 
 
 def training_line(fc: Any) -> str:

@@ -72,6 +72,7 @@ def _check_figure_format(path: Path) -> None:
 
 def _distinct(outputs: list[tuple[str, Path | None]], inputs: tuple) -> None:
     """No two outputs in one file, and no output over an input file (which --force must not overwrite)."""
+    read = {Path(given).resolve() for given in inputs if given is not None and Path(given).exists()}
     seen: dict[Path, str] = {}
     for option, p in outputs:
         if p is None:
@@ -79,10 +80,9 @@ def _distinct(outputs: list[tuple[str, Path | None]], inputs: tuple) -> None:
         key = p.resolve()
         if key in seen:
             raise PyanodeError(f"{option} and {seen[key]} are the same file ({p}); give each its own name")
+        if key in read:
+            raise PyanodeError(f"{option} {p} is an input file; give the output another name")
         seen[key] = option
-        for given in inputs:
-            if given is not None and Path(given).exists() and Path(given).resolve() == key:
-                raise PyanodeError(f"{option} {p} is an input file; give the output another name")
 
 
 @app.command("forecast")

@@ -653,3 +653,93 @@ def test_a_decaying_residual_that_oscillates_is_forecast_as_one():
         errors += e
     assert found >= 16 and wins >= 0.7 * found and errors[0] < 0.8 * errors[1]
     assert S.ColumnStructure.from_json(json.loads(json.dumps(col.to_json()))) == col
+
+
+def _fisher_g_exact(g: float, m: int) -> float:
+    """Fisher's exact null tail, the alternating series in full (fine for small m)."""
+    import math
+
+    return sum((-1) ** (j - 1) * math.comb(m, j) * (1 - j * g) ** (m - 1) for j in range(1, int(1 / g) + 1))
+
+
+def test_fishers_g_tail_is_the_exact_one_where_it_rejects():
+    for m in (5, 10, 30, 60):
+        for g in np.linspace(0.05, 0.95, 37):
+            exact = _fisher_g_exact(float(g), m)
+            bound = S.fisher_g_survival(float(g), m)
+            assert bound >= exact - 1e-12  # an upper bound: never rejects more often than the test's level
+            if exact < 0.1:
+                assert bound == pytest.approx(exact, abs=0.006)
+    assert S.fisher_g_survival(0.0, 10) == 1.0 and S.fisher_g_survival(1.0, 10) == 0.0
+    assert S.fisher_g_survival(1e-4, 5000) == 1.0  # large m: no overflow
+
+
+def test_a_free_cycle_is_found_at_its_period_and_noise_holds_the_tests_level():
+    rng = np.random.default_rng(11)
+    n = 120
+    t = np.arange(n)
+    # Annual data (no calendar cycle is possible): a 9.6-year cycle in AR(1) noise is found at its period.
+    found = []
+    for _ in range(50):
+        e = np.zeros(n)
+        for i in range(1, n):
+            e[i] = 0.5 * e[i - 1] + rng.normal()
+        hit = S.free_cycle(2.0 * np.sin(2 * np.pi * t / 9.6) + e, S.YEAR, 0.5)
+        found.append(hit is not None and abs(hit[0] / S.YEAR - 9.6) < 0.2)
+    assert np.mean(found) >= 0.95
+    # White noise and random walks (prewhitened by phi = 1): at most about the test's 5 % find a cycle.
+    noise = [S.free_cycle(rng.normal(size=n), S.YEAR, 0.0) for _ in range(400)]
+    walks = [S.free_cycle(np.cumsum(rng.normal(size=n)), S.YEAR, 1.0) for _ in range(400)]
+    assert np.mean([c is not None for c in noise]) <= 0.07
+    assert np.mean([c is not None for c in walks]) <= 0.07
+    # A stochastic cycle (an AR(2) with complex roots, modulus 0.87: its phase drifts) is the second-order
+    # start's: Fisher's test alone flags nearly all of them, the phase test leaves about one in six.
+    quasi = []
+    for _ in range(200):
+        x = np.zeros(n)
+        for i in range(2, n):
+            x[i] = 1.3 * x[i - 1] - 0.75 * x[i - 2] + rng.normal()
+        quasi.append(S.free_cycle(x, S.YEAR, S._ar1(x)) is not None)
+    assert np.mean(quasi) <= 0.25
+    # A weekly cycle in daily data is the calendar's, not a free one; a cycle seen under three times is none.
+    weekly = np.sin(2 * np.pi * np.arange(400) / 7) + 0.1 * rng.normal(size=400)
+    assert S.free_cycle(weekly, 1.0, 0.0) is None
+    assert S.free_cycle(np.sin(2 * np.pi * t / 50) + 0.05 * rng.normal(size=n), S.YEAR, 0.0) is None
+
+
+def test_a_cycle_keeps_its_phase_where_it_is_fixed_and_not_where_it_drifts():
+    t = np.arange(120)
+    rng = np.random.default_rng(4)
+    assert S._keeps_phase(np.sin(2 * np.pi * t / 9.6) + 0.3 * rng.normal(size=120), 9.6)
+    # The same cycle with its phase turned by 90 degrees in the last third: that part's fit is orthogonal.
+    turned = np.where(t < 80, np.sin(2 * np.pi * t / 9.6), np.cos(2 * np.pi * t / 9.6))
+    assert not S._keeps_phase(turned, 9.6)
+    # By hand: a part whose amplitude is under half another's cannot be predicted by that other's fit.
+    halved = np.where(t < 40, 1.0, 0.3) * np.sin(2 * np.pi * t / 9.6)
+    assert not S._keeps_phase(halved, 9.6) and S._keeps_phase(np.where(t < 40, 1.0, 0.6) * np.sin(
+        2 * np.pi * t / 9.6), 9.6)
+
+
+def test_a_free_cycle_becomes_a_candidate_and_is_reported_by_its_length():
+    rng = np.random.default_rng(2)
+    n = 110
+    t = np.arange(n)
+    y = 100 + 30 * np.sin(2 * np.pi * t / 9.6) + rng.normal(0, 3, n)
+    st = choose_structure(y[:, None], S.YEAR, 0.0, horizon=6)
+    (period,) = st.periods
+    assert period / S.YEAR == pytest.approx(9.6, abs=0.15)
+    assert f"{period / S.YEAR:.3g}-year cycle" in st.columns[0].describe()
+    # The cycle carries the forecast: six years ahead, within a fraction of its amplitude of the truth.
+    future = np.arange(n, n + 6)
+    pred = st.from_standard(st.mu(future)[:, :, None].reshape(6, 1))[:, 0]
+    assert np.max(np.abs(pred - (100 + 30 * np.sin(2 * np.pi * future / 9.6)))) < 6
+    # Around a random walk the same cycle is found, but departures that persist keep no free cycle.
+    walk = y + np.cumsum(np.random.default_rng(5).normal(0, 5, n))
+    assert S.free_cycle(np.diff(walk), S.YEAR, 0.0) is not None
+    wandering = choose_structure(walk[:, None], S.YEAR, 0.0, horizon=6)
+    assert wandering.columns[0].persistent and wandering.periods == ()
+    # Not asked for: none; and given the periods, exactly those.
+    assert choose_structure(y[:, None], S.YEAR, 0.0, horizon=6, free_cycles=False).periods == ()
+    assert choose_structure(y[:, None], S.YEAR, 0.0, horizon=6, seasonal=()).periods == ()
+    assert [S.period_name(p) for p in (1.0, 7.0, 365.25, 3 * 365.25, 21.0, 10.0, 0.5)] == [
+        "daily", "weekly", "yearly", "3-year", "3-week", "10-day", "12-hour"]

@@ -154,7 +154,8 @@ def test_the_choice_coefficients_and_scores_are_those_of_the_one_at_a_time_backt
     # resolves: persistence is forced off and every cycle let through here, to compare like with like
     # (tests/test_forecast_structure.py checks both decisions).
     monkeypatch.setattr(structure_module, "CYCLE_P", math.inf)
-    structure = choose_structure(*INPUTS[name](), persistence=False)
+    # Nor had it free cycles (every cycle let through would include one).
+    structure = choose_structure(*INPUTS[name](), persistence=False, free_cycles=False)
     assert len(structure.columns) == len(PINNED[name])
     for col, want in zip(structure.columns, PINNED[name], strict=True):
         part = col.parts[0]

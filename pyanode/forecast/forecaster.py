@@ -68,11 +68,11 @@ from pyanode.forecast.io import read_model_file, write_model_file
 from pyanode.forecast.model import Config, ForecastModel, check_options, parse_seasonality
 from pyanode.forecast.structure import (
     CYCLE_P,
-    PERIOD_NAMES,
     RECENT_ROWS,
     TIE,
     Structure,
     choose_structure,
+    period_name,
     residual_level,
     second_order_ahead,
     second_order_words,
@@ -642,9 +642,9 @@ def fit(
     df, report, structure = prep.frame, prep.report, prep.structure
     config = Config(
         columns=tuple(df.columns), augment=int(augment), hidden=hidden, depth=depth, activation=activation,
-        solver=solver, rtol=rtol, atol=atol, sensealg=sensealg, periods=structure.periods, batch=batch,
-        patience=patience, iterations=iterations if iterations is not None else 400, lr=lr, seed=seed,
-        step_days=prep.step_days, unit_days=365.25 if prep.step_days >= 1 else 1.0,
+        solver=solver, rtol=rtol, atol=atol, sensealg=sensealg, periods=structure.periods,
+        batch=batch, patience=patience, iterations=iterations if iterations is not None else 400, lr=lr,
+        seed=seed, step_days=prep.step_days, unit_days=365.25 if prep.step_days >= 1 else 1.0,
         epoch_days=structure.epoch_days,
         **training_windows(prep.steps, prep.step_days, window, lookback, validation, half_life,
                            structure.columns[0].trusted),
@@ -739,7 +739,7 @@ def prepare_series(df: pd.DataFrame, report: DataReport, *, outlier_threshold: f
         if s.slope_unit_root is not None:
             unit_root += (f"; of its departures' steps: ADF {s.slope_unit_root[0]:.2f} against "
                           f"{s.slope_unit_root[1]:.2f}")
-        cycles = "".join(f"; no {PERIOD_NAMES.get(period, f'{period:g}-day')} cycle: not significant "
+        cycles = "".join(f"; no {period_name(period)} cycle: not significant "
                          f"(F-test p = {p:.2g}, at least {CYCLE_P:g})"
                          for period, p in s.cycle_tests if p >= CYCLE_P)
         report.notes.append(f"{col}: {s.describe()} (chosen by backtest: MAE {s.scores[0][1]:.4g}"

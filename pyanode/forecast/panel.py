@@ -78,7 +78,7 @@ from pyanode.forecast.intervals import Calibration
 from pyanode.forecast.io import write_model_file
 from pyanode.forecast.model import Config, ForecastModel, as_ftype, ftype
 from pyanode.forecast.store import RecordStore
-from pyanode.forecast.structure import Structure
+from pyanode.forecast.structure import CALENDAR, Structure
 
 __all__ = ["PREDICT_CHUNK", "FrameLayout", "PanelForecaster", "PanelWindows", "SeriesRecord", "SeriesViews",
            "VALIDATION_SERIES", "fit_panel"]
@@ -710,7 +710,9 @@ def fit_panel(
     if horizon is None:  # each series' backtest horizon (its frequency's, or a quarter of its longest cycle)
         horizon = int(np.median([p.trusted for p in prepared.values()]))
     options = training_windows(median_steps, step_days, window, lookback, validation, half_life, horizon)
-    periods = tuple(sorted({q for p in prepared.values() for q in p.periods}))
+    # The shared field sees the calendar's phases only: a free cycle (structure.free_cycle) is one series'
+    # own, and a union of many would be many inputs.
+    periods = tuple(sorted({q for p in prepared.values() for q in p.periods if q in CALENDAR}))
     config = make_config(columns=first.layout.columns, periods=periods, step_days=step_days, epoch_days=0.0,
                          **options)
     phi = np.median([p.phis for p in prepared.values()], axis=0)

@@ -733,6 +733,11 @@ def test_a_free_cycle_becomes_a_candidate_and_is_reported_by_its_length():
     future = np.arange(n, n + 6)
     pred = st.from_standard(st.mu(future)[:, :, None].reshape(6, 1))[:, 0]
     assert np.max(np.abs(pred - (100 + 30 * np.sin(2 * np.pi * future / 9.6)))) < 6
+    # Two columns, each with its own cycle: each gets its own.
+    other = 50 + 10 * np.sin(2 * np.pi * t / 13.3) + rng.normal(0, 1, n)
+    both = choose_structure(np.stack([y, other], axis=1), S.YEAR, 0.0, horizon=6)
+    assert [c.periods[0] / S.YEAR for c in both.columns] == pytest.approx([period / S.YEAR, 13.3], abs=0.15)
+    assert both.columns[0].periods == st.columns[0].periods  # the other column's cycle changes nothing
     # Around a random walk the same cycle is found, but departures that persist keep no free cycle.
     walk = y + np.cumsum(np.random.default_rng(5).normal(0, 5, n))
     assert S.free_cycle(np.diff(walk), S.YEAR, 0.0) is not None
@@ -743,3 +748,23 @@ def test_a_free_cycle_becomes_a_candidate_and_is_reported_by_its_length():
     assert choose_structure(y[:, None], S.YEAR, 0.0, horizon=6, seasonal=()).periods == ()
     assert [S.period_name(p) for p in (1.0, 7.0, 365.25, 3 * 365.25, 21.0, 10.0, 0.5)] == [
         "daily", "weekly", "yearly", "3-year", "3-week", "10-day", "12-hour"]
+
+
+def test_the_second_look_forecasts_a_residual_as_the_second_order_start_does():
+    """``_backtest(..., second_order=True)`` forecasts a decaying residual along its AR(2) path, as the
+    model's second-order start does: on a slowly damped oscillation it errs a fifth as much as the AR(1)
+    decay that the first backtest uses (which can only fade towards zero)."""
+    n = 150
+    x = np.zeros(n)
+    x[0], x[1] = 1.0, 0.9
+    a1, a2 = 2 * 0.98 * np.cos(2 * np.pi / 9.6), -(0.98**2)
+    for t in range(2, n):
+        x[t] = a1 * x[t - 1] + a2 * x[t - 2]
+    v = 10 + x
+    zs = {"none": S._transformed(v, "none")}
+    cuts, h = [n - 18, n - 12, n - 6], 6
+    at = S._origins(zs["none"][0][None], cuts, h, S._bases(n, cuts, 0.0, S.YEAR, ()), [0.0])
+    flat = S._Candidate("none", "flat", (), 0.0)
+    first = S._backtest(v, zs, [flat], at, h, (), S.YEAR)[0]
+    second = S._backtest(v, zs, [flat], at, h, (), S.YEAR, second_order=True)[0]
+    assert second < 0.25 * first and first > 0.5 * np.mean(np.abs(x[-18:]))

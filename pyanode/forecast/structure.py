@@ -1065,16 +1065,13 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
     h = max(1, min(h, T // (3 * origins) or 1))
     cuts = [T - k * h for k in range(origins, 0, -1) if T - k * h >= max(4, 2 * T // 3)]
     bases = _bases(T, cuts, epoch_days, step_days, seasonal)
-    calendar, own = seasonal, {}
-    if free_cycles and not exact:
-        own = _free_cycles(y, bases[T], seasonal, step_days)
-        if own:
-            seasonal = calendar + tuple(sorted({p for p, _ in own.values()}))
-            bases = _bases(T, cuts, epoch_days, step_days, seasonal)
+    own = _free_cycles(y, bases[T], seasonal, step_days) if free_cycles and not exact else {}
     columns = []
     for j in range(n):
         v = y[:, j]
-        mine = calendar + ((own[j][0],) if j in own else ())  # this column's periods, in basis order
+        # This column's periods and bases: the calendar's, and its own free cycle's (others' are theirs).
+        mine = seasonal + ((own[j][0],) if j in own else ())
+        basis = bases if j not in own else _bases(T, cuts, epoch_days, step_days, mine)
         obs = np.isfinite(v)
         log_ok = bool(obs.sum() >= 4 and np.all(v[obs] > 0))
         zs = {tr: _transformed(v, tr) for tr in (("none", "log") if log_ok else ("none",))}
@@ -1083,10 +1080,10 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
         # and on the column's own scale for its cycles.
         # (Calendar cycles only: a free cycle fitted with one amplitude leaves the cycle's changes of size in
         # the residual, which then wanders as a random walk would not -- the lynx's departures "persisted".)
-        cols = _columns("linear", calendar, seasonal, step_days)
+        cols = _columns("linear", seasonal, mine, step_days)
         persistent, unit_roots, reference = {}, {}, {}
         for tr, (zt, _, _) in zs.items():
-            reference[tr] = zt - bases[T][:, cols] @ _Normal(zt, T, bases[T], 0.0).fit(cols)[0]
+            reference[tr] = zt - basis[T][:, cols] @ _Normal(zt, T, basis[T], 0.0).fit(cols)[0]
             persistent[tr], unit_roots[tr] = bool(persistence), None
             if persistence is None:
                 test = unit_root_test(reference[tr][-RECENT_ROWS:])
@@ -1098,15 +1095,14 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
             # spurious one as often as not (a stock price's "yearly cycle"). The reference residual's AR(1)
             # prewhitens the test, whether or not its departures persist (cycle_p_values). A free cycle was
             # found significant by its own test, which allows for the search over frequencies.
-            basis = bases[T][:, _columns("local", mine, seasonal, step_days)]
-            p_values = cycle_p_values(zs["none"][0], basis, mine, step_days, _ar1(reference["none"]))
+            p_values = cycle_p_values(zs["none"][0], basis[T], mine, step_days, _ar1(reference["none"]))
             if j in own:
                 p_values[own[j][0]] = own[j][1]
             cycles = tuple(p for p in mine if p_values[p] < CYCLE_P)
         candidates = _candidates(cycles, persistent, step_days, h, exact, T)
-        at = _origins(np.stack([z for z, _, _ in zs.values()]), cuts, h, bases,
+        at = _origins(np.stack([z for z, _, _ in zs.values()]), cuts, h, basis,
                       sorted({c.half_life for c in candidates}))
-        scores = _backtest(v, zs, candidates, at, h, seasonal, step_days)
+        scores = _backtest(v, zs, candidates, at, h, mine, step_days)
         scored = [(float(s), c) for s, c in zip(scores, candidates, strict=True)]
         # The lowest error wins; among near-ties (within TIE of it) the simplest, listed first, wins.
         # (Averaging the best three candidates instead did worse on the forecast suite: mean MASE 1.34
@@ -1118,14 +1114,14 @@ def choose_structure(y: np.ndarray, step_days: float, epoch_days: float, horizon
             # A free cycle judged again: the backtest forecasts residuals as AR(1) decays, against which a
             # fixed cycle beats a damped one that the second-order start would carry (free_cycle).
             plain = dataclasses.replace(winner, periods=tuple(p for p in winner.periods if p in CALENDAR))
-            without, with_free = _backtest(v, zs, [plain, winner], at, h, seasonal, step_days, True)
+            without, with_free = _backtest(v, zs, [plain, winner], at, h, mine, step_days, True)
             if without <= with_free * (1 + TIE):
                 # (Its own backtest score; a weighting in whole free cycles may be no calendar candidate's.)
-                win_score, winner = float(_backtest(v, zs, [plain], at, h, seasonal, step_days)[0]), plain
+                win_score, winner = float(_backtest(v, zs, [plain], at, h, mine, step_days)[0]), plain
         ranking = [r for r in sorted(scored, key=lambda s: s[0]) if r[1] != winner]
         z, mean, std = zs[winner.transform]
-        cols = _columns(winner.trend, winner.periods, seasonal, step_days)
-        coef = _Normal(z, T, bases[T], winner.half_life).fit(cols)[0]
+        cols = _columns(winner.trend, winner.periods, mine, step_days)
+        coef = _Normal(z, T, basis[T], winner.half_life).fit(cols)[0]
         part = Part(winner.trend, winner.periods, winner.half_life, tuple(float(c) for c in coef))
         column = ColumnStructure(transform=winner.transform, mean=mean, std=std, parts=(part,),
                                  fitted_steps=T, phi=0.0, trusted=trusted,

@@ -733,6 +733,13 @@ def test_a_free_cycle_becomes_a_candidate_and_is_reported_by_its_length():
     future = np.arange(n, n + 6)
     pred = st.from_standard(st.mu(future)[:, :, None].reshape(6, 1))[:, 0]
     assert np.max(np.abs(pred - (100 + 30 * np.sin(2 * np.pi * future / 9.6)))) < 6
+    # The report says why.
+    frame = pd.DataFrame({"y": y}, index=pd.date_range("1800-01-01", periods=n, freq="YS"))
+    notes = prepare_series(*load_frame(frame), outlier_threshold=6.0, resample=None, horizon=6,
+                           seasonal=None).report.notes
+    assert any(f"y: flat trend, {period / S.YEAR:.3g}-year cycle (chosen by backtest" in n
+               and f"; a {period / S.YEAR:.3g}-year cycle in its periodogram (Fisher's test p = " in n
+               for n in notes), notes
     # Two columns, each with its own cycle: each gets its own.
     other = 50 + 10 * np.sin(2 * np.pi * t / 13.3) + rng.normal(0, 1, n)
     both = choose_structure(np.stack([y, other], axis=1), S.YEAR, 0.0, horizon=6)

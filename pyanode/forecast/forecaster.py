@@ -67,6 +67,7 @@ from pyanode.forecast.intervals import (
 from pyanode.forecast.io import read_model_file, write_model_file
 from pyanode.forecast.model import Config, ForecastModel, check_options, parse_seasonality
 from pyanode.forecast.structure import (
+    CALENDAR,
     CYCLE_P,
     RECENT_ROWS,
     TIE,
@@ -742,6 +743,8 @@ def prepare_series(df: pd.DataFrame, report: DataReport, *, outlier_threshold: f
         cycles = "".join(f"; no {period_name(period)} cycle: not significant "
                          f"(F-test p = {p:.2g}, at least {CYCLE_P:g})"
                          for period, p in s.cycle_tests if p >= CYCLE_P)
+        cycles += "".join(f"; a {period_name(period)} cycle in its periodogram (Fisher's test p = {p:.2g})"
+                          for period, p in s.cycle_tests if period not in CALENDAR)
         report.notes.append(f"{col}: {s.describe()} (chosen by backtest: MAE {s.scores[0][1]:.4g}"
                             f"{runner_up}{unit_root}{cycles})")
     return Prepared(df, report, center, spread, step_days, pos, T, structure, calibration)

@@ -563,9 +563,10 @@ def fit(
         date_column: the date column's name (default: found automatically).
         hidden, depth, activation: the vector field MLP's width, number of hidden layers, nonlinearity.
         solver, rtol, atol, sensealg: passed to :func:`pyanode.solve` (adaptive solvers only).
-        seasonality: ``auto`` (the daily, weekly and yearly cycles, trend and transform of each column
-            chosen by backtest, :mod:`pyanode.forecast.structure`), ``none``, or the cycles to use, e.g.
-            ``yearly`` or ``daily+weekly`` (the trend and transform are still chosen by backtest).
+        seasonality: ``auto`` (the daily, weekly and yearly cycles, a cycle of the column's own length
+            where the data keep one, trend and transform of each column chosen by backtest,
+            :mod:`pyanode.forecast.structure`), ``none``, or the cycles to use, e.g. ``yearly`` or
+            ``daily+weekly`` (then no other: the trend and transform are still chosen by backtest).
         horizon: how many steps ahead the structure's backtest judges forecasts, and how far a trend
             keeps its slope before it fades; pass the horizon you will forecast. Default: the M4
             competition's for the frequency (48 hourly, 14 daily, 13 weekly, 18 monthly, 8 quarterly,

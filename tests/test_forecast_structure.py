@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -657,8 +658,6 @@ def test_a_decaying_residual_that_oscillates_is_forecast_as_one():
 
 def _fisher_g_exact(g: float, m: int) -> float:
     """Fisher's exact null tail, the alternating series in full (fine for small m)."""
-    import math
-
     return sum((-1) ** (j - 1) * math.comb(m, j) * (1 - j * g) ** (m - 1) for j in range(1, int(1 / g) + 1))
 
 
@@ -731,7 +730,7 @@ def test_a_free_cycle_becomes_a_candidate_and_is_reported_by_its_length():
     assert f"{period / S.YEAR:.3g}-year cycle" in st.columns[0].describe()
     # The cycle carries the forecast: six years ahead, within a fraction of its amplitude of the truth.
     future = np.arange(n, n + 6)
-    pred = st.from_standard(st.mu(future)[:, :, None].reshape(6, 1))[:, 0]
+    pred = st.from_standard(st.mu(future))[:, 0]
     assert np.max(np.abs(pred - (100 + 30 * np.sin(2 * np.pi * future / 9.6)))) < 6
     # The report says why.
     frame = pd.DataFrame({"y": y}, index=pd.date_range("1800-01-01", periods=n, freq="YS"))

@@ -191,24 +191,27 @@ def test_a_model_per_series_leaves_a_series_that_wanders_untrained_as_fit_does()
                                   alone.predict(6)["sales"].to_numpy())
 
 
-def test_a_model_per_series_keeps_free_cycles_in_the_structures_and_out_of_the_fields():
-    """Series with cycles of their own lengths keep them in their structures, but their fields see the
-    calendar's cycles only (none for annual data), so that they share compiled programs; a single fit's
-    field sees its free cycle's phase too."""
+def test_free_cycles_stay_out_of_a_shared_field_and_in_each_series_own():
+    """Series with cycles of their own lengths keep them in their structures. A shared model's field sees
+    the calendar's cycles only (none for annual data), not a union of every series' own; a model per series
+    sees its series' cycle, as a fit of that series alone does."""
     rng = np.random.default_rng(3)
     year = pd.date_range("1820-01-01", periods=110, freq="YS")
     t = np.arange(110)
     frames = [pd.DataFrame({"site": sid, "year": year,
                             "n": 100 + 30 * np.sin(2 * np.pi * t / period) + rng.normal(0, 3, 110)})
               for sid, period in (("a", 9.6), ("b", 13.3))]
-    fc = pyanode.fit(pd.concat(frames), id_column="site", shared=False, iterations=4, horizon=6,
-                     progress=False)
+    shared = pyanode.fit(pd.concat(frames), id_column="site", iterations=4, horizon=6, progress=False)
+    each = pyanode.fit(pd.concat(frames), id_column="site", shared=False, iterations=4, horizon=6,
+                       progress=False)
+    assert shared.model.config.periods == ()
     for sid, period in (("a", 9.6), ("b", 13.3)):
-        (cycle,) = fc.series[sid].structure.periods
+        (cycle,) = each.series[sid].structure.periods
         assert cycle / 365.25 == pytest.approx(period, abs=0.15)
-        assert fc.series[sid].config.periods == ()
+        assert shared.series[sid].structure.periods == (cycle,)
+        assert each.series[sid].config.periods == (cycle,)
     alone = pyanode.fit(frames[0].drop(columns="site"), iterations=4, horizon=6, progress=False)
-    assert alone.config.periods == alone.structure.periods == fc.series["a"].structure.periods
+    assert alone.config.periods == each.series["a"].config.periods
 
 
 def test_series_record_gives_back_the_frame_it_was_made_from():

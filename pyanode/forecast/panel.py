@@ -755,15 +755,12 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
               make_config: Callable[..., Config], options: tuple, outlier_threshold: float,
               resample: str | None, progress: bool, console: Any, train_persistent: bool = False
               ) -> PanelForecaster:
-    """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series, except
-    that the field's inputs are the calendar's cycles only: a series' free cycle (structure.free_cycle) stays
-    in its structure, and its period, a constant of the compiled programs, would make each such series
-    compile programs of its own."""
+    """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series (so a
+    series with a free cycle, structure.free_cycle, compiles programs of its own, as its fit alone would)."""
     series = {}
     interrupted = False
     for sid, p in prepared.items():
-        calendar = tuple(q for q in p.structure.periods if q in CALENDAR)
-        config = make_config(columns=p.layout.columns, periods=calendar,
+        config = make_config(columns=p.layout.columns, periods=p.structure.periods,
                              step_days=p.step_days, epoch_days=p.structure.epoch_days,
                              **training_windows(p.steps, p.step_days, *options,
                                                 p.structure.columns[0].trusted))

@@ -347,17 +347,9 @@ def test_ctrl_c_during_training_writes_the_forecast_and_exits_130(tmp_path, monk
     # Interrupted at iteration 3: the model so far forecasts, every output is written, and the exit code
     # (130, as `pyanode experiment` gives) tells a script that the run did not finish.
     import pyanode.forecast.fitting as fit_module
+    from tests.ctrl_c import ctrl_c_at
 
-    real = fit_module.run_loop
-
-    def interrupted_at_3(*args, **kwargs):
-        def press_ctrl_c(it, model, row):
-            if it == 3:
-                raise KeyboardInterrupt
-
-        return real(*args, **kwargs, callback=press_ctrl_c)
-
-    monkeypatch.setattr(fit_module, "run_loop", interrupted_at_3)
+    ctrl_c_at(monkeypatch, fit_module, "run_loop", 3)
     monkeypatch.chdir(tmp_path)
     _csv(tmp_path / "train.csv", 120)
     res = runner.invoke(app, ["forecast", "train.csv", "--iterations", "20", "--horizon", "5"])

@@ -181,17 +181,9 @@ def test_a_refused_run_leaves_no_output_folder(tmp_path):
 
 def test_ctrl_c_during_an_experiment_writes_what_was_done(tmp_path, monkeypatch):
     import pyanode.train as train_module
+    from tests.ctrl_c import ctrl_c_at
 
-    real_train = train_module.train
-
-    def interrupted_train(*args, **kwargs):
-        def stop(it, model, row):
-            if it == 7:
-                raise KeyboardInterrupt
-
-        return real_train(*args, callback=stop, **kwargs)
-
-    monkeypatch.setattr(train_module, "train", interrupted_train)
+    ctrl_c_at(monkeypatch, train_module, "train", 7)
     summary = run_experiment("g1d", out=tmp_path / "o", models="node,anode", iterations=50, progress=False)
     assert summary["interrupted"] is True
     assert [(m["model"], m["iterations"], m["interrupted"]) for m in summary["models"]] == [("node", 7, True)]

@@ -673,17 +673,9 @@ def test_ctrl_c_keeps_the_trained_running_average_and_says_so(monkeypatch):
     import jax
 
     import pyanode.forecast.fitting as fit_module
+    from tests.ctrl_c import ctrl_c_at
 
-    real = fit_module.run_loop
-
-    def interrupted_at_6(*args, **kwargs):
-        def press_ctrl_c(it, model, row):
-            if it == 6:
-                raise KeyboardInterrupt
-
-        return real(*args, **kwargs, callback=press_ctrl_c)
-
-    monkeypatch.setattr(fit_module, "run_loop", interrupted_at_6)
+    ctrl_c_at(monkeypatch, fit_module, "run_loop", 6)
     fc = F.fit(_series(), augment=2, seed=0, **SMALL)  # (the fixture's compiled programs)
     assert fc.info["stopped"] == ("interrupted at iteration 6; kept the running average of the parameters at "
                                   "iteration 6 (no validation score yet)")

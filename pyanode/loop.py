@@ -111,7 +111,9 @@ def _compiled_step(static: Any, optimizer: optax.GradientTransformation, loss: L
         average = state.average
         if ema is not None:
             decay = jnp.minimum(ema, (it - 1) / (it + 9.0))
-            average = jax.tree_util.tree_map(lambda a, p: decay * a + (1 - decay) * p, average, params)
+            # (A parameter that stays as it is stays exactly so in the average, as a fixed one must.)
+            average = jax.tree_util.tree_map(
+                lambda a, p: jnp.where(a == p, a, decay * a + (1 - decay) * p), average, params)
         best_params, best_loss, best_it = state.best_params, state.best_loss, state.best_iteration
         if keep_lowest:
             # The parameters that produced the lowest loss, kept on the device (no host round trip).

@@ -429,6 +429,41 @@ def test_save_load_round_trip_and_bad_files(fitted, tmp_path):
         F.load(tmp_path / "missing.pyanode")
 
 
+def test_the_cycles_periods_are_fixed_in_training_and_read_from_older_files(tmp_path, monkeypatch):
+    """The field's periods are an array of the model (so that programs are shared): training leaves them
+    exactly as they are (no gradient reaches them, weight decay spares them) while it moves the field (the
+    trained running average, kept by a Ctrl-C). A file written before they were an array (its model holds
+    every other parameter) loads with the config's."""
+    import equinox as eqx
+
+    import pyanode.forecast.fitting as fit_module
+    from tests.ctrl_c import ctrl_c_at
+
+    ctrl_c_at(monkeypatch, fit_module, "run_loop", 20)
+    rng = np.random.default_rng(3)
+    n = 200
+    df = pd.DataFrame({"y": 10 + 3 * np.sin(2 * np.pi * np.arange(n) / 7) + rng.normal(0, 0.3, n)},
+                      index=pd.date_range("2022-01-01", periods=n, freq="D"))
+    fc = F.fit(df, augment=2, seed=0, **{**SMALL, "iterations": 30})
+    assert fc.config.periods == (7.0,)
+    assert np.asarray(fc.model.periods).tolist() == [7.0]
+    untrained = F.ForecastModel(fc.config, 0)
+    assert np.abs(np.asarray(fc.model.field.layers[0].weight) - np.asarray(untrained.field.layers[0].weight)
+                  ).max() > 1e-4
+    path = fc.save(tmp_path / "new.pyanode")
+    older = tmp_path / "older.pyanode"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(older, "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            if name == "model.eqx":
+                buf = io.BytesIO()
+                eqx.tree_serialise_leaves(buf, eqx.tree_at(lambda m: m.periods, fc.model, None))
+                assert len(buf.getvalue()) < len(data)
+                data = buf.getvalue()
+            zout.writestr(name, data)
+    pd.testing.assert_frame_equal(F.load(older).predict(horizon=9), fc.predict(horizon=9))
+
+
 def test_same_seed_same_forecast(fitted):
     again = F.fit(_series(), augment=2, seed=0, **SMALL)
     pd.testing.assert_frame_equal(again.predict(horizon=15), fitted.predict(horizon=15))
@@ -686,34 +721,38 @@ def test_ctrl_c_keeps_the_trained_running_average_and_says_so(monkeypatch):
 
 
 def test_other_data_of_the_same_shape_reuse_the_compiled_programs(tmp_path):
-    """Data are arguments, not constants: a second process fitting other values, dates, column names and
-    length (same frequency and size bucket) traces nothing new: it reads the first process's traced
-    training, validation and forecast programs from the cache (XLA may still compile one of them again).
-    (Both series get the same structure: no cycle. The wave is longer than the data's third: one the data
-    cover three times or more may be a free cycle of the structure, whose period is a constant of the
-    programs, and such a series compiles its own.)"""
+    """Data are arguments, not constants: a second process fitting other values, dates, column names,
+    length (same frequency and size bucket) and cycle traces nothing new: it reads the first process's
+    traced training, validation and forecast programs from the cache (XLA may still compile one of them
+    again). Each series has a cycle of its own length (24 and 30 days), which the field sees: the periods
+    are an array of the model, not constants of its programs."""
     import os
     import subprocess
     import sys
 
     script = (
         "import sys, numpy as np, pandas as pd, pyanode\n"
-        "n, seed, start, name = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]\n"
+        "n, seed, start, name, period = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], "
+        "float(sys.argv[5])\n"
         "rng = np.random.default_rng(seed)\n"
         "idx = pd.date_range(start, periods=n, freq='D')\n"
-        "df = pd.DataFrame({name: np.sin(np.arange(n) / 20) + rng.normal(0, 0.1, n)}, index=idx)\n"
+        "df = pd.DataFrame({name: np.sin(2 * np.pi * np.arange(n) / period) + rng.normal(0, 0.1, n)}, "
+        "index=idx)\n"
         "fc = pyanode.fit(df, iterations=4, window=16, lookback=14, batch=8, hidden=8, progress=False)\n"
         "fc.predict(horizon=7)\n"
+        "print(fc.config.periods)\n"
     )
     env = dict(os.environ, PYANODE_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
 
     def files(folder):
         return sorted(os.listdir(tmp_path / "cache" / folder))
 
-    for args in (["200", "0", "2021-01-01", "a"], ["215", "1", "2015-06-03", "b"]):
+    for args in (["200", "0", "2021-01-01", "a", "24"], ["215", "1", "2015-06-03", "b", "30"]):
         res = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
                              timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
+        periods = eval(res.stdout.strip().splitlines()[-1])  # the field's periods: the cycle found
+        assert len(periods) == 1 and abs(periods[0] - float(args[4])) < 0.5, periods
         if args[0] == "200":
             traced = files("programs")
     assert len(traced) == 3, traced  # the training step, the validation loss, the forecast

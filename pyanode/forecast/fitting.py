@@ -52,7 +52,7 @@ import pandas as pd
 from pyanode.cache import cached_program
 from pyanode.errors import PyanodeError
 from pyanode.forecast.grid import GridArrays, lag_windows
-from pyanode.forecast.model import Config, ForecastModel, as_ftype, ftype, masked_mse, rollout
+from pyanode.forecast.model import Config, ForecastModel, as_ftype, decayed_leaves, ftype, masked_mse, rollout
 from pyanode.loop import LoopResult, run_loop
 
 __all__ = ["WindowData", "bucket", "column_mix", "field_scaled", "fit_model",
@@ -185,7 +185,8 @@ def held_out_errors(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 def _optimizer(lr: float, iterations: int, weight_decay: float) -> optax.GradientTransformation:
     # Cached: the same options give the same optimiser object, so the loop reuses its compiled step.
     schedule = optax.warmup_cosine_decay_schedule(lr / 10, lr, max(1, iterations // 20), iterations, lr / 20)
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=weight_decay))
+    return optax.chain(optax.clip_by_global_norm(1.0),
+                       optax.adamw(schedule, weight_decay=weight_decay, mask=decayed_leaves))
 
 
 def validation_tails(y: np.ndarray, origins: list[int], span: int, reach: int = 1) -> np.ndarray:

@@ -97,5 +97,11 @@ def _leaves(model: ForecastModel) -> bytes:
 
 
 def _model(blob: bytes, config: dict) -> ForecastModel:
-    """A model rebuilt from its config, its parameters read into it."""
-    return eqx.tree_deserialise_leaves(io.BytesIO(blob), ForecastModel(Config.from_json(config), 0))
+    """A model rebuilt from its config, its parameters read into it. (A file written before the periods
+    were an array of the model holds every other parameter: the config's periods are taken.)"""
+    model = ForecastModel(Config.from_json(config), 0)
+    try:
+        return eqx.tree_deserialise_leaves(io.BytesIO(blob), model)
+    except (EOFError, ValueError, RuntimeError):
+        older = eqx.tree_deserialise_leaves(io.BytesIO(blob), eqx.tree_at(lambda m: m.periods, model, None))
+        return eqx.tree_at(lambda m: m.periods, older, model.periods, is_leaf=lambda x: x is None)

@@ -109,11 +109,13 @@ class Config:
     def program_key(self, name: str) -> str:
         """What a compiled program of this model depends on: everything but what only the host reads (the
         seed, first date, column names, recency weighting, validation length, patience and which columns
-        start as second-order ODEs: initial values of the parameters), so that other series of the same
-        shape share it."""
+        start as second-order ODEs: initial values of the parameters) and the periods' lengths (an array of
+        the model, :attr:`ForecastModel.periods`; their number is the features' shape), so that other
+        series of the same shape share it."""
         d = self.to_json()
         for k in ("seed", "epoch_days", "columns", "half_life", "validation", "patience", "second_order"):
             d.pop(k)
+        d["periods"] = len(self.periods)
         return f"{name}|n={self.n}|" + json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -173,16 +175,16 @@ def as_ftype(x: Any) -> jax.Array:
     return jax.device_put(np.asarray(x, ftype()))
 
 
-def calendar_features(t_days: jax.Array, periods: Sequence[float], harmonics: int) -> jax.Array:
-    """``[sin(2 pi k t / P), cos(2 pi k t / P)]`` for each period P and k = 1..harmonics (t in days)."""
-    feats = []
-    for p in periods:
-        for k in range(1, harmonics + 1):
-            w = 2 * math.pi * k / p
-            feats += [jnp.sin(w * t_days), jnp.cos(w * t_days)]
-    if not feats:
+def calendar_features(t_days: jax.Array, periods: Sequence[float] | jax.Array, harmonics: int) -> jax.Array:
+    """``[sin(2 pi k t / P), cos(2 pi k t / P)]`` for each period P and k = 1..harmonics (t in days), in
+    that order. ``periods`` may be an array of the program (traced), so that one program serves any."""
+    periods = jnp.asarray(periods, dtype=jnp.result_type(t_days))
+    if periods.shape[0] == 0:
         return jnp.zeros((*jnp.shape(t_days), 0), dtype=jnp.result_type(t_days))
-    return jnp.stack(feats, axis=-1)
+    k = jnp.arange(1, harmonics + 1, dtype=periods.dtype)
+    w = (2 * math.pi * k[None, :] / periods[:, None]).reshape(-1)  # (P * harmonics,)
+    angle = jnp.asarray(t_days)[..., None] * w
+    return jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1).reshape(*angle.shape[:-1], 2 * w.shape[0])
 
 
 class ForecastModel(eqx.Module):
@@ -192,6 +194,11 @@ class ForecastModel(eqx.Module):
     field: eqx.nn.MLP
     log_decay: jax.Array  # log kappa per state dimension (ODE time units)
     coupling: jax.Array  # C (state, state), ODE time units
+    # The calendar features' periods (days), ``config.periods`` as an array: an argument of the compiled
+    # programs rather than a constant in them, so that series with other cycles of the same number (a
+    # free cycle of the data's own length) share them. Fixed: no gradient reaches it
+    # (:meth:`features`), and weight decay spares it (:func:`decayed_leaves`).
+    periods: jax.Array
     config: Config = eqx.field(static=True)
 
     def __init__(self, config: Config, key: jax.Array | int, phi: Sequence[float] | None = None,
@@ -248,6 +255,7 @@ class ForecastModel(eqx.Module):
                                    (as_ftype(w), as_ftype(np.zeros(c.state))))
         self.log_decay = as_ftype(np.log(kappa))
         self.coupling = as_ftype(coupling)
+        self.periods = as_ftype(np.asarray(c.periods, dtype=np.float64).reshape(-1))
         self.config = config
 
     @property
@@ -256,12 +264,18 @@ class ForecastModel(eqx.Module):
         return 1.0 / (8.0 * self.config.dt)
 
     def features(self, t_days: jax.Array) -> jax.Array:
-        return calendar_features(t_days, self.config.periods, self.config.harmonics)
+        return calendar_features(t_days, jax.lax.stop_gradient(self.periods), self.config.harmonics)
 
     def encode(self, lags: jax.Array, t_days: jax.Array) -> jax.Array:
         """Initial states from the last ``lookback`` (scaled, gap-filled) observations, shape (B, W, n)."""
         x = jnp.concatenate([lags.reshape(lags.shape[0], -1), self.features(t_days)], axis=-1)
         return jax.vmap(self.encoder)(x)
+
+
+def decayed_leaves(params: Any) -> Any:
+    """The weight-decay mask of a model's parameters (a :class:`ForecastModel` of arrays, or of ``None``
+    where not trained): True for every parameter but the fixed :attr:`ForecastModel.periods`."""
+    return eqx.tree_at(lambda m: m.periods, jax.tree_util.tree_map(lambda _: True, params), False)
 
 
 def _second_order_block(coef: tuple[float, float] | None, dt: float) -> tuple[np.ndarray, np.ndarray]:

@@ -755,8 +755,8 @@ def _fit_each(prepared: Mapping[str, SeriesRecord], bad: dict[str, str], id_colu
               make_config: Callable[..., Config], options: tuple, outlier_threshold: float,
               resample: str | None, progress: bool, console: Any, train_persistent: bool = False
               ) -> PanelForecaster:
-    """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series (so a
-    series with a free cycle, structure.free_cycle, compiles programs of its own, as its fit alone would)."""
+    """``shared=False``: a model per series, each fitted as :func:`pyanode.fit` fits a single series (its
+    field sees its own cycles, a free cycle, structure.free_cycle, among them, as its fit alone would)."""
     series = {}
     interrupted = False
     for sid, p in prepared.items():

@@ -13,9 +13,10 @@ The training rows are each series' first origin of ``benchmarks/forecast_accurac
 its first test window); the forecast covers that window's dates, and the fit is told that horizon, as
 ``benchmarks/forecast_accuracy.py`` tells it (and the command does).
 
-With ``--shift K`` the warm fit is of another series of the same shape: the same number of rows, ``K``
-later (and the window after them), so other values and, where the structure finds a cycle of the data's
-own length, another period. It measures what a user's next series costs once the cache holds the first's.
+With ``--shift K`` the warm fit is of another series of the same frequency and size: the same rows but
+the first ``K`` (the same forecast window), so other values and, where the structure finds a cycle of the
+data's own length, another period. It measures what a user's next series costs once the cache holds the
+first's.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def main() -> None:
     ap.add_argument("--tree", action="append", type=Path, required=True, help="source tree (repeatable)")
     ap.add_argument("--series", default=",".join(SERIES))
     ap.add_argument("--shift", type=int, default=0,
-                    help="the warm fit trains on the rows this many later (another series of the same shape)")
+                    help="the warm fit leaves out this many first rows (another series of the same size)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     folder = suite_dir()
@@ -84,14 +85,15 @@ def main() -> None:
             df.index[start:stop].to_series().to_pickle(dates)
             shift = args.shift
             train2, dates2 = Path(tmp, f"{name}-shifted.pkl"), Path(tmp, f"{name}-shifted-dates.pkl")
-            df.iloc[shift : start + shift].to_pickle(train2)
-            df.index[start + shift : stop + shift].to_series().to_pickle(dates2)
+            df.iloc[shift:start].to_pickle(train2)
+            df.index[start:stop].to_series().to_pickle(dates2)
             for k, tree in enumerate(args.tree):
                 cache = Path(tmp, f"cache-{name}-{k}")
                 cold = _time_fit(tree.resolve(), train, dates, cache)
                 warm = _time_fit(tree.resolve(), train2, dates2, cache)
-                row = {"series": name, "tree": str(k), "rows": start, "shift": args.shift, "import_s": cold[0],
-                       "cold_fit_s": cold[1], "cold_compile_s": cold[2], "cold_programs": cold[3],
+                row = {"series": name, "tree": str(k), "rows": start, "shift": args.shift,
+                       "import_s": cold[0], "cold_fit_s": cold[1], "cold_compile_s": cold[2],
+                       "cold_programs": cold[3],
                        "warm_fit_s": warm[1], "warm_compile_s": warm[2], "warm_programs": warm[3]}
                 print(json.dumps(row), flush=True)
                 rows.append(row)

@@ -725,7 +725,9 @@ def test_other_data_of_the_same_shape_reuse_the_compiled_programs(tmp_path):
     length (same frequency and size bucket) and cycle traces nothing new: it reads the first process's
     traced training, validation and forecast programs from the cache (XLA may still compile one of them
     again). Each series has a cycle of its own length (24 and 30 days), which the field sees: the periods
-    are an array of the model, not constants of its programs."""
+    are an array of the model, not constants of its programs. The encoder's default lookback, an eighth
+    of the rows (25 and 26 steps), differs too: it shapes the lag windows made on the host, not the
+    programs."""
     import os
     import subprocess
     import sys
@@ -738,9 +740,9 @@ def test_other_data_of_the_same_shape_reuse_the_compiled_programs(tmp_path):
         "idx = pd.date_range(start, periods=n, freq='D')\n"
         "df = pd.DataFrame({name: np.sin(2 * np.pi * np.arange(n) / period) + rng.normal(0, 0.1, n)}, "
         "index=idx)\n"
-        "fc = pyanode.fit(df, iterations=4, window=16, lookback=14, batch=8, hidden=8, progress=False)\n"
+        "fc = pyanode.fit(df, iterations=4, window=16, batch=8, hidden=8, progress=False)\n"
         "fc.predict(horizon=7)\n"
-        "print(fc.config.periods)\n"
+        "print(fc.config.periods, fc.config.lookback)\n"
     )
     env = dict(os.environ, PYANODE_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
 
@@ -751,8 +753,9 @@ def test_other_data_of_the_same_shape_reuse_the_compiled_programs(tmp_path):
         res = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
                              timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
-        periods = eval(res.stdout.strip().splitlines()[-1])  # the field's periods: the cycle found
-        assert len(periods) == 1 and abs(periods[0] - float(args[4])) < 0.5, periods
+        periods, lookback = eval(res.stdout.strip().splitlines()[-1].replace(") ", "), "))
+        assert len(periods) == 1 and abs(periods[0] - float(args[4])) < 0.5, periods  # the cycle found
+        assert lookback == int(args[0]) // 8
         if args[0] == "200":
             traced = files("programs")
     assert len(traced) == 3, traced  # the training step, the validation loss, the forecast

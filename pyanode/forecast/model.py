@@ -109,13 +109,15 @@ class Config:
     def program_key(self, name: str) -> str:
         """What a compiled program of this model depends on: everything but what only the host reads (the
         seed, first date, column names, recency weighting, validation length, patience and which columns
-        start as second-order ODEs: initial values of the parameters) and the periods' lengths (an array of
-        the model, :attr:`ForecastModel.periods`; their number is the features' shape), so that other
-        series of the same shape share it."""
+        start as second-order ODEs: initial values of the parameters), the periods' lengths (an array of
+        the model, :attr:`ForecastModel.periods`; their number is the features' shape) and the encoder's
+        lookback beyond the rows of its input (:func:`~pyanode.forecast.grid.lag_count`; the lag windows
+        are made on the host), so that other series of the same shape share it."""
         d = self.to_json()
         for k in ("seed", "epoch_days", "columns", "half_life", "validation", "patience", "second_order"):
             d.pop(k)
         d["periods"] = len(self.periods)
+        d["lookback"] = lag_count(self.lookback)
         return f"{name}|n={self.n}|" + json.dumps(d, sort_keys=True)
 
     @classmethod

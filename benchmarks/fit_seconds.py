@@ -83,14 +83,12 @@ def main() -> None:
             train, dates = Path(tmp, f"{name}.pkl"), Path(tmp, f"{name}-dates.pkl")
             df.iloc[:start].to_pickle(train)
             df.index[start:stop].to_series().to_pickle(dates)
-            shift = args.shift
-            train2, dates2 = Path(tmp, f"{name}-shifted.pkl"), Path(tmp, f"{name}-shifted-dates.pkl")
-            df.iloc[shift:start].to_pickle(train2)
-            df.index[start:stop].to_series().to_pickle(dates2)
+            train2 = Path(tmp, f"{name}-shifted.pkl")
+            df.iloc[args.shift : start].to_pickle(train2)
             for k, tree in enumerate(args.tree):
                 cache = Path(tmp, f"cache-{name}-{k}")
                 cold = _time_fit(tree.resolve(), train, dates, cache)
-                warm = _time_fit(tree.resolve(), train2, dates2, cache)
+                warm = _time_fit(tree.resolve(), train2, dates, cache)
                 row = {"series": name, "tree": str(k), "rows": start, "shift": args.shift,
                        "import_s": cold[0], "cold_fit_s": cold[1], "cold_compile_s": cold[2],
                        "cold_programs": cold[3],

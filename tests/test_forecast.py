@@ -728,6 +728,7 @@ def test_other_data_of_the_same_shape_reuse_the_compiled_programs(tmp_path):
     are an array of the model, not constants of its programs. The encoder's default lookback, an eighth
     of the rows (25 and 26 steps), differs too: it shapes the lag windows made on the host, not the
     programs."""
+    import ast
     import os
     import subprocess
     import sys
@@ -742,7 +743,7 @@ def test_other_data_of_the_same_shape_reuse_the_compiled_programs(tmp_path):
         "index=idx)\n"
         "fc = pyanode.fit(df, iterations=4, window=16, batch=8, hidden=8, progress=False)\n"
         "fc.predict(horizon=7)\n"
-        "print(fc.config.periods, fc.config.lookback)\n"
+        "print(repr((fc.config.periods, fc.config.lookback)))\n"
     )
     env = dict(os.environ, PYANODE_CACHE_DIR=str(tmp_path / "cache"), JAX_PLATFORMS="cpu")
 
@@ -753,7 +754,7 @@ def test_other_data_of_the_same_shape_reuse_the_compiled_programs(tmp_path):
         res = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
                              timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
-        periods, lookback = eval(res.stdout.strip().splitlines()[-1].replace(") ", "), "))
+        periods, lookback = ast.literal_eval(res.stdout.strip().splitlines()[-1])
         assert len(periods) == 1 and abs(periods[0] - float(args[4])) < 0.5, periods  # the cycle found
         assert lookback == int(args[0]) // 8
         if args[0] == "200":

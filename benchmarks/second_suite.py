@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from forecast_accuracy import suite_dir  # noqa: E402
 
 # frequency -> (horizon, MASE season): M4's; half-hourly (not in M4) two days ahead, a day's season
-M4 = {"W": (13, 1), "MS": (18, 12), "QS": (8, 4), "h": (48, 24), "30min": (96, 48)}
+M4 = {"YS": (6, 1), "W": (13, 1), "MS": (18, 12), "QS": (8, 4), "h": (48, 24), "30min": (96, 48)}
 
 
 def series() -> dict[str, tuple[pd.DataFrame, str, str]]:

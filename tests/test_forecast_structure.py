@@ -591,6 +591,40 @@ def test_a_persistent_residual_drifts_only_where_its_recent_steps_say_so():
     assert residual_drift(rising[:3], 20) == 0.0  # too few steps to judge
 
 
+def test_a_run_of_steps_that_follow_each_other_is_not_a_drift():
+    """Steps that are an AR(1) of correlation 0.8 with no drift at all: the plain t-ratio (``sd / sqrt(n)``)
+    calls about half of 18-step windows a drift; allowing for the steps' correlation, estimated on the
+    residual's longer history, brings that near the test's nominal 5 %. Independent steps keep their
+    power: a drift of 0.7 of a step's spread is found in most 18-step windows, and no drift seldom is."""
+    from pyanode.forecast.structure import residual_drift
+
+    rng = np.random.default_rng(0)
+    n, history, trials = 18, 200, 300
+
+    def walk(steps: np.ndarray) -> np.ndarray:
+        return np.concatenate([[0.0], np.cumsum(steps)])
+
+    def plain(r: np.ndarray) -> bool:  # the t-ratio without the correlation
+        d = np.diff(r[-(n + 1):])
+        return abs(d.mean()) / (d.std(ddof=1) / np.sqrt(n)) >= 2.0
+
+    called, plain_called = 0, 0
+    for _ in range(trials):
+        e = rng.normal(size=history + n + 100)
+        steps = np.zeros_like(e)
+        for t in range(1, len(e)):
+            steps[t] = 0.8 * steps[t - 1] + e[t]
+        r = walk(steps[100:])
+        called += residual_drift(r, n) != 0.0
+        plain_called += plain(r)
+    assert plain_called / trials > 0.4 and called / trials < 0.2
+    independent = [walk(rng.normal(size=history + n)) for _ in range(trials)]
+    assert np.mean([residual_drift(r, n) != 0.0 for r in independent]) < 0.1
+    drifting = [np.concatenate([r[:history], r[history - 1] + walk(0.7 + rng.normal(size=n))[1:]])
+                for r in independent]
+    assert np.mean([residual_drift(r, n) != 0.0 for r in drifting]) > 0.75
+
+
 def _ar2(coef: tuple[float, float], n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = np.zeros(n)

@@ -681,14 +681,25 @@ def residual_drift(r: np.ndarray, steps: int) -> float:
     from the structure (a trend that changed since the structure was fitted, as a recovery after a
     recession does), and carrying its level on flat would lag further behind at every step ahead. Only
     clear drifts are carried: the forecast suites' persistent series whose steps merely wander (stock
-    prices, the beer, the woollen yarn) lose accuracy when every drift is (BENCHMARKS.md)."""
+    prices, the beer, the woollen yarn) lose accuracy when every drift is (BENCHMARKS.md).
+
+    The standard error allows for steps that follow each other (a recession's run of falls): ``sd / sqrt(n)``
+    times ``sqrt((1 + rho) / (1 - rho))``, the variance of the mean of an AR(1) of lag-one correlation
+    ``rho``, estimated on the residual's steps over its last :data:`RECENT_ROWS` rows (the window alone is too
+    short to say) and taken as 0 where negative. Without it, steps with ``rho = 0.8`` and no drift at all
+    read as a drift about half the time (tests/test_forecast_structure.py), and a long forecast carries
+    that drift on for years."""
     d = np.diff(r[-(steps + 1):])
     d = d[np.isfinite(d)]
     if len(d) < 3:
         return 0.0
     sd = float(np.std(d, ddof=1))
     mean = float(np.mean(d))
-    return mean if sd > 0 and abs(mean) / (sd / math.sqrt(len(d))) >= DRIFT_T else 0.0
+    history = np.diff(r[-RECENT_ROWS:])
+    history = history[np.isfinite(history)] - np.nanmean(history)
+    rho = float(np.clip(history[1:] @ history[:-1] / max(float(history @ history), 1e-300), 0.0, SLOWEST))
+    se = sd / math.sqrt(len(d)) * math.sqrt((1 + rho) / (1 - rho))
+    return mean if se > 0 and abs(mean) / se >= DRIFT_T else 0.0
 
 
 def _bases(T: int, cuts: Sequence[int], epoch_days: float, step_days: float, periods: tuple[float, ...]

@@ -594,8 +594,9 @@ def test_a_persistent_residual_drifts_only_where_its_recent_steps_say_so():
 def test_a_run_of_steps_that_follow_each_other_is_not_a_drift():
     """Steps that are an AR(1) of correlation 0.8 with no drift at all: the plain t-ratio (``sd / sqrt(n)``)
     calls about half of 18-step windows a drift; allowing for the steps' correlation, estimated on the
-    residual's longer history, brings that near the test's nominal 5 %. Independent steps keep their
-    power: a drift of 0.7 of a step's spread is found in most 18-step windows, and no drift seldom is."""
+    residual's longer history, brings that under a fifth (about 12 % here; the nominal rate is 5 %).
+    Independent steps keep their power: a drift of 0.7 of a step's spread is found in most 18-step windows,
+    and no drift seldom is."""
     from pyanode.forecast.structure import residual_drift
 
     rng = np.random.default_rng(0)

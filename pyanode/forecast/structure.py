@@ -696,8 +696,7 @@ def residual_drift(r: np.ndarray, steps: int) -> float:
     sd = float(np.std(d, ddof=1))
     mean = float(np.mean(d))
     history = np.diff(r[-RECENT_ROWS:])
-    history = history[np.isfinite(history)] - np.nanmean(history)
-    rho = float(np.clip(history[1:] @ history[:-1] / max(float(history @ history), 1e-300), 0.0, SLOWEST))
+    rho = _ar1(history - np.nanmean(history))
     se = sd / math.sqrt(len(d)) * math.sqrt((1 + rho) / (1 - rho))
     return mean if se > 0 and abs(mean) / se >= DRIFT_T else 0.0
 

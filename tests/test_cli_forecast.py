@@ -357,3 +357,25 @@ def test_ctrl_c_during_training_writes_the_forecast_and_exits_130(tmp_path, monk
     assert "interrupted at iteration 3" in res.output
     assert "interrupted: the model trained so far made the forecast; its outputs were written" in res.output
     assert len(pd.read_csv(tmp_path / "forecast.csv")) == 5 and (tmp_path / "forecast.png").stat().st_size
+
+
+@pytest.mark.parametrize("freq, rows, steps", [("h", 200, 48), ("D", 800, 91), ("QS", 40, 8)])
+def test_without_a_horizon_the_forecast_reaches_as_far_as_the_fit_judged(tmp_path, monkeypatch, freq, rows,
+                                                                        steps):
+    """No --test or --horizon: M4's horizon for the data's frequency, or a quarter of a year for daily data
+    that span two years (the library's default, ``Forecaster.horizon``); the same steps for each series of a
+    panel. A random walk, so that nothing is trained."""
+    rng = np.random.default_rng(5)
+    idx = pd.date_range("2000-01-01", periods=rows, freq=freq)
+    walk = pd.DataFrame({"date": idx.strftime("%Y-%m-%d %H:%M"), "y": 50 + np.cumsum(rng.normal(size=rows))})
+    walk.to_csv(tmp_path / "walk.csv", index=False)
+    pd.concat([walk.assign(shop=s) for s in ("a", "b")]).to_csv(tmp_path / "shops.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["forecast", "walk.csv", "--plot", "", "--quiet"])
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
+    assert out.index.equals(pd.date_range(idx[-1], periods=steps + 1, freq=freq)[1:])
+    res = runner.invoke(app, ["forecast", "shops.csv", "--id", "shop", "--out", "panel.csv", "--plot", "",
+                              "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "panel.csv").groupby("shop").size().to_dict() == {"a": steps, "b": steps}

@@ -92,7 +92,11 @@ def forecast(
         None, "--example", help="Run on a packaged data set instead of TRAIN: delhi."
     ),
     test: Path | None = typer.Option(None, "--test", help="Test CSV: forecast its dates and score them."),
-    horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast (default 30)."),
+    horizon: int | None = typer.Option(
+        None, "--horizon", help="Steps to forecast (default: as far as the fit judges forecasts, M4's "
+                                "horizon for the data's frequency: 48 hours, 14 days, 13 weeks, 18 months, "
+                                "8 quarters, 6 years; a quarter of a year for daily or finer data spanning "
+                                "two years)."),
     date_column: str | None = typer.Option(None, "--date-column", help="Name of the date column."),
     columns: str | None = typer.Option(None, "--columns", help="Columns to model, comma-separated."),
     augment: int = typer.Option(2, "--augment", help="Extra (augmented) state dimensions."),
@@ -272,7 +276,7 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
                                f"(test columns: {', '.join(test_df.columns)})")
     out_console = _console(quiet)
     # The structure's backtest judges forecasts as far ahead as this run will forecast.
-    ahead = horizon or (int((test_df.index > train_df.index[-1]).sum()) if test is not None else 30) or None
+    ahead = horizon or (int((test_df.index > train_df.index[-1]).sum()) if test is not None else None) or None
     fc = fit(train, augment=augment, columns=cols, date_column=date_column, solver=solver, rtol=rtol,
                atol=atol, sensealg=sensealg, iterations=iterations, seed=seed, dedupe=dedupe,
                resample=resample, progress=not quiet, horizon=ahead, **read)
@@ -299,7 +303,7 @@ def _run(train, test, horizon, date_column, columns, augment, solver, rtol, atol
                     f"{m} {table.loc['model', (c, m)]:.3g}" for m in extra), markup=False)
         _atomic(metrics, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
     else:
-        pred = fc.predict(horizon=horizon or 30, **(intervals or {}))
+        pred = fc.predict(horizon=horizon or fc.horizon, **(intervals or {}))
 
     _atomic(out, lambda p: pred.to_csv(p, float_format="%.6g"))
     fig = None
@@ -350,7 +354,7 @@ def _run_panel(train, test, horizon, id_column, panel_options, devices, date_col
     out_console = _console(quiet)
     fc = fit(train, augment=augment, columns=cols, date_column=date_column, solver=solver, rtol=rtol,
              atol=atol, sensealg=sensealg, iterations=iterations, seed=seed, dedupe=dedupe, resample=resample,
-             progress=not quiet, horizon=ahead or 30, id_column=id_column, skip_bad_series=skip_bad_series,
+             progress=not quiet, horizon=ahead, id_column=id_column, skip_bad_series=skip_bad_series,
              shared=not per_series, devices=devices, **read)
     for line in fc.report_lines():
         out_console.print(line, markup=False)
@@ -387,11 +391,11 @@ def _run_panel(train, test, horizon, id_column, panel_options, devices, date_col
                            for sid, f in frames.items()], ignore_index=True)
         pred = fc.predict(dates=dates, **bands)
     else:
-        pred = fc.predict(horizon or 30, **bands)
+        pred = fc.predict(horizon or fc.horizon, **bands)
 
     _atomic(out, lambda p: pred.to_csv(p, float_format="%.6g", index=False))
     fig = None
     if plot_path is not None:
         fig = fc.plot(frames if test is not None else None,
-                      horizon=None if test is not None else horizon or 30, level=bands["level"])
+                      horizon=None if test is not None else horizon or fc.horizon, level=bands["level"])
     _write_rest(out_console, fc, out, plot_path, fig, metrics, save)

@@ -117,6 +117,13 @@ class Forecaster:
         return list(self.config.columns)
 
     @property
+    def horizon(self) -> int:
+        """Steps ahead the fit judged its structure's forecasts (the ``horizon`` given to :func:`fit`, or its
+        default: M4's horizon for the data's frequency, or a quarter of the longest cycle the data could
+        show where that is longer); how far the command and :meth:`plot` forecast unless told."""
+        return self.structure.columns[0].trusted
+
+    @property
     def end(self) -> pd.Timestamp:
         """The last training date: forecasts start here."""
         return self.train.index[-1]
@@ -380,7 +387,7 @@ class Forecaster:
             truth, _ = self._test_frame(test)
             pred = self.predict(dates=truth.index, level=level)
         else:
-            pred = self.predict(horizon=horizon or self.structure.columns[0].trusted, level=level)
+            pred = self.predict(horizon=horizon or self.horizon, level=level)
         return plot_forecast(self.train, pred, truth, history_steps=history_steps, report=self.report,
                              level=check_levels(level) if level is not None else None)
 

@@ -360,6 +360,12 @@ class PanelForecaster:
     def ids(self) -> list[str]:
         return list(self.series)
 
+    @property
+    def horizon(self) -> int:
+        """The median over series of each one's :attr:`Forecaster.horizon`: how far the command forecasts
+        every series unless told (as the fit trained the shared model, when not given a horizon)."""
+        return int(np.median([r.structure.columns[0].trusted for r in _records(self.series)]))
+
     def __repr__(self) -> str:
         return (f"PanelForecaster({len(self.series)} series, columns={self.columns}, "
                 f"augment={self.config.augment}, skipped={len(self.skipped)}, "
@@ -545,7 +551,7 @@ class PanelForecaster:
             f = self.series[sid]
             truth = truths.get(sid)
             pred = (f.predict(dates=truth.index, level=levels) if truth is not None
-                    else f.predict(horizon=horizon or 30, level=levels))
+                    else f.predict(horizon=horizon or f.horizon, level=levels))
             series.append((sid, caption, f.train, pred, truth))
         return plot_panel(series, column, level=levels,
                           title=f"{column}: {len(series)} of {len(self.series)} series")

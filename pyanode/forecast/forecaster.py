@@ -74,9 +74,10 @@ from pyanode.forecast.structure import (
     Structure,
     choose_structure,
     period_name,
-    residual_level,
+    persistent_ahead,
     second_order_ahead,
     second_order_words,
+    state_period,
 )
 
 if TYPE_CHECKING:
@@ -299,7 +300,9 @@ class Forecaster:
                                                positions - (len(y) - 1))
             elif len(seen) and c.persistent:
                 recent = y[-RECENT_ROWS:, j]
-                out[:, j] = residual_level(recent[None], np.isfinite(recent))[0] + c.drift_ahead(positions)
+                period = state_period(c.periods, self.config.step_days)
+                out[:, j] = (persistent_ahead(recent, period, len(y) - len(recent), np.rint(positions))
+                             + c.drift_ahead(positions))
             elif len(seen):
                 out[:, j] = y[seen[-1], j] * c.phi ** np.maximum(positions - seen[-1], 0.0)
         return out

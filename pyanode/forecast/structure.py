@@ -85,6 +85,8 @@ FREE_HARMONICS = 2  # a cycle of the data's own length (no calendar's): its fund
 FREE_CYCLES_SEEN = 3  # the data cover such a cycle at least this many times
 PHASE_PARTS = 3  # a free cycle at the AR(2)'s own period must keep its phase through this many parts
 FREE_SHORTEST = 4.0  # steps: a shorter cycle's shape is not sampled (near two steps, barely its sign)
+STATE_CYCLES = 4  # a persistent residual's own cycle (residual_cycle) needs at least this many cycles seen
+STATE_DISCOUNTS = np.linspace(0.0, LEVEL_DISCOUNT, 20)  # the discounts residual_cycle chooses from
 
 
 def backtest_horizon(step_days: float) -> int:
@@ -639,7 +641,11 @@ def level_discount(r: np.ndarray) -> np.ndarray:
     invertible root (Harvey, 1989). A pure random walk (``rho = 0``) gives 0; the noisier the steps around the
     level, the larger, up to :data:`LEVEL_DISCOUNT`."""
     d = r[:, 1:] - r[:, :-1]
-    num, den = np.nansum(d[:, 1:] * d[:, :-1], axis=1), np.nansum(d**2, axis=1)
+    return _ma1_discount(np.nansum(d[:, 1:] * d[:, :-1], axis=1), np.nansum(d**2, axis=1))
+
+
+def _ma1_discount(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """:func:`level_discount` from the differences' lag-one products ``num`` and squares ``den``."""
     rho = np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), -0.5, 0.0)
     safe = np.where(rho < 0, rho, -1.0)
     beta = np.where(rho < 0, (1 - np.sqrt(np.maximum(1 - 4 * safe**2, 0.0))) / (-2 * safe), 0.0)
@@ -655,6 +661,73 @@ def residual_level(r: np.ndarray, observed: np.ndarray) -> np.ndarray:
     seen = np.flatnonzero(observed)
     w = beta[:, None] ** (seen[-1] - seen)[None, :].astype(np.float64)
     return np.sum(w * r[:, seen], axis=1) / np.sum(w, axis=1)
+
+
+def state_period(periods: Sequence[float], step_days: float) -> int:
+    """The cycle whose changes a persistent residual carries (:func:`residual_cycle`), in grid steps: the
+    shortest calendar cycle of ``periods`` that is a whole number of steps (a year of months or quarters, a
+    day of hours, a week of days); 0 where none is."""
+    steps = [p / step_days for p in periods if p in CALENDAR]
+    return min((round(n) for n in steps if abs(n - round(n)) < 1e-6 and round(n) >= 2), default=0)
+
+
+def residual_cycle(r: np.ndarray, period: int, first: int = 0) -> np.ndarray:
+    """The cycle a persistent residual ``r`` (grid steps ``first, first + 1, ...``; NaN in gaps) has now,
+    (period,) indexed by grid step modulo ``period``; zeros where fewer than :data:`STATE_CYCLES` cycles
+    show it.
+
+    The structure's cycle has one fixed shape (recent data weighted at most). Where the series' own cycle
+    changes from year to year, as seasonal ARIMA's seasonal difference and Holt-Winters' seasonal state
+    allow, the residual keeps a cycle of its own. Its departures from their centred moving average over one
+    cycle, read at one phase cycle after cycle, are then a local level: each phase's current value is their
+    exponentially weighted mean, with one discount for every phase, the one of :data:`STATE_DISCOUNTS` whose
+    forecasts of each cycle from the ones before have the least squared error (as exponential smoothing
+    fits its parameters). Where the cycle does not change, the departures at a phase are noise, the
+    discount is large and the smoothed values near zero; where it changes as a random walk would, the last
+    cycle's departures carry on."""
+    out = np.zeros(period)
+    n = len(r)
+    if period < 2 or n < STATE_CYCLES * period + period:
+        return out
+    weights = np.ones(period + 1 - period % 2)
+    if period % 2 == 0:  # the 2 x period moving average centres an even cycle
+        weights[0] = weights[-1] = 0.5
+    weights /= weights.sum()
+    half = len(weights) // 2
+    departure = np.full(n, np.nan)
+    departure[half : n - half] = r[half : n - half] - np.convolve(r, weights, mode="valid")  # NaN spreads
+    steps = first + np.arange(n)
+    cycles = steps // period - steps[0] // period
+    table = np.full((cycles[-1] + 1, period), np.nan)  # cycle x phase
+    table[cycles, steps % period] = departure
+    table = table[np.isfinite(table).any(axis=1)]
+    if len(table) < STATE_CYCLES:
+        return out
+    # The smoothing as a weighted mean, sum_k beta^k x(c - k) / sum_k beta^k, so that the first cycles
+    # weigh no more than the discount gives them.
+    beta = STATE_DISCOUNTS[:, None]
+    total, weight = np.zeros((len(STATE_DISCOUNTS), period)), np.zeros((len(STATE_DISCOUNTS), period))
+    sse = np.zeros(len(STATE_DISCOUNTS))
+    for row in table:  # each cycle: forecast by the smoothing so far, then smoothed in
+        seen = np.isfinite(row)
+        known = seen & (weight > 0)
+        sse += np.sum(np.where(known, row - total / np.where(known, weight, 1.0), 0.0) ** 2, axis=1)
+        total = np.where(seen, beta * total + np.where(seen, row, 0.0), total)
+        weight = np.where(seen, beta * weight + 1.0, weight)
+    best = int(np.argmin(sse))
+    out = np.where(weight[best] > 0, total[best] / np.where(weight[best] > 0, weight[best], 1.0), 0.0)
+    return out - out.mean()
+
+
+def persistent_ahead(r: np.ndarray, period: int, first: int, ahead: np.ndarray) -> np.ndarray:
+    """A persistent residual ``r`` (grid steps ``first, ...``; NaN in gaps) forecast at grid steps
+    ``ahead``: the current level of the residual without its own cycle (:func:`residual_level`), plus that
+    cycle (:func:`residual_cycle`; none where ``period`` is 0)."""
+    observed = np.isfinite(r)
+    cycle = residual_cycle(r, period, first) if period else np.zeros(1)
+    phases = (first + np.arange(len(r))) % len(cycle)
+    level = residual_level((r - cycle[phases])[None], observed)[0]
+    return level + cycle[np.asarray(ahead, dtype=np.int64) % len(cycle)]
 
 
 def residual_slope(r: np.ndarray) -> float:
@@ -928,7 +1001,7 @@ def _used(shapes: Sequence[tuple[str, tuple[float, ...]]], seasonal: tuple[float
 
 
 def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: _Origins, h: int,
-               persistent: np.ndarray, second_order: bool = False
+               persistent: np.ndarray, second_order: bool = False, state: np.ndarray | None = None
                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Per origin ``o``: ``(o, ahead, zf)``, every candidate's standardised forecast ``zf`` (C, len(ahead))
     of the steps ``ahead`` after the cut.
@@ -962,6 +1035,8 @@ def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: 
         if persistent.any():
             persisting = residual_level(resid, observed[start:cut])[:, None]
             decaying = np.where(persistent[:, None], persisting, decaying)
+            for c in np.flatnonzero(persistent & (state > 0)) if state is not None else ():
+                decaying[c] = persistent_ahead(resid[c], int(state[c]), start, ahead)
         yield o, ahead, fitted[:, ahead - start] + decaying
 
 
@@ -1031,7 +1106,10 @@ def refit_errors(z: np.ndarray, column: ColumnStructure, cuts: Sequence[int], h:
     coef = _ridge_coefficients(origins, used, transform, weighting, judged)
     out = np.full((len(origins.cuts), h), np.nan)
     persistent = np.full(len(column.parts), column.persistent)
-    for o, ahead, zf in _forecasts(z[None], coef, transform, origins, h, persistent):
+    # As the forecaster forecasts a persistent column: with its residual's own cycle (the choice among
+    # candidates judges the level alone; carried in its backtest too, the cycle lost more series than it won).
+    state = np.array([state_period(p.periods, step_days) for p in column.parts])
+    for o, ahead, zf in _forecasts(z[None], coef, transform, origins, h, persistent, state=state):
         if judged[o].all():
             out[o, : len(ahead)] = z[ahead] - zf.mean(axis=0)
     return out[np.isfinite(out).any(axis=1)]

@@ -283,10 +283,11 @@ class Forecaster:
     def _closed_form_residual(self, positions: np.ndarray) -> np.ndarray:
         """The closed-form model's residual forecast at grid ``positions`` (standardised units): each
         column's last observed residual decaying as its AR(1), ``r phi^(t - t_last)``, or as its AR(2) where
-        the model starts it as a second-order ODE (:attr:`Config.second_order`), or its current level
-        carrying on if it is persistent, as the structure's and the calibration's backtests forecast
-        (:func:`pyanode.forecast.intervals.backtest_errors`; they take the AR(1) for every decaying
-        column), plus its drift where that is significant, or its
+        the model starts it as a second-order ODE (:attr:`Config.second_order`), or, if it is persistent,
+        its current level carrying on with the cycle the residual has now
+        (:func:`~pyanode.forecast.structure.persistent_ahead`), as the structure's and the calibration's
+        backtests forecast (:func:`pyanode.forecast.intervals.backtest_errors`; they take the AR(1) for every
+        decaying column), plus its drift where that is significant, or its
         current slope where its steps have a unit root too (``ColumnStructure.drift``, decided once on the
         whole training data; the backtests carry none)."""
         arrays = residual_arrays(self.structure, self.train, self._positions())

@@ -11,7 +11,8 @@ cycles and recency weighting) is refitted by the same weighted ridge normal equa
 each of ``K`` origins ``o`` (up to :data:`ORIGINS`, evenly spaced over the last third of the training
 data), and forecasts the next ``H`` steps as the structure's backtest does: ``mu_o(o + h)`` plus the last
 residual decaying as an AR(1), ``r_o phi_o^h`` (or, for a persistent column, the residual's current level
-carrying on). Where the truth is observed, the signed errors
+carrying on, with the residual's own cycle where it has one, as the forecaster's: ``persistent_ahead``).
+Where the truth is observed, the signed errors
 
     e[o, h] = z(o + h) - zhat_o(h),          h = 1 .. H
 

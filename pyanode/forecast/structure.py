@@ -40,7 +40,11 @@ differencing or exponential smoothing's level assumes). Every candidate on that 
 residual's current level (the local level model's, :func:`residual_level`) carried on undiminished, and so
 does the fitted forecaster: the series is forecast
 from where it is, not pulled back to a lagging fit, and the neural ODE, which cannot foresee a random
-walk's steps, models the columns whose departures decay. Where such a residual's steps over the last
+walk's steps, models the columns whose departures decay. Where the series' cycle changes from year to
+year (a calendar cycle of whole steps: a year of months or quarters, a day of hours, a week of days), the
+residual keeps a cycle of its own beside its level, and every such candidate, and the fitted forecaster,
+carries it on (:func:`residual_cycle`), as seasonal ARIMA's seasonal difference and Holt-Winters' seasonal
+state do. Where such a residual's steps over the last
 ``horizon`` steps drift significantly (:func:`residual_drift`: a trend that changed since the structure was
 fitted), the fitted forecaster carries the drift on as well, as a random walk with drift would; and where
 the residual's steps have a unit root too (a second test, as ARIMA differences twice a series whose growth
@@ -1017,7 +1021,9 @@ def _forecasts(z: np.ndarray, coef: np.ndarray, transform: np.ndarray, origins: 
     time); where ``persistent[c]``, the residuals' current level (:func:`residual_level`) carries on
     undiminished. One product gives every candidate's fitted values at an origin. With ``second_order``, a
     decaying residual that is a second-order linear ODE (:func:`second_order_fit`) follows its AR(2) path
-    through its last two values instead, as the model's start does."""
+    through its last two values instead, as the model's start does. With ``state`` (C,), a persistent
+    candidate with ``state[c] > 0`` forecasts its level without its own cycle of that many steps plus that
+    cycle (:func:`persistent_ahead`), as the fitted forecaster does."""
     T = z.shape[1]
     observed = np.isfinite(z[0])
     for o, (cut, basis, t0) in enumerate(zip(origins.cuts, origins.bases, origins.last, strict=True)):
@@ -1061,7 +1067,8 @@ def _backtest(v: np.ndarray, zs: dict[str, tuple[np.ndarray, float, float]], can
     observed = np.isfinite(v)
     errors = np.zeros((len(origins.cuts), C))
     persistent = np.array([c.persistent for c in candidates])
-    for o, ahead, zf in _forecasts(z, coef, transform, origins, h, persistent, second_order):
+    state = np.array([state_period(c.periods, step_days) for c in candidates])  # a persistent one's own cycle
+    for o, ahead, zf in _forecasts(z, coef, transform, origins, h, persistent, second_order, state):
         pred = zf * stds[transform, None] + means[transform, None]
         pred[is_log] = np.exp(np.clip(pred[is_log], -700, 700))
         ok = observed[ahead]
@@ -1106,8 +1113,6 @@ def refit_errors(z: np.ndarray, column: ColumnStructure, cuts: Sequence[int], h:
     coef = _ridge_coefficients(origins, used, transform, weighting, judged)
     out = np.full((len(origins.cuts), h), np.nan)
     persistent = np.full(len(column.parts), column.persistent)
-    # As the forecaster forecasts a persistent column: with its residual's own cycle (the choice among
-    # candidates judges the level alone; carried in its backtest too, the cycle lost more series than it won).
     state = np.array([state_period(p.periods, step_days) for p in column.parts])
     for o, ahead, zf in _forecasts(z[None], coef, transform, origins, h, persistent, state=state):
         if judged[o].all():

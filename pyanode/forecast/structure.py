@@ -645,11 +645,7 @@ def level_discount(r: np.ndarray) -> np.ndarray:
     invertible root (Harvey, 1989). A pure random walk (``rho = 0``) gives 0; the noisier the steps around the
     level, the larger, up to :data:`LEVEL_DISCOUNT`."""
     d = r[:, 1:] - r[:, :-1]
-    return _ma1_discount(np.nansum(d[:, 1:] * d[:, :-1], axis=1), np.nansum(d**2, axis=1))
-
-
-def _ma1_discount(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """:func:`level_discount` from the differences' lag-one products ``num`` and squares ``den``."""
+    num, den = np.nansum(d[:, 1:] * d[:, :-1], axis=1), np.nansum(d**2, axis=1)
     rho = np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), -0.5, 0.0)
     safe = np.where(rho < 0, rho, -1.0)
     beta = np.where(rho < 0, (1 - np.sqrt(np.maximum(1 - 4 * safe**2, 0.0))) / (-2 * safe), 0.0)

@@ -712,7 +712,7 @@ def residual_cycle(r: np.ndarray, period: int, first: int = 0) -> np.ndarray:
         seen = np.isfinite(row)
         known = seen & (weight > 0)
         sse += np.sum(np.where(known, row - total / np.where(known, weight, 1.0), 0.0) ** 2, axis=1)
-        total = np.where(seen, beta * total + np.where(seen, row, 0.0), total)
+        total = np.where(seen, beta * total + row, total)  # (NaN where unseen, and not taken)
         weight = np.where(seen, beta * weight + 1.0, weight)
     best = int(np.argmin(sse))
     out = np.where(weight[best] > 0, total[best] / np.where(weight[best] > 0, weight[best], 1.0), 0.0)
@@ -724,10 +724,11 @@ def persistent_ahead(r: np.ndarray, period: int, first: int, ahead: np.ndarray) 
     ``ahead``: the current level of the residual without its own cycle (:func:`residual_level`), plus that
     cycle (:func:`residual_cycle`; none where ``period`` is 0)."""
     observed = np.isfinite(r)
-    cycle = residual_cycle(r, period, first) if period else np.zeros(1)
-    phases = (first + np.arange(len(r))) % len(cycle)
-    level = residual_level((r - cycle[phases])[None], observed)[0]
-    return level + cycle[np.asarray(ahead, dtype=np.int64) % len(cycle)]
+    if not period:
+        return np.full(len(ahead), residual_level(r[None], observed)[0])
+    cycle = residual_cycle(r, period, first)
+    level = residual_level((r - cycle[(first + np.arange(len(r))) % period])[None], observed)[0]
+    return level + cycle[np.asarray(ahead, dtype=np.int64) % period]
 
 
 def residual_slope(r: np.ndarray) -> float:
